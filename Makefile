@@ -1,0 +1,46 @@
+# The two commands (see README):
+#   make run    set up and start the BinAudit dashboard on the embedded default
+#   make test   set up and run the whole test suite (browser tests included)
+
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# pip on some machines warns about every local index it cannot use; keep the log readable
+PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: run test setup setup-dev chromium lint bench demo-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt 2>&1 | $(PIP_FILTER)
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt 2>&1 | $(PIP_FILTER)
+	touch $@
+
+setup: $(VENV)/.runtime-installed
+setup-dev: $(VENV)/.dev-installed
+
+# Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+run: setup
+	$(BIN)/python -m app.launch
+
+test: setup-dev chromium
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: setup-dev
+	$(BIN)/ruff check .
+
+bench: setup-dev
+	$(BIN)/python -m bench --help

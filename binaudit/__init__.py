@@ -1,0 +1,1 @@
+"""Shared plumbing for BinAudit: configuration and the project database."""

@@ -1,0 +1,254 @@
+"""Build a counting dataset from a folder in ABID layout.
+
+Output (`out/`):
+    <split>/<count>/<bin_id>.jpg   class folders named by item count (folder "0" holds empty bins)
+    metadata/<bin_id>.json         the metadata of every built bin, for the audit import
+    manifest.csv                   one row per built bin
+    stats.json                     class distribution per split, and what was left out
+    errors.csv                     every problem (file, bin id, severity, reason)
+    filtered.csv                   bins with more than --max-count items (left out by design, not errors)
+
+Stages: pair files -> parse metadata -> check images -> assign splits -> write. Bad files are
+reported and skipped at each stage; nothing aborts on one bad bin.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_tools.images import BadImage, ImageInfo, inspect_jpeg, sha256_hex, write_image
+from data_tools.layout import METADATA_DIR, bin_sort_key, scan_local
+from data_tools.metadata import BinRecord, parse_metadata
+from data_tools.problems import Problem, write_report
+from data_tools.split import DEFAULT_FRACTIONS, SPLITS, assign_splits
+
+MANIFEST = "manifest.csv"
+STATS = "stats.json"
+ERRORS = "errors.csv"
+FILTERED = "filtered.csv"
+MANIFEST_FIELDS = (
+    "bin_id", "count", "split", "image_path", "width", "height", "bytes", "sha256",
+    "orig_width", "orig_height", "n_skus", "metadata_path",
+)
+
+
+@dataclass
+class BuildOptions:
+    source: Path
+    out: Path
+    max_count: int = 5
+    fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    seed: int = 0
+    max_side: int | None = None
+    metadata_only: bool = False
+    workers: int = min(16, 2 * (os.cpu_count() or 1))
+    progress: bool | None = None  # None: show bars on a terminal only
+
+
+@dataclass
+class BuildResult:
+    rows: list[dict[str, object]]
+    problems: list[Problem]
+    filtered: list[tuple[str, int]]
+    stats: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    record: BinRecord
+    info: ImageInfo | None
+
+
+def _bar(it: Iterable, total: int, desc: str, enabled: bool | None) -> Iterator:
+    return iter(tqdm(it, total=total, desc=desc, unit="bin", disable=None if enabled is None else not enabled))
+
+
+def _read_records(ids: list[str], metadata_dir: str, progress: bool | None) -> tuple[list[BinRecord], list[Problem]]:
+    records: list[BinRecord] = []
+    problems: list[Problem] = []
+    for bin_id in _bar(ids, len(ids), "metadata", progress):
+        rel = f"{METADATA_DIR}/{bin_id}.json"
+        try:
+            with open(os.path.join(metadata_dir, bin_id + ".json"), "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            problems.append(Problem(rel, f"unreadable file: {exc.strerror or exc}", bin_id))
+            continue
+        result = parse_metadata(raw, bin_id, rel)
+        problems.extend(result.problems)
+        if result.record is not None:
+            records.append(result.record)
+    return records, problems
+
+
+def _check_images(
+    records: list[BinRecord], image_path: Callable[[str], Path], workers: int, progress: bool | None
+) -> tuple[list[_Checked], list[Problem]]:
+    def check(record: BinRecord) -> _Checked | Problem:
+        rel = f"bin-images/{record.bin_id}.jpg"
+        try:
+            return _Checked(record, inspect_jpeg(image_path(record.bin_id).read_bytes()))
+        except BadImage as exc:
+            return Problem(rel, str(exc), record.bin_id)
+        except OSError as exc:
+            return Problem(rel, f"unreadable file: {exc.strerror or exc}", record.bin_id)
+
+    kept: list[_Checked] = []
+    problems: list[Problem] = []
+    with ThreadPoolExecutor(workers) as pool:  # PIL decodes without the GIL
+        for outcome in _bar(pool.map(check, records), len(records), "images", progress):
+            (problems if isinstance(outcome, Problem) else kept).append(outcome)
+    return kept, problems
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_csv(path: Path, fields: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(fields)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _remove_stale(out: Path, keep: set[str]) -> int:
+    """Delete images under the split folders that the new manifest does not list (moved or removed bins)."""
+    removed = 0
+    for split in SPLITS:
+        for path in (out / split).glob("*/*.jpg") if (out / split).is_dir() else ():
+            if path.relative_to(out).as_posix() not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def class_table(rows: Iterable[dict[str, object]], max_count: int) -> dict[str, dict[str, int]]:
+    """{split: {count: n}} with every split and class present (zeros included)."""
+    table = {s: {str(c): 0 for c in range(max_count + 1)} for s in SPLITS}
+    for row in rows:
+        table[str(row["split"])][str(row["count"])] += 1
+    return table
+
+
+def _stats(opts: BuildOptions, rows: list[dict[str, object]], problems: list[Problem],
+           filtered: list[tuple[str, int]], manifest_sha: str) -> dict[str, object]:
+    return {
+        "max_count": opts.max_count,
+        "seed": opts.seed,
+        "fractions": opts.fractions,
+        "max_side": opts.max_side,
+        "metadata_only": opts.metadata_only,
+        "bins": len(rows),
+        "classes": class_table(rows, opts.max_count),
+        "filtered_over_max_count": len(filtered),
+        "errors": sum(p.is_error for p in problems),
+        "warnings": sum(not p.is_error for p in problems),
+        "manifest_sha256": manifest_sha,
+    }
+
+
+def build_dataset(opts: BuildOptions) -> BuildResult:
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    pairing = scan_local(opts.source, metadata_only=opts.metadata_only)
+    problems = pairing.orphan_problems()
+
+    records, parse_problems = _read_records(pairing.paired, str(opts.source / METADATA_DIR), opts.progress)
+    problems += parse_problems
+    in_range = [r for r in records if r.expected_quantity <= opts.max_count]
+    filtered = [(r.bin_id, r.expected_quantity) for r in records if r.expected_quantity > opts.max_count]
+
+    if opts.metadata_only:
+        checked = [_Checked(r, None) for r in in_range]
+    else:
+        checked, image_problems = _check_images(in_range, pairing.image_path, opts.workers, opts.progress)
+        problems += image_problems
+
+    previous = {r["bin_id"]: r["split"] for r in read_manifest(out / MANIFEST)}
+    splits = assign_splits(
+        ((c.record.bin_id, c.record.expected_quantity) for c in checked), opts.fractions, opts.seed, previous
+    )
+    checked.sort(key=lambda c: bin_sort_key(c.record.bin_id))
+    rows = _write_bins(opts, checked, splits, pairing.image_path, pairing.metadata_path)
+
+    if not opts.metadata_only:
+        _remove_stale(out, {str(r["image_path"]) for r in rows})
+    _write_csv(out / MANIFEST, MANIFEST_FIELDS, ([r[f] for f in MANIFEST_FIELDS] for r in rows))
+    manifest_sha = hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest()
+    write_report(out / ERRORS, problems)
+    _write_csv(out / FILTERED, ("bin_id", "expected_quantity"), sorted(filtered, key=lambda f: bin_sort_key(f[0])))
+    stats = _stats(opts, rows, problems, filtered, manifest_sha)
+    tmp = out / (STATS + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(out / STATS)
+    return BuildResult(rows, problems, filtered, stats)
+
+
+def _write_bins(
+    opts: BuildOptions,
+    checked: list[_Checked],
+    splits: dict[str, str],
+    image_path: Callable[[str], Path],
+    metadata_path: Callable[[str], Path],
+) -> list[dict[str, object]]:
+    out = opts.out
+
+    def write(c: _Checked) -> dict[str, object]:
+        r = c.record
+        split = splits[r.bin_id]
+        row: dict[str, object] = {
+            "bin_id": r.bin_id, "count": r.expected_quantity, "split": split, "image_path": "",
+            "width": "", "height": "", "bytes": "", "sha256": "", "orig_width": "", "orig_height": "",
+            "n_skus": r.n_skus, "metadata_path": "",
+        }
+        if c.info is None:
+            return row
+        rel = f"{split}/{r.expected_quantity}/{r.bin_id}.jpg"
+        data = image_path(r.bin_id).read_bytes()
+        written = write_image(data, out / rel, c.info, opts.max_side)
+        if written != c.info:
+            data = (out / rel).read_bytes()
+        meta_rel = f"{METADATA_DIR}/{r.bin_id}.json"
+        (out / METADATA_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(metadata_path(r.bin_id), out / meta_rel)
+        row.update(
+            image_path=rel, width=written.width, height=written.height, bytes=len(data), sha256=sha256_hex(data),
+            orig_width=c.info.width, orig_height=c.info.height, metadata_path=meta_rel,
+        )
+        return row
+
+    if opts.metadata_only:
+        return [write(c) for c in checked]
+    with ThreadPoolExecutor(opts.workers) as pool:
+        return list(_bar(pool.map(write, checked), len(checked), "write", opts.progress))
+
+
+def format_class_table(classes: dict[str, dict[str, int]]) -> str:
+    """The class distribution as a fixed-width table: one row per count, one column per split."""
+    counts = sorted({c for per in classes.values() for c in per}, key=int)
+    splits = sorted(classes, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+    header = f"{'count':>5} " + " ".join(f"{s:>8}" for s in splits) + f" {'total':>8}"
+    lines = [header, "-" * len(header)]
+    for c in counts:
+        cells = [classes[s].get(c, 0) for s in splits]
+        lines.append(f"{c:>5} " + " ".join(f"{n:>8}" for n in cells) + f" {sum(cells):>8}")
+    totals = [sum(classes[s].values()) for s in splits]
+    lines.append("-" * len(header))
+    lines.append(f"{'all':>5} " + " ".join(f"{n:>8}" for n in totals) + f" {sum(totals):>8}")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The ABID layout: `bin-images/<id>.jpg` beside `metadata/<id>.json`, and pairing the two."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_tools.problems import DataToolsError, Problem
+
+IMAGES_DIR = "bin-images"
+METADATA_DIR = "metadata"
+IMAGE_SUFFIX = ".jpg"
+METADATA_SUFFIX = ".json"
+# the public bucket that holds the Amazon Bin Image Dataset
+ABID_BUCKET = "aft-vbi-pds"
+ABID_REGION = "us-east-1"
+
+
+def normalize_bin_id(value: str | int) -> str:
+    """ABID ids are zero-padded to 5 digits below 100000 ("00042"); keep other ids as given."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"bin id must not be negative: {value}")
+        return f"{value:05d}"
+    text = str(value).strip()
+    if text.isdigit() and len(text) < 5:
+        return f"{int(text):05d}"
+    if not text or "/" in text or text in (".", ".."):
+        raise ValueError(f"not a usable bin id: {value!r}")
+    return text
+
+
+def bin_sort_key(bin_id: str) -> tuple[int, str]:
+    """Numeric order for zero-padded ids ("00002" < "00010" < "100000"), then the rest by text."""
+    return (len(bin_id), bin_id) if bin_id.isdigit() else (1 << 30, bin_id)
+
+
+def image_key(bin_id: str) -> str:
+    return f"{IMAGES_DIR}/{bin_id}{IMAGE_SUFFIX}"
+
+
+def metadata_key(bin_id: str) -> str:
+    return f"{METADATA_DIR}/{bin_id}{METADATA_SUFFIX}"
+
+
+@dataclass
+class Pairing:
+    """Ids found in a source, matched across the two folders."""
+
+    root: Path
+    paired: list[str] = field(default_factory=list)
+    metadata_only: list[str] = field(default_factory=list)
+    image_only: list[str] = field(default_factory=list)
+
+    def image_path(self, bin_id: str) -> Path:
+        return self.root / IMAGES_DIR / f"{bin_id}{IMAGE_SUFFIX}"
+
+    def metadata_path(self, bin_id: str) -> Path:
+        return self.root / METADATA_DIR / f"{bin_id}{METADATA_SUFFIX}"
+
+    def orphan_problems(self) -> list[Problem]:
+        out = [
+            Problem(f"{METADATA_DIR}/{b}{METADATA_SUFFIX}", "metadata without an image", b)
+            for b in self.metadata_only
+        ]
+        out += [
+            Problem(f"{IMAGES_DIR}/{b}{IMAGE_SUFFIX}", "image without metadata", b) for b in self.image_only
+        ]
+        return out
+
+
+def _stems(folder: Path, suffix: str) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    # os.scandir is several times faster than Path.glob on folders of 100k+ files
+    with os.scandir(folder) as it:
+        return {e.name[: -len(suffix)] for e in it if e.name.endswith(suffix) and e.is_file()}
+
+
+def scan_local(root: Path, metadata_only: bool = False) -> Pairing:
+    """Pair images and metadata under `root`; with `metadata_only`, images are not looked for."""
+    if not root.is_dir():
+        raise DataToolsError(f"source folder not found: {root}")
+    meta = _stems(root / METADATA_DIR, METADATA_SUFFIX)
+    if not meta and not (root / METADATA_DIR).is_dir():
+        raise DataToolsError(f"{root} is not in ABID layout: no {METADATA_DIR}/ folder")
+    if metadata_only:
+        return Pairing(root, sorted(meta, key=bin_sort_key))
+    images = _stems(root / IMAGES_DIR, IMAGE_SUFFIX)
+    return Pairing(
+        root,
+        paired=sorted(meta & images, key=bin_sort_key),
+        metadata_only=sorted(meta - images, key=bin_sort_key),
+        image_only=sorted(images - meta, key=bin_sort_key),
+    )
