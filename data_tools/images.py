@@ -50,7 +50,7 @@ def inspect_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason:
             raise BadImage(f"truncated JPEG ({len(data)} bytes)") from None
-        raise BadImage(f"unreadable JPEG: {reason}") from None
+        raise BadImage(f"corrupt or unreadable JPEG: {reason}") from None
     return ImageInfo(width, height)
 
 

@@ -44,3 +44,40 @@ def abid_sample() -> Path:
     if not (ABID_SAMPLE / "metadata").is_dir():
         pytest.skip("../shared/abid-sample is not present")
     return ABID_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto server (S3, SageMaker, ...) on 127.0.0.1; yields its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns test output
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server, monkeypatch, tmp_path):
+    """Environment pointing boto3 at the moto server with throwaway credentials; nothing reaches AWS."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return moto_server
+
+
+def s3_bucket_name(request) -> str:
+    """A bucket name unique to the test, so tests sharing one moto server never collide."""
+    import hashlib
+
+    return "t-" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
