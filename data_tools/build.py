@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data_tools.images import BadImage, ImageInfo, inspect_jpeg, sha256_hex, write_image
 from data_tools.layout import METADATA_DIR, bin_sort_key, scan_local
-from data_tools.metadata import BinRecord, parse_metadata
+from data_tools.metadata import parse_metadata
 from data_tools.problems import Problem, write_report
 from data_tools.split import DEFAULT_FRACTIONS, SPLITS, assign_splits
 
@@ -64,8 +64,17 @@ class BuildResult:
 
 
 @dataclass(frozen=True, slots=True)
+class BinSummary:
+    """What the build needs of a parsed metadata file."""
+
+    bin_id: str
+    expected_quantity: int
+    n_skus: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Checked:
-    record: BinRecord
+    record: BinSummary
     info: ImageInfo | None
 
 
@@ -73,10 +82,10 @@ def _bar(it: Iterable, total: int, desc: str, enabled: bool | None) -> Iterator:
     return iter(tqdm(it, total=total, desc=desc, unit="bin", disable=None if enabled is None else not enabled))
 
 
-def _read_records(ids: list[str], metadata_dir: str, progress: bool | None) -> tuple[list[BinRecord], list[Problem]]:
-    records: list[BinRecord] = []
+def _parse_chunk(metadata_dir: str, ids: list[str]) -> tuple[list[BinSummary], list[Problem]]:
+    summaries: list[BinSummary] = []
     problems: list[Problem] = []
-    for bin_id in _bar(ids, len(ids), "metadata", progress):
+    for bin_id in ids:
         rel = f"{METADATA_DIR}/{bin_id}.json"
         try:
             with open(os.path.join(metadata_dir, bin_id + ".json"), "rb") as fh:
@@ -87,14 +96,43 @@ def _read_records(ids: list[str], metadata_dir: str, progress: bool | None) -> t
         result = parse_metadata(raw, bin_id, rel)
         problems.extend(result.problems)
         if result.record is not None:
-            records.append(result.record)
-    return records, problems
+            summaries.append(BinSummary(bin_id, result.record.expected_quantity, result.record.n_skus))
+    return summaries, problems
+
+
+# Parsing is CPU-bound Python: below this many files a process pool costs more than it saves.
+_POOL_MIN_FILES = 4096
+_CHUNK = 2048
+
+
+def _read_summaries(ids: list[str], metadata_dir: str, progress: bool | None) -> tuple[list[BinSummary], list[Problem]]:
+    """Parse every metadata file, in one worker process per core for large sources (order kept)."""
+    chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+    processes = os.cpu_count() or 1
+    summaries: list[BinSummary] = []
+    problems: list[Problem] = []
+    bar = tqdm(total=len(ids), desc="metadata", unit="bin", disable=None if progress is None else not progress)
+    if processes > 1 and len(ids) >= _POOL_MIN_FILES:
+        with ProcessPoolExecutor(processes) as pool:
+            results = pool.map(_parse_chunk, [metadata_dir] * len(chunks), chunks)
+            for (got, found), chunk in zip(results, chunks, strict=True):
+                summaries += got
+                problems += found
+                bar.update(len(chunk))
+    else:
+        for chunk in chunks:
+            got, found = _parse_chunk(metadata_dir, chunk)
+            summaries += got
+            problems += found
+            bar.update(len(chunk))
+    bar.close()
+    return summaries, problems
 
 
 def _check_images(
-    records: list[BinRecord], image_path: Callable[[str], Path], workers: int, progress: bool | None
+    records: list[BinSummary], image_path: Callable[[str], Path], workers: int, progress: bool | None
 ) -> tuple[list[_Checked], list[Problem]]:
-    def check(record: BinRecord) -> _Checked | Problem:
+    def check(record: BinSummary) -> _Checked | Problem:
         rel = f"bin-images/{record.bin_id}.jpg"
         try:
             return _Checked(record, inspect_jpeg(image_path(record.bin_id).read_bytes()))
@@ -169,7 +207,7 @@ def build_dataset(opts: BuildOptions) -> BuildResult:
     pairing = scan_local(opts.source, metadata_only=opts.metadata_only)
     problems = pairing.orphan_problems()
 
-    records, parse_problems = _read_records(pairing.paired, str(opts.source / METADATA_DIR), opts.progress)
+    records, parse_problems = _read_summaries(pairing.paired, str(opts.source / METADATA_DIR), opts.progress)
     problems += parse_problems
     in_range = [r for r in records if r.expected_quantity <= opts.max_count]
     filtered = [(r.bin_id, r.expected_quantity) for r in records if r.expected_quantity > opts.max_count]

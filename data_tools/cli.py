@@ -47,6 +47,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=_positive, default=320, help="photo width in px before jitter (default 320)")
     p.add_argument("--height", type=_positive, default=288, help="photo height in px before jitter (default 288)")
     p.add_argument("--start-id", type=_non_negative, default=1, help="first bin id (default 1 -> 00001)")
+    p.add_argument("--metadata-only", action="store_true", help="write metadata and truth only, no photos")
     p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, help="processes (default: CPU count)")
 
     p = sub.add_parser("download", help="download bins in ABID layout from S3 (resumable)")
@@ -91,6 +92,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         truth = generate(SynthOptions(
             n=args.n, out=args.out, seed=args.seed, max_count=args.max_count, mismatch_rate=args.mismatch_rate,
             width=args.width, height=args.height, start_id=args.start_id, count_weights=weights, workers=args.workers,
+            images=not args.metadata_only,
         ))
     except ValueError as exc:
         raise DataToolsError(str(exc)) from None

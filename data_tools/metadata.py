@@ -20,10 +20,16 @@ import orjson
 
 from data_tools.problems import ERROR, WARNING, Problem
 
+
+def _both_cases(table: dict[str, float]) -> dict[str, float]:
+    # ABID spells units "IN" and "pounds": holding both cases spares .upper() on the hot path
+    return {**table, **{k.lower(): v for k, v in table.items()}}
+
+
 # unit conversions to the record's units (inches, pounds)
-_LENGTH_TO_IN = {"IN": 1.0, "INCHES": 1.0, "CM": 1 / 2.54, "MM": 1 / 25.4, "M": 100 / 2.54, "FT": 12.0}
-_WEIGHT_TO_LB = {"POUNDS": 1.0, "LB": 1.0, "LBS": 1.0, "KG": 2.20462262, "KILOGRAMS": 2.20462262,
-                 "G": 0.00220462262, "GRAMS": 0.00220462262, "OZ": 1 / 16, "OUNCES": 1 / 16}
+_LENGTH_TO_IN = _both_cases({"IN": 1.0, "INCHES": 1.0, "CM": 1 / 2.54, "MM": 1 / 25.4, "M": 100 / 2.54, "FT": 12.0})
+_WEIGHT_TO_LB = _both_cases({"POUNDS": 1.0, "LB": 1.0, "LBS": 1.0, "KG": 2.20462262, "KILOGRAMS": 2.20462262,
+                             "G": 0.00220462262, "GRAMS": 0.00220462262, "OZ": 1 / 16, "OUNCES": 1 / 16})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,15 @@ def _measure(value: object, table: dict[str, float], what: str, key: str, proble
     """A {"unit", "value"} pair converted to the record's unit; a bad one is a warning, not fatal."""
     if value is None:
         return None
+    if type(value) is dict:  # fast path: a well-formed pair in a known unit
+        number, unit = value.get("value"), value.get("unit")
+        factor = table.get(unit) if type(unit) is str else None
+        if factor is not None and (type(number) is float or type(number) is int) and number >= 0:
+            return number * factor
+    return _measure_checked(value, table, what, key, problems)
+
+
+def _measure_checked(value: object, table: dict[str, float], what: str, key: str, problems: list[str]) -> float | None:
     if not isinstance(value, dict) or "value" not in value:
         problems.append(f"item {key}: {what} is not a {{unit, value}} pair")
         return None
@@ -100,15 +115,16 @@ def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -
     if not _is_int(quantity) or quantity < 0:
         errors.append(f"item {key}: quantity {quantity!r} is not a non-negative integer")
         return None
+    get = raw.get
     return Item(
-        key=key,
-        asin=str(raw.get("asin") or key),
-        name=str(raw.get("name") or raw.get("normalizedName") or ""),
-        quantity=quantity,
-        length_in=_measure(raw.get("length"), _LENGTH_TO_IN, "length", key, warnings),
-        width_in=_measure(raw.get("width"), _LENGTH_TO_IN, "width", key, warnings),
-        height_in=_measure(raw.get("height"), _LENGTH_TO_IN, "height", key, warnings),
-        weight_lb=_measure(raw.get("weight"), _WEIGHT_TO_LB, "weight", key, warnings),
+        key,
+        str(get("asin") or key),
+        str(get("name") or get("normalizedName") or ""),
+        quantity,
+        _measure(get("length"), _LENGTH_TO_IN, "length", key, warnings),
+        _measure(get("width"), _LENGTH_TO_IN, "width", key, warnings),
+        _measure(get("height"), _LENGTH_TO_IN, "height", key, warnings),
+        _measure(get("weight"), _WEIGHT_TO_LB, "weight", key, warnings),
     )
 
 

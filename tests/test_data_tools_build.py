@@ -219,3 +219,17 @@ def test_stats_command_prints_the_table(tiny_dataset, synth_raw):
     assert lines[0].split() == ["count", "train", "val", "test", "total"]
     raw_stats = _cli("stats", str(synth_raw))
     assert raw_stats.returncode == 0 and "bins with usable metadata" in raw_stats.stdout
+
+
+def test_parallel_metadata_parsing_gives_the_same_dataset(tmp_path, raw_with_bad_files, monkeypatch):
+    """Large sources parse metadata in worker processes; the result must not depend on it."""
+    import data_tools.build as build_module
+
+    raw, _ = raw_with_bad_files
+    sequential = build_dataset(BuildOptions(source=raw, out=tmp_path / "a", metadata_only=True, progress=False))
+    monkeypatch.setattr(build_module, "_POOL_MIN_FILES", 10)
+    monkeypatch.setattr(build_module, "_CHUNK", 16)
+    parallel = build_dataset(BuildOptions(source=raw, out=tmp_path / "b", metadata_only=True, progress=False))
+    assert (tmp_path / "a/manifest.csv").read_bytes() == (tmp_path / "b/manifest.csv").read_bytes()
+    assert sorted(sequential.problems, key=str) == sorted(parallel.problems, key=str)
+    assert any("malformed JSON" in p.reason for p in parallel.problems)

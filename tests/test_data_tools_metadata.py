@@ -111,11 +111,12 @@ def test_every_problem_in_a_file_is_listed():
 
 
 def test_bad_dimension_is_a_warning_and_the_record_is_kept():
-    item = _item("A", 1, weight={"unit": "stone", "value": 1.0}, height={"unit": "IN", "value": "tall"})
+    item = _item("A", 1, weight={"unit": "stone", "value": 1.0}, height={"unit": "IN", "value": "tall"},
+                 length={"unit": ["IN"], "value": 2.0}, width=7)
     result = parse_metadata(_doc({"A": item}, 1), "1", "m")
     assert result.record is not None and result.record.items[0].weight_lb is None
     assert {p.severity for p in result.problems} == {"warning"}
-    assert len(result.problems) == 2
+    assert len(result.problems) == 4
 
 
 def test_real_abid_sample_parses_cleanly(abid_sample):
