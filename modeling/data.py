@@ -1,0 +1,112 @@
+"""Count folders -> labelled samples. Folder "k" holds photos of bins with k items and gets label k.
+
+Unlike torchvision's ImageFolder (which numbers the sorted folder names, so folders 1..5 would silently become
+labels 0..4), the label is the folder's integer name, always.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from modeling.preprocessing import load_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MANIFEST = "manifest.csv"
+
+
+class DatasetLayoutError(ValueError):
+    """A data folder is not laid out as <root>/<count>/<image>; the message names the offending folder."""
+
+
+def scan_count_folders(root: str | os.PathLike, max_count: int) -> list[tuple[str, int]]:
+    """[(image path, count)] under root/<count>/, sorted by (count, file name).
+
+    Hidden folders (".ipynb_checkpoints") are skipped; any other folder whose name is not an integer in
+    0..max_count is an error, because silently skipping it would drop labelled data.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"data folder not found: {root}")
+    samples: list[tuple[str, int]] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        count = _folder_count(root, entry.name, max_count)
+        with os.scandir(entry.path) as files:
+            names = sorted(f.name for f in files if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+        samples.extend((os.path.join(entry.path, name), count) for name in names)
+    if not samples:
+        raise DatasetLayoutError(
+            f"no images found in {root}: expected <count>/<bin_id>.jpg folders named 0..{max_count}"
+        )
+    return samples
+
+
+def _folder_count(root: Path, name: str, max_count: int) -> int:
+    if not name.isdigit():
+        raise DatasetLayoutError(
+            f"folder {name!r} in {root} is not an item count: class folders must be named 0..{max_count}"
+        )
+    count = int(name)
+    if count > max_count:
+        raise DatasetLayoutError(
+            f"folder {name!r} in {root} holds {count}-item bins, above --max-count {max_count}; "
+            f"raise --max-count or remove the folder"
+        )
+    return count
+
+
+class CountFolderDataset(Dataset):
+    """Photos under root/<count>/ as (uint8 image tensor, count) pairs; label == item count."""
+
+    def __init__(self, root: str | os.PathLike, max_count: int, transform: Callable, decode_side: int | None) -> None:
+        self.root = Path(root)
+        self.max_count = max_count
+        self.samples = scan_count_folders(root, max_count)
+        self.transform = transform
+        self.decode_side = decode_side
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, count = self.samples[index]
+        img = load_image(path, self.decode_side)
+        return self.transform(img), count
+
+    @property
+    def targets(self) -> list[int]:
+        return [count for _, count in self.samples]
+
+    def class_counts(self) -> list[int]:
+        counts = [0] * (self.max_count + 1)
+        for _, count in self.samples:
+            counts[count] += 1
+        return counts
+
+
+def dataset_fingerprint(splits: Iterable[tuple[str, str | os.PathLike, Sequence[tuple[str, int]]]]) -> str:
+    """sha256 of the sorted (split, path relative to the split root, size in bytes) listing.
+
+    Changes when a photo is added, removed, moved between count folders or rewritten with another size.
+    """
+    rows = []
+    for split, root, samples in splits:
+        for path, _ in samples:
+            rel = Path(path).relative_to(root).as_posix()
+            rows.append(f"{split}\t{rel}\t{os.path.getsize(path)}")
+    return hashlib.sha256("\n".join(sorted(rows)).encode("utf-8")).hexdigest()
+
+
+def manifest_sha256(train_root: str | os.PathLike) -> str | None:
+    """sha256 of the data_tools manifest.csv beside the train folder, when there is one."""
+    path = Path(train_root).parent / MANIFEST
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
