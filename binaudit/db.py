@@ -331,3 +331,30 @@ def set_state(conn: Connection, key: str, value: object) -> None:
     updated = conn.execute(app_state.update().where(app_state.c.key == key).values(value=value, updated_at=utcnow()))
     if updated.rowcount == 0:
         conn.execute(app_state.insert().values(key=key, value=value, updated_at=utcnow()))
+
+
+def _dialect_insert(conn: Connection, table: sa.Table):
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"no ON CONFLICT support for {conn.dialect.name}")
+    return insert(table)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], key: tuple[str, ...]) -> int:
+    """Insert rows, skipping those whose `key` already exists (idempotent writes); returns rows inserted."""
+    if not rows:
+        return 0
+    stmt = _dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(key))
+    return conn.execute(stmt, rows).rowcount
+
+
+def upsert(conn: Connection, table: sa.Table, rows: list[dict], key: tuple[str, ...], update: tuple[str, ...]) -> None:
+    """Insert rows, or update the `update` columns of those whose `key` exists."""
+    if not rows:
+        return
+    stmt = _dialect_insert(conn, table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(key), set_={c: stmt.excluded[c] for c in update})
+    conn.execute(stmt, rows)

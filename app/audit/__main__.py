@@ -1,0 +1,5 @@
+import sys
+
+from app.audit.cli import main
+
+sys.exit(main())

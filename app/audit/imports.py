@@ -1,0 +1,209 @@
+"""Bring bins into the audit database: a dataset built by data_tools, a folder or S3 prefix in ABID
+layout, or one uploaded photo (with optional metadata JSON or a typed expected count).
+
+Re-importing is safe: a bin that exists is updated (new metadata, new photo location) and the
+change is logged; nothing is duplicated. Bad metadata and orphan files are recorded in the
+`problems` table with their reason and the rest is imported. Photos referenced in place (dataset
+and folder imports) have their folder registered as an image root; S3 imports and uploads copy
+photos into the workspace.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from binaudit import db
+from binaudit.workspace import Workspace, register_image_root
+from data_tools.layout import METADATA_DIR, scan_local
+from data_tools.metadata import BinRecord, item_dicts, parse_metadata
+from data_tools.problems import Problem
+from modeling.preprocessing import ImageDecodeError, load_image, probe_image
+
+CHUNK = 2000
+_UPDATABLE = ("image_uri", "expected_count", "items", "search_text", "source", "split", "width", "height",
+              "updated_at")
+
+
+class ImportError_(ValueError):  # noqa: N801 - ImportError is a builtin with another meaning
+    """An upload or import that cannot be used at all; the message says why."""
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+                f"{len(self.problems)} problem(s)")
+
+
+def search_text(items: Iterable[dict]) -> str:
+    """What the text filter searches: names and ASINs, lower-cased."""
+    return " | ".join(f"{i.get('asin', '')} {i.get('name', '')}".lower() for i in items)
+
+
+def bin_row(record: BinRecord | None, *, bin_id: str, image_uri: str, source: str, split: str | None = None,
+            expected_count: int | None = None, size: tuple[int, int] | None = None) -> dict:
+    items = item_dicts(record) if record else []
+    now = db.utcnow()
+    return {
+        "id": bin_id, "image_uri": image_uri,
+        "expected_count": record.expected_quantity if record else expected_count,
+        "items": items, "search_text": search_text(items), "source": source, "split": split,
+        "width": size[0] if size else None, "height": size[1] if size else None,
+        "created_at": now, "updated_at": now,
+    }
+
+
+def _record_problems(conn: sa.Connection, problems: list[Problem], stage: str = "import") -> None:
+    if problems:
+        conn.execute(db.problems.insert(), [
+            {"bin_id": p.bin_id or None, "file": p.file, "stage": stage, "reason": p.reason, "created_at": db.utcnow()}
+            for p in problems
+        ])
+
+
+def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, dict]:
+    rows = conn.execute(sa.select(db.bins.c.id, *[db.bins.c[c] for c in _UPDATABLE if c != "updated_at"])
+                        .where(db.bins.c.id.in_(ids))).mappings()
+    return {r["id"]: dict(r) for r in rows}
+
+
+def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportReport) -> None:
+    """Insert new bins and update changed ones, in chunks; every change goes to the audit log."""
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        with db.write_tx(engine) as conn:
+            existing = _existing(conn, [r["id"] for r in chunk])
+            new = [r for r in chunk if r["id"] not in existing]
+            changed = [r for r in chunk if r["id"] in existing
+                       and any(existing[r["id"]][c] != r[c] for c in _UPDATABLE if c != "updated_at")]
+            report.added += len(new)
+            report.updated += len(changed)
+            report.unchanged += len(chunk) - len(new) - len(changed)
+            db.upsert(conn, db.bins, new + changed, key=("id",), update=_UPDATABLE)
+            if new:
+                db.log_change(conn, actor=actor, action="import_bins", entity="bin", entity_id=new[0]["id"],
+                              details={"count": len(new), "source": new[0]["source"], "ids": [r["id"] for r in new[:50]]})
+            for r in changed:
+                before = existing[r["id"]]
+                db.log_change(conn, actor=actor, action="update_bin", entity="bin", entity_id=r["id"], details={
+                    c: {"from": before[c], "to": r[c]} for c in ("expected_count", "image_uri", "split")
+                    if before[c] != r[c]})
+
+
+def import_dataset(engine: Engine, dataset: Path, *, actor: str = "system") -> ImportReport:
+    """A dataset built by `data_tools build` (manifest.csv + metadata/), photos referenced in place."""
+    manifest = dataset / "manifest.csv"
+    if not manifest.is_file():
+        raise ImportError_(f"{dataset} is not a built dataset (no manifest.csv)")
+    report = ImportReport()
+    rows = []
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        for m in csv.DictReader(fh):
+            if not m["image_path"]:
+                continue  # a metadata-only manifest has no photos to audit
+            record = None
+            if m.get("metadata_path"):
+                meta_file = dataset / m["metadata_path"]
+                result = parse_metadata(meta_file.read_bytes(), m["bin_id"], m["metadata_path"]) \
+                    if meta_file.is_file() else None
+                record = result.record if result else None
+            rows.append(bin_row(record, bin_id=m["bin_id"], image_uri=str((dataset / m["image_path"]).resolve()),
+                                source="dataset", split=m["split"], expected_count=int(m["count"]),
+                                size=(int(m["width"]), int(m["height"])) if m["width"] else None))
+    with db.write_tx(engine) as conn:
+        register_image_root(conn, dataset, actor=actor)
+    save_bins(engine, rows, actor=actor, report=report)
+    return report
+
+
+def import_abid_folder(engine: Engine, folder: Path, *, actor: str = "system", source: str = "folder") -> ImportReport:
+    """A folder in ABID layout (bin-images/ + metadata/); photos referenced in place."""
+    pairing = scan_local(folder)
+    report = ImportReport(problems=pairing.orphan_problems())
+    rows = []
+    for bin_id in pairing.paired:
+        rel = f"{METADATA_DIR}/{bin_id}.json"
+        result = parse_metadata(pairing.metadata_path(bin_id).read_bytes(), bin_id, rel)
+        report.problems += result.problems
+        if result.record is not None:
+            rows.append(bin_row(result.record, bin_id=bin_id, image_uri=str(pairing.image_path(bin_id).resolve()),
+                                source=source))
+    with db.write_tx(engine) as conn:
+        register_image_root(conn, folder, actor=actor)
+        _record_problems(conn, report.problems)
+    save_bins(engine, rows, actor=actor, report=report)
+    return report
+
+
+def import_s3_prefix(engine: Engine, workspace: Workspace, uri: str, *, actor: str = "system",
+                     limit: int | None = None, unsigned: bool = False, workers: int = 16) -> ImportReport:
+    """An S3 prefix in ABID layout: photos and metadata are downloaded into the workspace, then imported."""
+    from data_tools.download import plan_download, run_transfers
+    from data_tools.s3 import make_s3_client, parse_s3_uri
+
+    loc = parse_s3_uri(uri)
+    dest = workspace.images_dir / "s3" / loc.bucket / (loc.prefix or "_root")
+    client = make_s3_client(unsigned=unsigned, max_pool=workers)
+    transfers = plan_download(client, loc, dest, limit=limit)
+    transfer_report = run_transfers(client, loc.bucket, transfers, workers=workers)
+    report = import_abid_folder(engine, dest, actor=actor, source="s3")
+    report.problems += transfer_report.failed
+    with db.write_tx(engine) as conn:
+        _record_problems(conn, transfer_report.failed)
+    return report
+
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def upload_bin_id(filename: str, data: bytes) -> str:
+    """A bin id from the uploaded file's name (ABID style "00042.jpg" -> "00042"), made unique-safe."""
+    stem = _SAFE_ID.sub("-", Path(filename).stem).strip("-.") or "upload"
+    return stem if stem.isdigit() else f"{stem[:60]}-{hashlib.sha256(data).hexdigest()[:8]}"
+
+
+def import_upload(engine: Engine, workspace: Workspace, filename: str, data: bytes, *, actor: str,
+                  metadata: bytes | None = None, expected_count: int | None = None,
+                  max_pixels: int = 40_000_000) -> dict:
+    """One uploaded photo (+ optional metadata JSON or typed expected count); returns the bin row.
+
+    Raises ImportError_ naming the file and the reason for a photo or metadata that cannot be used.
+    """
+    try:
+        width, height, fmt = probe_image(data, max_pixels=max_pixels)
+        load_image(data, target_side=64, max_pixels=max_pixels)  # a full decode: truncated files fail now
+    except ImageDecodeError as exc:
+        raise ImportError_(f"{filename}: {exc}") from None
+    if fmt not in ("JPEG", "PNG"):
+        raise ImportError_(f"{filename}: {fmt} images are not accepted (JPEG or PNG only)")
+    bin_id = upload_bin_id(filename, data)
+    record = None
+    if metadata is not None:
+        result = parse_metadata(metadata, bin_id, f"{Path(filename).stem}.json")
+        errors = [p for p in result.problems if p.is_error]
+        if errors:
+            raise ImportError_(f"metadata for {filename}: " + "; ".join(p.reason for p in errors))
+        record = result.record
+    if expected_count is not None and expected_count < 0:
+        raise ImportError_(f"{filename}: expected count must not be negative")
+    suffix = ".png" if fmt == "PNG" else ".jpg"
+    dest = workspace.images_dir / "uploads" / f"{bin_id}{suffix}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    row = bin_row(record, bin_id=bin_id, image_uri=dest.relative_to(workspace.root).as_posix(), source="upload",
+                  expected_count=expected_count, size=(width, height))
+    save_bins(engine, [row], actor=actor, report=ImportReport())
+    return row

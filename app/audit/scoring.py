@@ -1,0 +1,162 @@
+"""Score every bin of the workspace with a model version: resumable and idempotent.
+
+Pending bins (no prediction for this version yet, no recorded failure) are paged through by id
+and streamed into a scorer (the local batched predictor, or a SageMaker batch transform); every
+`commit_every` results are written in one transaction. Kill it at any point and rerun: committed
+chunks are not redone, the lost chunk is, and the (bin, model version) unique key with
+insert-or-ignore makes a duplicate impossible even when two scorers run at once.
+
+A bad image is recorded in `problems` (stage "score", with the reason) and skipped; reruns leave
+it alone unless `retry_failed` is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from tqdm import tqdm
+
+from app.audit.mismatch import score_distributions
+from binaudit import db
+from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
+from modeling.registry import ModelVersion
+
+# A scorer maps image paths to (probabilities, None) or (None, error reason), in input order.
+Scorer = Callable[[Iterable[str]], Iterator[tuple[np.ndarray | None, str | None]]]
+
+
+@dataclass
+class ScoreReport:
+    scored: int = 0
+    failed: int = 0
+    pending_at_start: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.scored} scored, {self.failed} failed (see problems), {self.pending_at_start} were pending"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    bin_id: str
+    image_uri: str
+    expected_count: int | None
+
+
+def _pending_filter(version_id: int, retry_failed: bool) -> sa.ColumnElement[bool]:
+    p, pr = db.predictions, db.problems
+    cond = ~sa.exists().where(p.c.bin_id == db.bins.c.id, p.c.model_version_id == version_id)
+    if not retry_failed:
+        cond &= ~sa.exists().where(pr.c.bin_id == db.bins.c.id, pr.c.stage == "score",
+                                   pr.c.model_version_id == version_id)
+    return cond
+
+
+def count_pending(engine: Engine, version_id: int, *, retry_failed: bool = False) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(db.bins)
+                            .where(_pending_filter(version_id, retry_failed))).scalar_one()
+
+
+def _iter_pending(engine: Engine, version_id: int, retry_failed: bool, page: int) -> Iterator[_Pending]:
+    """Keyset paging by bin id, so bins that fail during this run are not met again."""
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(db.bins.c.id, db.bins.c.image_uri, db.bins.c.expected_count)
+                .where(db.bins.c.id > after, _pending_filter(version_id, retry_failed))
+                .order_by(db.bins.c.id).limit(page)
+            ).all()
+        if not rows:
+            return
+        yield from (_Pending(*r) for r in rows)
+        after = rows[-1][0]
+
+
+def _write_chunk(engine: Engine, version: ModelVersion, results: list[tuple[_Pending, np.ndarray | None, str | None]],
+                 report: ScoreReport) -> None:
+    good = [(b, probs) for b, probs, _ in results if probs is not None]
+    bad = [(b, err) for b, probs, err in results if probs is None]
+    now = db.utcnow()
+    rows = []
+    if good:
+        table = score_distributions(np.stack([p for _, p in good]), [b.expected_count for b, _ in good],
+                                    class_to_count=version.config.get("class_to_count"))
+        for (b, probs), t in zip(good, table.itertuples(index=False), strict=True):
+            rows.append({
+                "bin_id": b.bin_id, "model_version_id": version.id, "predicted_count": int(t.predicted_count),
+                "decoded_count": int(t.decoded_count), "probabilities": [round(float(x), 6) for x in probs],
+                "expected_count": b.expected_count,
+                "mismatch_probability": None if np.isnan(t.mismatch_probability) else float(t.mismatch_probability),
+                "argmax_differs": None if b.expected_count is None else bool(t.argmax_differs), "created_at": now,
+            })
+    with db.write_tx(engine) as conn:
+        report.scored += db.insert_ignore(conn, db.predictions, rows, key=("bin_id", "model_version_id"))
+        if bad:
+            conn.execute(db.problems.insert(), [
+                {"bin_id": b.bin_id, "file": b.image_uri, "stage": "score", "model_version_id": version.id,
+                 "reason": err, "created_at": now} for b, err in bad])
+            report.failed += len(bad)
+
+
+def score_bins(engine: Engine, workspace: Workspace, version: ModelVersion, scorer: Scorer, *,
+               commit_every: int = 256, retry_failed: bool = False, progress: bool | None = None) -> ScoreReport:
+    """Score every pending bin with `version` through `scorer`."""
+    report = ScoreReport(pending_at_start=count_pending(engine, version.id, retry_failed=retry_failed))
+    with engine.connect() as conn:
+        roots = image_roots(conn)
+    if retry_failed:
+        with db.write_tx(engine) as conn:
+            conn.execute(db.problems.delete().where(db.problems.c.stage == "score",
+                                                    db.problems.c.model_version_id == version.id))
+    pending = _iter_pending(engine, version.id, retry_failed, page=max(commit_every, 512))
+    bins_a, bins_b = itertools.tee(pending)
+    unsafe: dict[str, str] = {}
+
+    def paths() -> Iterator[str]:
+        for b in bins_a:
+            try:
+                yield str(resolve_image(b.image_uri, workspace, roots))
+            except UnsafePath as exc:
+                unsafe[b.bin_id] = str(exc)
+                yield ""  # keeps positions aligned; the scorer reports it unreadable, the reason below wins
+
+    bar = tqdm(total=report.pending_at_start, desc="score", unit="bin",
+               disable=None if progress is None else not progress)
+    chunk: list[tuple[_Pending, np.ndarray | None, str | None]] = []
+    for b, (probs, err) in zip(bins_b, scorer(paths()), strict=True):
+        if b.bin_id in unsafe:  # refused before reading: say why, not "file not found"
+            probs, err = None, unsafe.pop(b.bin_id)
+        chunk.append((b, probs, err))
+        if len(chunk) >= commit_every:
+            _write_chunk(engine, version, chunk, report)
+            bar.update(len(chunk))
+            chunk = []
+    if chunk:
+        _write_chunk(engine, version, chunk, report)
+        bar.update(len(chunk))
+    bar.close()
+    return report
+
+
+def problems_frame_query(version_id: int | None = None) -> sa.Select:
+    """Scoring problems (bad images) for the dashboard, newest first."""
+    q = sa.select(db.problems).order_by(db.problems.c.id.desc())
+    if version_id is not None:
+        q = q.where(db.problems.c.model_version_id == version_id)
+    return q
+
+
+def image_path_or_none(workspace: Workspace, uri: str, roots: list[str]) -> Path | None:
+    """The readable local path of a stored image, or None when it is unsafe or not local."""
+    try:
+        resolved = resolve_image(uri, workspace, roots)
+    except UnsafePath:
+        return None
+    return resolved if isinstance(resolved, Path) else None

@@ -1,0 +1,343 @@
+"""The audit core against a real SQLite database and a real (tiny) model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from app.audit import imports, reviews
+from app.audit.browse import BinFilter, bin_detail, browse_count, browse_page
+from app.audit.export import build_recount_dataset, export_decisions, export_queue
+from app.audit.mismatch import queue_rules
+from app.audit.overview import overview
+from app.audit.queue import queue_page, queue_size
+from app.audit.scorers import local_scorer
+from app.audit.scoring import count_pending, score_bins
+from binaudit import db
+from binaudit.workspace import UnsafePath, Workspace, resolve_image
+from modeling.registry import activate, register_model
+from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model_dir  # noqa: F401 - fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}")
+
+
+@pytest.fixture
+def engine(ws):
+    return ws.open()
+
+
+@pytest.fixture
+def version(engine, ws, tiny_model_dir):  # noqa: F811 - the imported fixture
+    v = register_model(engine, tiny_model_dir, ws.models_dir, job_id=None)
+    return activate(engine, v.id, actor="test")
+
+
+def _predictions(engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(sa.select(db.predictions)).mappings().all())
+
+
+def test_import_dataset_then_reimport_is_idempotent(engine, tiny_dataset):
+    first = imports.import_dataset(engine, tiny_dataset, actor="t")
+    rows = sum(1 for _ in (tiny_dataset / "manifest.csv").open()) - 1
+    assert (first.added, first.updated) == (rows, 0)
+    again = imports.import_dataset(engine, tiny_dataset, actor="t")
+    assert (again.added, again.updated, again.unchanged) == (0, 0, rows)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.bins).limit(1)).mappings().one()
+    assert row["split"] in ("train", "val", "test") and row["items"] is not None
+    assert Path(row["image_uri"]).is_file()
+
+
+def test_import_folder_records_bad_metadata_and_keeps_the_rest(engine, synth_raw, tmp_path):
+    folder = tmp_path / "raw"
+    shutil.copytree(synth_raw, folder)
+    (folder / "metadata" / "00003.json").write_text('{"EXPECTED_QUANTITY": ')
+    (folder / "bin-images" / "00004.jpg").unlink()
+    report = imports.import_abid_folder(engine, folder, actor="t")
+    assert report.added == 118
+    reasons = {p.file: p.reason for p in report.problems}
+    assert "malformed JSON" in reasons["metadata/00003.json"]
+    assert reasons["metadata/00004.json"] == "metadata without an image"
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(db.problems.c.file, db.problems.c.reason)).all()
+    assert {f for f, _ in stored} >= {"metadata/00003.json", "metadata/00004.json"}
+
+
+def test_upload_with_metadata_typed_count_and_bad_files(engine, ws):
+    meta = json.dumps({"BIN_FCSKU_DATA": {"B01": {"asin": "B01", "name": "Tea", "quantity": 2}},
+                       "EXPECTED_QUANTITY": 2}).encode()
+    row = imports.import_upload(engine, ws, "00777.jpg", jpeg_bytes(), actor="ana", metadata=meta)
+    assert (row["id"], row["expected_count"], row["items"][0]["name"]) == ("00777", 2, "Tea")
+    assert (ws.root / row["image_uri"]).is_file()
+    typed = imports.import_upload(engine, ws, "shelf photo.png", png_bytes(), actor="ana", expected_count=4)
+    assert typed["expected_count"] == 4 and typed["id"].startswith("shelf-photo-")
+    with pytest.raises(imports.ImportError_, match=r"notes\.jpg: .*"):
+        imports.import_upload(engine, ws, "notes.jpg", b"just text", actor="ana")
+    with pytest.raises(imports.ImportError_, match=r"cut\.jpg: .*truncated|cut\.jpg"):
+        imports.import_upload(engine, ws, "cut.jpg", jpeg_bytes(400, 300)[:600], actor="ana")
+    with pytest.raises(imports.ImportError_, match="metadata for 00778.jpg: .*differs"):
+        bad = json.dumps({"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 3}).encode()
+        imports.import_upload(engine, ws, "00778.jpg", jpeg_bytes(), actor="ana", metadata=bad)
+    with pytest.raises(imports.ImportError_, match="pixel limit"):
+        imports.import_upload(engine, ws, "huge.jpg", jpeg_bytes(2000, 1500), actor="ana", max_pixels=1_000_000)
+
+
+def test_image_paths_are_confined(ws, tmp_path):
+    ws.root.mkdir(parents=True, exist_ok=True)
+    (ws.root / "images").mkdir(exist_ok=True)
+    inside = ws.root / "images" / "a.jpg"
+    inside.write_bytes(b"x")
+    assert resolve_image("images/a.jpg", ws, []) == inside.resolve()
+    with pytest.raises(UnsafePath):
+        resolve_image("/etc/passwd", ws, [])
+    with pytest.raises(UnsafePath):
+        resolve_image("images/../../outside.jpg", ws, [])
+    (ws.root / "images" / "link.jpg").symlink_to("/etc/hostname")
+    with pytest.raises(UnsafePath):
+        resolve_image("images/link.jpg", ws, [])
+    assert resolve_image(str(tmp_path / "x.jpg"), ws, [str(tmp_path)]) == (tmp_path / "x.jpg").resolve()
+    with pytest.raises(UnsafePath, match="configured bucket"):
+        resolve_image("s3://someone-else/x.jpg", ws, [])
+
+
+def test_scoring_is_idempotent_and_records_bad_images(engine, ws, version, tiny_dataset):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    bad = imports.import_upload(engine, ws, "00900.jpg", jpeg_bytes(), actor="t", expected_count=1)
+    (ws.root / bad["image_uri"]).write_bytes(b"\xff\xd8\xff garbage")  # broken after upload
+    with db.write_tx(engine) as conn:  # a crafted row pointing outside the workspace
+        conn.execute(db.bins.insert().values(id="evil", image_uri="/etc/passwd", expected_count=1, items=[],
+                                             search_text="", source="upload", created_at=db.utcnow(),
+                                             updated_at=db.utcnow()))
+    n_bins = count_pending(engine, version.id)
+    scorer = local_scorer(version.model_dir, batch_size=16, workers=0)
+    report = score_bins(engine, ws, version, scorer, commit_every=25, progress=False)
+    assert (report.scored, report.failed) == (n_bins - 2, 2)
+    preds = _predictions(engine)
+    assert preds["bin_id"].is_unique and len(preds) == n_bins - 2
+    assert np.allclose([sum(p) for p in preds["probabilities"]], 1.0, atol=1e-4)
+    with engine.connect() as conn:
+        reasons = dict(conn.execute(sa.select(db.problems.c.bin_id, db.problems.c.reason)
+                                    .where(db.problems.c.stage == "score")).all())
+    assert "outside the workspace" in reasons["evil"] and reasons["00900"]
+
+    again = score_bins(engine, ws, version, scorer, progress=False)
+    assert (again.scored, again.failed, again.pending_at_start) == (0, 0, 0)
+    retry = score_bins(engine, ws, version, scorer, retry_failed=True, progress=False)
+    assert (retry.scored, retry.failed) == (0, 2)
+
+
+def _cli_env(ws: Workspace) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env.update(BINAUDIT_WORKSPACE=str(ws.root), BINAUDIT_DATABASE_URL=ws.database_url, PYTHONPATH=str(ROOT),
+               OMP_NUM_THREADS="1", BINAUDIT_SECRETS=str(ws.root / "no-secrets.toml"))
+    return env
+
+
+def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tmp_path, synth_raw):
+    many = tmp_path / "many"  # enough bins that the kill lands mid-run
+    shutil.copytree(synth_raw, many)
+    for k in range(1, 4):
+        for src in sorted((synth_raw / "bin-images").glob("*.jpg")):
+            stem = f"{int(src.stem) + 1000 * k:05d}"
+            shutil.copyfile(src, many / "bin-images" / f"{stem}.jpg")
+            shutil.copyfile(synth_raw / "metadata" / f"{src.stem}.json", many / "metadata" / f"{stem}.json")
+    total = imports.import_abid_folder(engine, many, actor="t").added
+    cmd = [sys.executable, "-m", "app.audit", "score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_cli_env(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_predictions(engine)) < 30:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(_predictions(engine))
+    assert 30 <= partial < total, "the kill must land mid-run"
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_cli_env(ws), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    preds = _predictions(engine)
+    assert len(preds) == total and preds["bin_id"].is_unique
+    assert f"{total - partial} scored" in rerun.stdout
+
+
+def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.DataFrame:
+    """Random bins, predictions and decisions written straight to the tables."""
+    rng = np.random.default_rng(seed)
+    t0 = db.utcnow()
+    bins, preds = [], []
+    for i in range(n):
+        decided = rng.random() < 0.3
+        decided_at = t0 + pd.Timedelta(seconds=int(rng.integers(-100, 100))) if decided else None
+        bins.append({"id": f"b{i:04d}", "image_uri": f"images/{i}.jpg", "expected_count": int(rng.integers(0, 6)),
+                     "items": [], "search_text": "", "source": "upload", "created_at": t0, "updated_at": t0,
+                     "decided_at": decided_at, "decision": "dismiss" if decided else None,
+                     "queued": bool(rng.random() < 0.05)})
+        preds.append({"bin_id": f"b{i:04d}", "model_version_id": version_id, "predicted_count": 1, "decoded_count": 1,
+                      "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": 0,
+                      "mismatch_probability": round(float(rng.random()), 3), "argmax_differs": False,
+                      "created_at": t0})
+    with db.write_tx(engine) as conn:
+        conn.execute(db.bins.insert(), bins)
+        conn.execute(db.predictions.insert(), preds)
+    frame = pd.DataFrame(bins).rename(columns={"id": "bin_id"})
+    frame["mismatch_probability"] = [p["mismatch_probability"] for p in preds]
+    frame["predicted_at"] = t0
+    frame["decided_at"] = pd.to_datetime(frame["decided_at"])
+    return frame
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.35, 0.8])
+def test_sql_queue_agrees_with_the_reference_rules(engine, version, threshold):
+    frame = _seed_predictions(engine, version.id, 300)
+    expected = queue_rules(frame, threshold=threshold)["bin_id"].tolist()
+    assert queue_size(engine, version.id, threshold=threshold) == len(expected)
+    got = queue_page(engine, version.id, threshold=threshold, limit=1000)["bin_id"].tolist()
+    assert got == expected
+    page2 = queue_page(engine, version.id, threshold=threshold, limit=10, offset=10)["bin_id"].tolist()
+    assert page2 == expected[10:20]
+
+
+def test_decisions_leave_the_queue_and_a_budget_caps_it(engine, version):
+    _seed_predictions(engine, version.id, 50, seed=3)
+    top = queue_page(engine, version.id, threshold=0.5, limit=3)
+    first = top.iloc[0]
+    reviews.decide(engine, reviews.Decision(first.bin_id, reviews.DISMISS, "ana", int(first.row_version)))
+    after = queue_page(engine, version.id, threshold=0.5, limit=100)["bin_id"].tolist()
+    assert first.bin_id not in after
+    assert queue_size(engine, version.id, threshold=0.5, budget=4) == 3  # one decision already made today
+    assert len(queue_page(engine, version.id, threshold=0.5, budget=4, limit=50)) == 3
+
+
+def test_two_analysts_deciding_the_same_bin(engine, version):
+    _seed_predictions(engine, version.id, 5, seed=1)
+    with engine.connect() as conn:
+        v0 = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == "b0001")).scalar_one()
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def analyst(name: str, decision: str, recount: int | None) -> None:
+        barrier.wait()
+        try:
+            outcomes[name] = reviews.decide(engine, reviews.Decision("b0001", decision, name, v0, recount))
+        except reviews.ReviewConflict as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=analyst, args=("ana", reviews.CONFIRM, 9)),
+               threading.Thread(target=analyst, args=("ben", reviews.DISMISS, None))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conflicts = [o for o in outcomes.values() if isinstance(o, reviews.ReviewConflict)]
+    assert len(outcomes) == 2 and len(conflicts) == 1  # exactly one analyst is told, the other wins
+    winner = next(n for n, o in outcomes.items() if not isinstance(o, reviews.ReviewConflict))
+    assert winner in str(conflicts[0]) and "decided meanwhile" in str(conflicts[0])
+    hist = reviews.history(engine, "b0001")
+    assert hist["reviewer"].tolist() == [winner]  # nothing overwritten, one decision stored
+    with engine.connect() as conn:
+        log = conn.execute(sa.select(db.audit_log.c.actor).where(db.audit_log.c.action == "decide")).scalars().all()
+    assert log == [winner]
+
+
+def test_review_validation(engine, version):
+    _seed_predictions(engine, version.id, 3, seed=2)
+    with engine.connect() as conn:
+        expected, rv = conn.execute(sa.select(db.bins.c.expected_count, db.bins.c.row_version)
+                                    .where(db.bins.c.id == "b0000")).one()
+    with pytest.raises(reviews.ReviewError, match="recounted quantity"):
+        reviews.decide(engine, reviews.Decision("b0000", reviews.CONFIRM, "ana", rv))
+    with pytest.raises(reviews.ReviewError, match="dismiss instead"):
+        reviews.decide(engine, reviews.Decision("b0000", reviews.CONFIRM, "ana", rv, expected))
+    with pytest.raises(reviews.ReviewError, match="unknown decision"):
+        reviews.decide(engine, reviews.Decision("b0000", "maybe", "ana", rv))
+    with pytest.raises(reviews.ReviewError, match="no bin"):
+        reviews.decide(engine, reviews.Decision("nope", reviews.DISMISS, "ana", 1))
+
+
+def test_browse_filters_and_detail(engine, ws, version, tiny_dataset):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    everything = browse_count(engine, version.id, BinFilter())
+    assert everything == len(browse_page(engine, version.id, BinFilter(), limit=1000))
+    only_val = browse_page(engine, version.id, BinFilter(splits=("val",)), limit=1000)
+    assert set(only_val["split"]) == {"val"}
+    threes = browse_page(engine, version.id, BinFilter(expected=(3,)), limit=1000)
+    assert set(threes["expected_count"]) == {3}
+    disagree = browse_page(engine, version.id, BinFilter(mismatch_only=True), limit=1000)
+    assert (disagree["predicted_count"] != disagree["expected_count"]).all()
+    band = browse_page(engine, version.id, BinFilter(prob_min=0.2, prob_max=0.6), limit=1000)
+    assert band["mismatch_probability"].between(0.2, 0.6).all()
+    some_bin = browse_page(engine, version.id, BinFilter(expected=(2,)), limit=1).iloc[0]
+    detail = bin_detail(engine, some_bin.bin_id, version.id)
+    asin = detail["bin"]["items"][0]["asin"]
+    found = browse_page(engine, version.id, BinFilter(text=asin.lower()), limit=10)
+    assert some_bin.bin_id in found["bin_id"].tolist()
+    assert browse_count(engine, version.id, BinFilter(text="100%_no_such")) == 0
+    assert detail["prediction"]["model_version_id"] == version.id
+
+
+def test_exports_and_recount_dataset(engine, ws, version, tiny_dataset, tmp_path):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    top = queue_page(engine, version.id, threshold=0.0, limit=2)
+    for row, recount in zip(top.itertuples(), (0, 1), strict=True):
+        recount = recount if recount != row.expected_count else recount + 2
+        reviews.decide(engine, reviews.Decision(row.bin_id, reviews.CONFIRM, "ana", int(row.row_version), recount))
+    n_queue = export_queue(engine, version.id, tmp_path / "q.csv", threshold=0.0)
+    assert n_queue == len(pd.read_csv(tmp_path / "q.csv")) == queue_size(engine, version.id, threshold=0.0)
+    assert export_decisions(engine, tmp_path / "d.csv") == 2
+    decisions = pd.read_csv(tmp_path / "d.csv")
+    assert set(decisions["decision"]) == {"confirm_mismatch"} and set(decisions["reviewer"]) == {"ana"}
+    frame = build_recount_dataset(engine, ws, tmp_path / "recounts", max_count=5)
+    written = sorted(p.relative_to(tmp_path / "recounts").as_posix() for p in (tmp_path / "recounts").rglob("*.jpg"))
+    assert len(written) == 2 and all(s.startswith("written") for s in frame["status"])
+    for path in written:
+        count, name = path.split("/")
+        assert int(count) == frame.set_index("bin_id").loc[Path(name).stem, "recounted_count"]
+
+
+def test_overview_figures(engine, ws, version, tiny_dataset):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    o = overview(engine, version.id, threshold=0.5)
+    preds = _predictions(engine)
+    assert o.bins == o.scored == len(preds)
+    assert o.agree == int((preds["predicted_count"] == preds["expected_count"]).sum())
+    assert o.open_queue == queue_size(engine, version.id, threshold=0.5)
+
+
+def test_cli_end_to_end(ws, engine, version, tiny_dataset):
+    env = _cli_env(ws)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app.audit", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert "added" in run("import", "--dataset", str(tiny_dataset)).stdout
+    assert run("score", "--workers", "0").returncode == 0
+    q = run("queue", "--limit", "3", "--threshold", "0")
+    assert q.returncode == 0 and "bin(s) in the queue" in q.stdout
+    bin_id = q.stdout.splitlines()[2].split()[0]
+    d = run("decide", bin_id, "--decision", "unsure", "--reviewer", "cli-user", "--note", "blurry")
+    assert d.returncode == 0, d.stderr
+    assert "cli-user" in run("history", bin_id).stdout
+    bad = run("decide", "no-such-bin", "--decision", "dismiss", "--reviewer", "x")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no bin")
+    assert "confirmed mismatches" in run("overview").stdout
