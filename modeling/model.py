@@ -108,14 +108,21 @@ def head_size(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 def load_backbone(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Load every tensor except a head of a different size (ImageNet's 1000 classes); strict otherwise."""
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise PretrainedWeightsError(f"{source} is not a state_dict (a mapping of parameter names to tensors)")
     own = model.state_dict()
-    keep = {k: v for k, v in state_dict.items() if not (k.startswith("fc.") and v.shape != own[k].shape)}
-    missing, unexpected = model.load_state_dict(keep, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
+    body = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    missing = [k for k in own if not k.startswith("fc.") and k not in body]
+    unexpected = [k for k in body if k not in own]
+    misshapen = [k for k in body if k in own and body[k].shape != own[k].shape]
+    if missing or unexpected or misshapen:
         raise PretrainedWeightsError(
-            f"{source} does not fit this architecture: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{source} does not fit {type(model).__name__} of this --arch: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(misshapen)} differently shaped tensors "
+            f"(e.g. {(missing + unexpected + misshapen)[:3]})"
         )
+    head = {k: v for k, v in state_dict.items() if k.startswith("fc.") and k in own and v.shape == own[k].shape}
+    model.load_state_dict({**body, **head}, strict=False)
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
@@ -142,8 +149,13 @@ def create_model(arch: str, num_classes: int, pretrained: str = "none", weights_
     if weights_path:
         if not os.path.isfile(weights_path):
             raise PretrainedWeightsError(f"--weights-path {weights_path}: no such file")
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        load_backbone(model, state.get("model", state), weights_path)
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - not a torch file, or one that needs unsafe unpickling
+            raise PretrainedWeightsError(f"cannot read --weights-path {weights_path}: {exc}") from None
+        if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):  # a training checkpoint
+            state = state["model"]
+        load_backbone(model, state, weights_path)
     elif pretrained == "imagenet":
         load_backbone(model, imagenet_state_dict(arch), f"ImageNet {arch} weights")
     return model

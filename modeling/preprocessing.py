@@ -162,7 +162,7 @@ def _reason(exc: BaseException) -> str:
         return f"not a recognised image format (expected {ACCEPTED_FORMATS})"
     if isinstance(exc, Image.DecompressionBombError):
         return f"image too large: {text}"
-    if "truncated" in text:
+    if "truncated" in text.lower():
         return "truncated image (the file ends before the picture does)"
     return f"could not decode image ({text}); expected {ACCEPTED_FORMATS}"
 

@@ -1,0 +1,180 @@
+"""`python -m modeling <command>`: evaluate a model folder, score photos; more commands plug into the registry.
+
+A command is a name, a help line, a function that adds its arguments and a function that runs it. Other modules
+add commands with `register(Command(...))` and by naming themselves in COMMAND_MODULES, so the parser is built
+from the registry and this file never has to be rewritten.
+
+Errors the user can fix print one line (`error: ...`) and exit 2; a run that skipped bad photos exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# modules imported before the parser is built; each registers its commands when imported
+COMMAND_MODULES: list[str] = []
+
+
+class CliError(Exception):
+    """A problem with the command line or its inputs; printed as `error: <message>`."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    if command.name in COMMANDS:
+        raise ValueError(f"command {command.name!r} is registered twice")
+    COMMANDS[command.name] = command
+    return command
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
+    """Flags shared by the commands that score photos with a Predictor."""
+    p.add_argument("--model-dir", type=Path, required=True, help="folder with model.pth and model_config.json")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="photos per forward pass (default 16)")
+    p.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="decoding processes (default: one per spare core; 0: decode in the main process)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16", "fp16"),
+                   help=f"auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32 is exact (default {precision})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_predictor(args: argparse.Namespace):
+    from modeling.predictor import Predictor
+
+    return Predictor.load(args.model_dir, device=args.device, precision=args.precision)
+
+
+# ---------------------------------------------------------------- evaluate
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    add_scoring_arguments(p, precision="fp32")
+    p.add_argument("--data", type=Path, required=True, help="folder of <count>/<bin_id>.jpg, e.g. dataset/test")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder for metrics.json and predictions.csv (default MODEL_DIR/evaluation/<data name>)")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from modeling.evaluate import evaluate_folder, write_evaluation
+    from modeling.metrics import format_per_class_table
+
+    predictor = _load_predictor(args)
+    metrics, rows = evaluate_folder(predictor, args.data, args.batch_size, args.workers,
+                                    progress=False if args.no_progress else None)
+    out = args.out or args.model_dir / "evaluation" / args.data.name
+    write_evaluation(out, metrics, rows, predictor.class_to_count)
+    for name in ("argmax", "expected"):
+        print(f"{name} decoding:\n{format_per_class_table(metrics[name])}\n")
+    print(f"scored {metrics['n_scored']} of {metrics['n_images']} photos -> {out}")
+    for failure in metrics["failed"][:20]:
+        print(f"  failed: {failure['path']}: {failure['error']}", file=sys.stderr)
+    return EXIT_PARTIAL if metrics["failed"] else EXIT_OK
+
+
+register(Command("evaluate", "evaluate a model folder on a data folder (metrics.json, predictions.csv)",
+                 _evaluate_arguments, _evaluate))
+
+
+# ---------------------------------------------------------------- predict
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    add_scoring_arguments(p, precision="auto")
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched for *.jpg/*.jpeg/*.png)")
+    p.add_argument("--out", type=Path, required=True, help="CSV: path, bin_id, predicted_count, p0..pN, error")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from modeling.predictor import expand_paths, write_predictions_csv
+
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise CliError(f"no images (*.jpg, *.jpeg, *.png) found in {', '.join(map(str, args.paths))}")
+    predictor = _load_predictor(args)
+    results = predictor.predict_paths(paths, args.batch_size, args.workers,
+                                      progress=False if args.no_progress else None)
+    failures: list[str] = []
+
+    def noting_failures():
+        for r in results:
+            if r.error is not None:
+                failures.append(f"{r.path}: {r.error}")
+            yield r
+
+    scored, failed = write_predictions_csv(noting_failures(), args.out, predictor.class_to_count)
+    print(f"scored {scored} photos, {failed} failed -> {args.out}")
+    for line in failures[:20]:
+        print(f"  failed: {line}", file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+register(Command("predict", "score photos in batches and write a CSV of counts and probabilities",
+                 _predict_arguments, _predict))
+
+
+# ---------------------------------------------------------------- entry
+
+def build_parser() -> argparse.ArgumentParser:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = argparse.ArgumentParser(prog="python -m modeling", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for command in COMMANDS.values():
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from modeling.data import DatasetLayoutError
+    from modeling.model import ModelConfigError, PretrainedWeightsError
+    from modeling.preprocessing import ImageDecodeError
+    from modeling.serving import RequestError
+
+    return CliError, DatasetLayoutError, ModelConfigError, PretrainedWeightsError, ImageDecodeError, RequestError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # disk full, permission denied on the output, ...
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise

@@ -1,0 +1,41 @@
+"""SageMaker serving handlers for the PyTorch inference container (the source dir's inference.py imports these).
+
+    model_fn(model_dir)                 -> ScoringModel (model.pth + model_config.json, head checked)
+    input_fn(body, content_type)        -> ScoringRequest; image/jpeg, image/png, application/x-image, or
+                                           application/json {"image": base64, "expected_count": 4}
+                                           / {"instances": [...]}
+    predict_fn(request, model)          -> dict (or list of dicts for "instances")
+    output_fn(prediction, accept)       -> (JSON text, "application/json")
+
+Bad input raises RequestError whose message says what was wrong and what is accepted; the toolkit returns it as
+the error response. The toolkit counts each handler's parameters, so none of them may take optional extras.
+Precision: fp32 unless the model's environment sets BINAUDIT_PRECISION (auto, fp32, bf16, fp16).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from modeling.serving import RequestError, ScoringModel, ScoringRequest, encode_response, parse_request
+
+__all__ = ["RequestError", "input_fn", "model_fn", "output_fn", "predict_fn"]
+
+
+def model_fn(model_dir: str) -> ScoringModel:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ScoringModel.load(model_dir, device, precision=os.environ.get("BINAUDIT_PRECISION", "fp32"))
+
+
+def input_fn(request_body: Any, request_content_type: str) -> ScoringRequest:
+    return parse_request(request_body, request_content_type)
+
+
+def predict_fn(input_data: ScoringRequest, model: ScoringModel) -> dict[str, Any] | list[dict[str, Any]]:
+    return model.answer(input_data)
+
+
+def output_fn(prediction: dict[str, Any] | list[dict[str, Any]], accept: str) -> tuple[str, str]:
+    return encode_response(prediction, accept)

@@ -1,0 +1,141 @@
+"""Batched local scoring of many photos: the app, the local endpoint, `evaluate` and `predict` call this.
+
+DataLoader worker processes decode JPEGs (draft mode) and resize them to uint8 tensors while the main process
+runs the model on the previous batch (channels_last, inference_mode, bf16 on CPUs that have it natively). A
+photo that cannot be decoded is reported with its error and skipped; the rest are scored, in input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from modeling.preprocessing import ImageDecodeError, load_image
+from modeling.serving import ScoringModel
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class PathResult(NamedTuple):
+    path: str
+    probs: np.ndarray | None  # (C,) over counts 0..N, None when the photo failed
+    error: str | None
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given; folders replaced by their *.jpg/*.jpeg/*.png files, recursively, in sorted order."""
+    out: list[str] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            out.extend(sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(str(path))  # a missing file is reported per path, not fatal for the rest
+    return out
+
+
+def default_workers() -> int:
+    """One decoding process per spare core, at least one: the model's threads take the rest."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+class _DecodeDataset(Dataset):
+    """Path i -> (i, uint8 tensor or None, error or None); runs in DataLoader workers."""
+
+    def __init__(self, paths: Sequence[str], scorer: ScoringModel) -> None:
+        self.paths = paths
+        self.side = scorer.spec.preprocess.image_size
+        self.transform = scorer.transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, self.transform(load_image(self.paths[index], self.side)), None
+        except ImageDecodeError as exc:
+            return index, None, str(exc)
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]
+             ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    good = [(i, t) for i, t, _ in items if t is not None]
+    errors = [(i, e) for i, t, e in items if t is None]
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, errors
+
+
+class Predictor(ScoringModel):
+    """`Predictor.load(model_dir)`, then `predict_images`, `predict_bytes` or `predict_paths`."""
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+             ) -> Predictor:
+        """precision "auto": bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; "fp32" for exact numbers."""
+        return super().load(model_dir, device, precision)
+
+    def predict_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 16, workers: int | None = None,
+                      progress: bool | None = None) -> Iterator[PathResult]:
+        """Score image files in batches; yields one PathResult per path, in input order.
+
+        workers: decoding processes (None: one per spare core; 0: decode in this process).
+        progress: tqdm bar; None shows it on a terminal only.
+        """
+        paths = [str(p) for p in paths]
+        if not paths:
+            return
+        workers = default_workers() if workers is None else workers
+        loader = DataLoader(_DecodeDataset(paths, self), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_collate, prefetch_factor=2 if workers else None,
+                            pin_memory=self.device.type == "cuda")
+        bar = _progress_bar(len(paths), progress)
+        try:
+            for indices, batch, errors in loader:
+                probs = self.probabilities(batch) if batch is not None else np.zeros((0, self.spec.num_classes))
+                results = {i: PathResult(paths[i], p, None) for i, p in zip(indices, probs, strict=True)}
+                results.update({i: PathResult(paths[i], None, e) for i, e in errors})
+                for i in sorted(results):
+                    yield results[i]
+                if bar is not None:
+                    bar.update(len(results))
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    if enabled is False:
+        return None
+    from tqdm import tqdm  # local tool only; the SageMaker container never imports this module
+
+    return tqdm(total=total, unit="img", desc="scoring", disable=None if enabled is None else not enabled)
+
+
+def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike, class_to_count: Sequence[int]
+                          ) -> tuple[int, int]:
+    """path, bin_id (file stem), predicted_count (argmax), p0..pN, error; returns (scored, failed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scored = failed = 0
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["path", "bin_id", "predicted_count", *(f"p{c}" for c in class_to_count), "error"])
+        for r in results:
+            bin_id = Path(r.path).stem
+            if r.probs is None:
+                failed += 1
+                writer.writerow([r.path, bin_id, "", *([""] * len(class_to_count)), r.error])
+            else:
+                scored += 1
+                count = class_to_count[int(np.argmax(r.probs))]
+                writer.writerow([r.path, bin_id, count, *(f"{p:.6f}" for p in r.probs), ""])
+    os.replace(tmp, out)
+    return scored, failed

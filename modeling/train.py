@@ -1,0 +1,627 @@
+"""Train the counting model: one script for a laptop, CI, torchrun and SageMaker's PyTorch container.
+
+    python -m modeling.train --train D/train --val D/val --model-dir M --epochs 2 --image-size 64
+    python modeling/train.py ...                       (the same; SageMaker runs it as train.py)
+    torchrun --nproc_per_node 2 modeling/train.py ...  (DistributedDataParallel, gloo on CPU, nccl on CUDA)
+
+Paths default from SageMaker's variables (SM_CHANNEL_TRAIN, SM_CHANNEL_VAL, SM_CHANNEL_TEST, SM_MODEL_DIR,
+SM_OUTPUT_DATA_DIR; /opt/ml/checkpoints when present) with local fallbacks; below `main()` the code sees
+plain paths only. Every epoch prints exactly one line (see modeling.metric_log). `--batch-size` is per process.
+Runs only on the stdlib, torch, torchvision, pillow and numpy (the container's packages).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a file (python modeling/train.py, torchrun, SageMaker): import the package,
+    # and keep modeling/ itself off the path so its modules cannot shadow top-level ones
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+import math
+import random
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from modeling.artifacts import (
+    ARGS_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    save_model,
+    write_json,
+    write_summary_csv,
+)
+from modeling.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from modeling.data import CountFolderDataset, DatasetLayoutError, dataset_fingerprint, manifest_sha256
+from modeling.distributed import (
+    DistInfo,
+    ShardSampler,
+    all_reduce_sum,
+    broadcast_buffers,
+    cleanup_distributed,
+    init_distributed,
+)
+from modeling.losses import LOSSES, build_loss
+from modeling.metric_log import format_epoch_line
+from modeling.metrics import DECODINGS, confusion_matrix, decode, summarize_confusion
+from modeling.model import ARCHS, PRETRAINED_CHOICES, ModelConfigError, ModelSpec, PretrainedWeightsError, create_model
+from modeling.preprocessing import EvalTransform, ImageDecodeError, PreprocessConfig, TrainTransform, normalize_batch
+
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+BEST_METRICS = {"val_accuracy": "max", "val_rmse": "min"}
+SM_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+# errors that are the user's to fix: one line on stderr, exit 2, no traceback
+USER_ERRORS = (DatasetLayoutError, PretrainedWeightsError, ModelConfigError, CheckpointError, ImageDecodeError)
+EXIT_USAGE = 2
+
+
+# ---------------------------------------------------------------- arguments
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32 px, got {text}")
+    return value
+
+
+def default_checkpoint_dir() -> str:
+    """SageMaker syncs /opt/ml/checkpoints to S3 (spot training); locally checkpoints are off unless asked."""
+    return SM_CHECKPOINT_DIR if os.path.isdir(SM_CHECKPOINT_DIR) else ""
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """Every flag has a default and a help string; SageMaker passes hyperparameters as `--name value`."""
+    p = argparse.ArgumentParser(description="Train the BinAudit counting model.", add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default="resnet18", choices=ARCHS, help="torchvision ResNet")
+    g.add_argument("--pretrained", default="none", choices=PRETRAINED_CHOICES,
+                   help="initial weights: random, or torchvision's ImageNet weights (needs internet or the torch cache)")
+    g.add_argument("--weights-path", default="", help="initial weights from a state_dict file (wins over --pretrained)")
+    g.add_argument("--max-count", type=_positive_int, default=5, help="counts 0..N: the head has N+1 classes")
+    g.add_argument("--image-size", type=_image_size, default=224, help="square side the photos are squashed to")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, default=10, help="total epochs (a resumed run continues to this)")
+    g.add_argument("--batch-size", type=_positive_int, default=32, help="images per step and process")
+    g.add_argument("--lr", type=_positive_float, default=0.01, help="initial learning rate")
+    g.add_argument("--momentum", type=_unit_interval, default=0.9, help="SGD momentum; AdamW's beta1")
+    g.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+                   help="weight decay of conv and linear weights (never of norms and biases)")
+    g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="optimizer")
+    g.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES,
+                   help="per-epoch schedule: step (x lr-gamma every lr-step-size epochs) or cosine to zero")
+    g.add_argument("--lr-step-size", type=_non_negative_int, default=0,
+                   help="epochs between steps of the step schedule (0: a third of --epochs)")
+    g.add_argument("--lr-gamma", type=_positive_float, default=0.1, help="factor of each step of the step schedule")
+    g.add_argument("--label-smoothing", type=_unit_interval, default=0.0, help="label smoothing of cross-entropy")
+    g.add_argument("--loss", default="ce", choices=LOSSES,
+                   help="ce: cross-entropy; ordinal: cross-entropy + squared EMD over the count distribution")
+    g.add_argument("--ordinal-weight", type=_non_negative_float, default=1.0,
+                   help="weight of the squared-EMD term of --loss ordinal")
+    g.add_argument("--best-metric", default="val_accuracy", choices=tuple(BEST_METRICS),
+                   help="validation metric that picks the saved model")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader worker processes per training process")
+    g.add_argument("--seed", type=int, default=0, help="random seed; same seed and data give the same run on CPU")
+    g.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: CUDA (with AMP and channels_last) when present, else CPU")
+
+    g = p.add_argument_group("paths (defaults from SageMaker's SM_* variables)")
+    g.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data/dataset/train"),
+                   help="training folder of <count>/<image> (SM_CHANNEL_TRAIN)")
+    g.add_argument("--val", default=os.environ.get("SM_CHANNEL_VAL", "data/dataset/val"),
+                   help="validation folder (SM_CHANNEL_VAL)")
+    g.add_argument("--test", default=os.environ.get("SM_CHANNEL_TEST", ""),
+                   help="optional test folder, evaluated once with the best model (SM_CHANNEL_TEST)")
+    g.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"),
+                   help="where model.pth, model_config.json, metrics.json, summary.csv, args.json go (SM_MODEL_DIR)")
+    g.add_argument("--output-data-dir", default=os.environ.get("SM_OUTPUT_DATA_DIR", "output"),
+                   help="copies of metrics.json and summary.csv (SM_OUTPUT_DATA_DIR)")
+    g.add_argument("--checkpoint-dir", default=default_checkpoint_dir(),
+                   help="resume checkpoint, written every epoch and read on start (empty: off; "
+                        f"default {SM_CHECKPOINT_DIR} when it exists)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Known args and the unknown extras (SageMaker may add some; they are logged, not fatal)."""
+    return get_args_parser().parse_known_args(argv)
+
+
+# ---------------------------------------------------------------- building blocks (tests build them too)
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    if name not in DEVICES:
+        raise ValueError(f"Invalid device {name!r}. Only {', '.join(DEVICES)} are supported.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelConfigError("--device cuda but no CUDA device is visible; use --device auto or --device cpu")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", info.local_rank if info else 0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(arch=args.arch, max_count=args.max_count, preprocess=PreprocessConfig(args.image_size))
+
+
+def build_transforms(spec: ModelSpec) -> tuple[TrainTransform, EvalTransform]:
+    side = spec.preprocess.image_size
+    return TrainTransform(side, mean=spec.preprocess.mean), EvalTransform(side)
+
+
+def build_datasets(args: argparse.Namespace, spec: ModelSpec) -> dict[str, CountFolderDataset]:
+    train_tf, eval_tf = build_transforms(spec)
+    side = spec.preprocess.image_size
+    datasets = {
+        "train": CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side),
+        "val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side),
+    }
+    if args.test:
+        datasets["test"] = CountFolderDataset(args.test, spec.max_count, eval_tf, decode_side=side)
+    return datasets
+
+
+def build_train_loader(dataset: CountFolderDataset, args: argparse.Namespace, info: DistInfo,
+                       device: torch.device) -> DataLoader:
+    """Shuffled batches; under DDP a DistributedSampler gives each rank its share (set_epoch every epoch)."""
+    if info.enabled:
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                     seed=args.seed)
+        per_rank = len(sampler)
+    else:
+        generator = torch.Generator()
+        generator.manual_seed(args.seed)
+        sampler = RandomSampler(dataset, generator=generator)
+        per_rank = len(dataset)
+    return DataLoader(
+        dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+        drop_last=per_rank > args.batch_size,  # a 1-image last batch breaks BatchNorm at small image sizes
+    )
+
+
+def build_eval_loader(dataset: CountFolderDataset, args: argparse.Namespace, info: DistInfo,
+                      device: torch.device) -> DataLoader:
+    """In order; under DDP each rank takes every world_size-th photo, none twice (see ShardSampler)."""
+    sampler = ShardSampler(len(dataset), info) if info.enabled else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                      pin_memory=device.type == "cuda")
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
+    """Make the shuffle of each epoch a function of (seed, epoch), so a resumed run sees the same order."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    elif isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
+        loader.sampler.generator.manual_seed(seed * 1000 + epoch)
+
+
+def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only (norm scales and biases are not decayed, as in timm)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr, betas=(args.momentum, 0.999))
+    raise ValueError(f"Invalid optimizer {args.optimizer!r}. Only {', '.join(OPTIMIZERS)} are supported.")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    if args.lr_schedule == "step":
+        step_size = args.lr_step_size or max(1, args.epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=args.lr_gamma)
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    raise ValueError(f"Invalid lr schedule {args.lr_schedule!r}. Only {', '.join(LR_SCHEDULES)} are supported.")
+
+
+def replan_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                     epochs_done: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule `args` asks for, advanced past `epochs_done` epochs (a resumed run whose --epochs changed)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("initial_lr", args.lr)
+    scheduler = build_scheduler(optimizer, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+        for _ in range(epochs_done):
+            scheduler.step()
+    return scheduler
+
+
+def _schedule_changed(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    keys = ("epochs", "lr", "lr_schedule", "lr_step_size", "lr_gamma")
+    return any(saved.get(k) != now.get(k) for k in keys)
+
+
+def build_criterion(args: argparse.Namespace, spec: ModelSpec) -> nn.Module:
+    return build_loss(args.loss, spec.num_classes, label_smoothing=args.label_smoothing,
+                      ordinal_weight=args.ordinal_weight)
+
+
+# ---------------------------------------------------------------- one epoch
+
+class Runtime:
+    """Where and how batches run: device, AMP, memory format, normalisation constants, ranks."""
+
+    def __init__(self, device: torch.device, spec: ModelSpec, info: DistInfo) -> None:
+        self.device = device
+        self.info = info
+        self.spec = spec
+        self.amp = device.type == "cuda"
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.to(self.device, non_blocking=True)
+        return normalize_batch(batch, self.spec.preprocess.mean, self.spec.preprocess.std, self.memory_format)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    scaler: torch.amp.GradScaler, rt: Runtime) -> dict[str, float]:
+    """One pass over the training data; loss and accuracy averaged over every image of every rank."""
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss x images, correct, images
+    for images, targets in loader:
+        x = rt.inputs(images)
+        y = targets.to(rt.device, non_blocking=True)
+        with rt.autocast():
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * y.numel(), (logits.argmax(1) == y).sum().double(),
+                                 torch.tensor(float(y.numel()), dtype=torch.float64, device=rt.device)])
+    loss_sum, correct, n = all_reduce_sum(sums, rt.info).tolist()
+    return {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, Any]:
+    """Loss and count confusion matrices of both decodings, summed over ranks: {"loss", "n", "argmax", "expected"}."""
+    model.eval()
+    counts = rt.spec.class_to_count
+    size = len(counts)
+    cms = np.zeros((len(DECODINGS), size, size), dtype=np.int64)
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=rt.device)
+    for images, targets in loader:
+        y = targets.to(rt.device, non_blocking=True)
+        with rt.autocast():
+            logits = model(rt.inputs(images)).float()
+        loss_sum += criterion(logits, y).double() * y.numel()
+        probs = logits.softmax(dim=1).cpu().numpy()
+        true = np.asarray(counts)[targets.numpy()]
+        for i, name in enumerate(DECODINGS):
+            cms[i] += confusion_matrix(true, decode(probs, counts, name), size)
+    reduced = all_reduce_sum(torch.from_numpy(cms).to(rt.device), rt.info).cpu().numpy()
+    loss_total = float(all_reduce_sum(loss_sum, rt.info).item())
+    result: dict[str, Any] = {name: summarize_confusion(reduced[i]) for i, name in enumerate(DECODINGS)}
+    result["n"] = result["argmax"]["n"]
+    result["loss"] = loss_total / max(result["n"], 1)
+    return result
+
+
+def epoch_metrics(epoch: int, lr: float, train: dict[str, float], val: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The history row of one epoch (summary.csv); the first metrics are those of the epoch line."""
+    return {
+        "epoch": epoch,
+        **train,
+        "val_loss": val["loss"],
+        "val_accuracy": val["argmax"]["accuracy"],
+        "val_rmse": val["argmax"]["rmse"],
+        "val_mae": val["argmax"]["mae"],
+        "val_within_one": val["argmax"]["within_one"],
+        "val_accuracy_expected": val["expected"]["accuracy"],
+        "val_rmse_expected": val["expected"]["rmse"],
+        "lr": lr,
+        "seconds": round(seconds, 3),
+    }
+
+
+def is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if BEST_METRICS[metric] == "max" else value < best
+
+
+# ---------------------------------------------------------------- the run
+
+def log(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        print(message, flush=True)
+
+
+def _limit_cpu_threads(info: DistInfo, device: torch.device) -> None:
+    """Several training processes on one CPU machine share its cores instead of each taking all of them."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+    if device.type == "cpu" and local_world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+
+
+def _resolved_args(args: argparse.Namespace, info: DistInfo, device: torch.device) -> dict[str, Any]:
+    return {**vars(args), "world_size": info.world_size, "resolved_device": str(device)}
+
+
+def run_training(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, validate every epoch, keep the best model, write the artifacts; returns the final metrics."""
+    info = init_distributed(resolve_device(args.device))
+    try:
+        return _run(args, info)
+    finally:
+        cleanup_distributed()
+
+
+def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
+    device = resolve_device(args.device, info)
+    _limit_cpu_threads(info, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    seed_everything(args.seed + info.rank)
+    spec = build_spec(args)
+    datasets = build_datasets(args, spec)
+    resolved = _resolved_args(args, info, device)
+    provenance = run_provenance(resolved, datasets, args) if info.is_main else {}
+
+    model = create_model(args.arch, spec.num_classes, args.pretrained, args.weights_path or None).to(device)
+    rt = Runtime(device, spec, info)
+    model = model.to(memory_format=rt.memory_format)
+    criterion = build_criterion(args, spec).to(device)
+    optimizer = build_optimizer(model, args)
+    scheduler = build_scheduler(optimizer, args)
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp)
+    train_loader = build_train_loader(datasets["train"], args, info, device)
+    val_loader = build_eval_loader(datasets["val"], args, info, device)
+
+    state = TrainState()
+    checkpoint = load_checkpoint(args.checkpoint_dir)
+    if checkpoint is not None:
+        check_compatible(checkpoint["args"], resolved)
+        state = TrainState.from_checkpoint(checkpoint, model, optimizer, scheduler, scaler)
+        if _schedule_changed(checkpoint["args"], resolved):
+            scheduler = replan_scheduler(optimizer, args, state.epoch)
+            log(info, f"--epochs or the lr schedule changed since the checkpoint: lr schedule re-planned for "
+                      f"{args.epochs} epochs")
+        set_rng_state(checkpoint["rng"])
+        if info.rank:
+            torch.manual_seed(args.seed + info.rank * 7919 + state.epoch)  # ranks must not share augmentation
+        log(info, f"resuming from {args.checkpoint_dir} after epoch {state.epoch}")
+
+    ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if info.enabled else model
+    log(info, f"training {args.arch} on {len(datasets['train'])} images (val {len(datasets['val'])}), "
+              f"{args.image_size}px, device {device}, {info.world_size} process(es), epochs {state.epoch + 1}..{args.epochs}")
+
+    for epoch in range(state.epoch + 1, args.epochs + 1):
+        start = time.perf_counter()
+        set_loader_epoch(train_loader, epoch, args.seed)
+        lr = optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(ddp_model, criterion, optimizer, train_loader, scaler, rt)
+        if not math.isfinite(train["train_loss"]):
+            raise FloatingPointError(f"training loss is {train['train_loss']} in epoch {epoch}; lower --lr")
+        scheduler.step()
+        broadcast_buffers(model, info)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
+        val = evaluate(model, criterion, val_loader, rt)
+        row = epoch_metrics(epoch, lr, train, val, time.perf_counter() - start)
+        log(info, format_epoch_line(epoch, row))
+        state.record(epoch, row, val, model, args.best_metric)
+        if info.is_main:
+            if state.best_epoch == epoch:
+                save_model(args.model_dir, state.best_state, spec,
+                           {**provenance, "final_metrics": final_metrics(state, None)})
+            if args.checkpoint_dir:
+                save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
+
+    test = None
+    if "test" in datasets and state.best_state is not None:
+        model.load_state_dict(state.best_state)
+        test = evaluate(model, criterion, build_eval_loader(datasets["test"], args, info, device), rt)
+    final = final_metrics(state, test)
+    if info.is_main:
+        write_artifacts(args, spec, state, final, test, provenance)
+        log(info, f"done: best epoch {state.best_epoch} by {args.best_metric}; accuracy {final['val_accuracy']:.4f}, "
+                  f"rmse {final['val_rmse']:.4f} -> {args.model_dir}")
+    return final
+
+
+class TrainState:
+    """Progress that a checkpoint carries across an interruption: last epoch, history, best epoch and weights."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_value: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_eval: dict[str, Any] | None = None
+
+    def record(self, epoch: int, row: dict[str, Any], val: dict[str, Any], model: nn.Module, metric: str) -> None:
+        self.epoch = epoch
+        self.history.append(row)
+        if is_better(row[metric], self.best_value, metric) or self.best_state is None:
+            self.best_epoch, self.best_value, self.best_eval = epoch, row[metric], val
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def to_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      scaler: torch.amp.GradScaler, resolved: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": self.epoch, "args": resolved, "history": self.history,
+            "best": {"epoch": self.best_epoch, "value": self.best_value, "state_dict": self.best_state,
+                     "evaluation": self.best_eval},
+            "rng": rng_state(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, scaler: torch.amp.GradScaler) -> TrainState:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        state = cls()
+        state.epoch, state.history = int(ckpt["epoch"]), list(ckpt["history"])
+        best = ckpt["best"]
+        state.best_epoch, state.best_value = int(best["epoch"]), best["value"]
+        state.best_state, state.best_eval = best["state_dict"], best["evaluation"]
+        return state
+
+
+def final_metrics(state: TrainState, test: dict[str, Any] | None) -> dict[str, Any]:
+    """Flat figures of the saved (best) model: what model_config.json and the jobs layer report."""
+    val = state.best_eval
+    out: dict[str, Any] = {"best_epoch": state.best_epoch}
+    if val is not None:
+        out.update({
+            "val_loss": val["loss"], "val_accuracy": val["argmax"]["accuracy"], "val_rmse": val["argmax"]["rmse"],
+            "val_mae": val["argmax"]["mae"], "val_within_one": val["argmax"]["within_one"],
+            "val_accuracy_expected": val["expected"]["accuracy"], "val_rmse_expected": val["expected"]["rmse"],
+        })
+    if test is not None:
+        out.update({
+            "test_accuracy": test["argmax"]["accuracy"], "test_rmse": test["argmax"]["rmse"],
+            "test_mae": test["argmax"]["mae"], "test_accuracy_expected": test["expected"]["accuracy"],
+            "test_rmse_expected": test["expected"]["rmse"],
+        })
+    return out
+
+
+def run_provenance(resolved: dict[str, Any], datasets: dict[str, CountFolderDataset],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """What model_config.json records beside the spec and the metrics: args, data fingerprint, versions."""
+    splits = [(name, str(ds.root), ds.samples) for name, ds in datasets.items() if name in ("train", "val")]
+    return {
+        "resolved_args": resolved,
+        "dataset_fingerprint": dataset_fingerprint(splits),
+        "manifest_sha256": manifest_sha256(args.train),
+        "train_class_counts": datasets["train"].class_counts(),
+        "best_metric": args.best_metric,
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def evaluation_report(evaluation: dict[str, Any], split: str, epoch: int) -> dict[str, Any]:
+    """metrics.json's view of one evaluation: argmax figures at the top, both decodings side by side."""
+    return {
+        "split": split, "epoch": epoch, "n": evaluation["n"], "loss": evaluation["loss"],
+        **{k: evaluation["argmax"][k] for k in ("accuracy", "rmse", "mae", "within_one", "per_class",
+                                                "confusion_matrix")},
+        "decodings": {name: evaluation[name] for name in DECODINGS},
+    }
+
+
+def write_artifacts(args: argparse.Namespace, spec: ModelSpec, state: TrainState, final: dict[str, Any],
+                    test: dict[str, Any] | None, provenance: dict[str, Any]) -> None:
+    model_dir = Path(args.model_dir)
+    if state.best_state is not None:
+        save_model(model_dir, state.best_state, spec, {**provenance, "final_metrics": final})
+    metrics = {
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "best_metric": args.best_metric,
+        "class_to_count": list(spec.class_to_count),
+        "final": evaluation_report(state.best_eval, "val", state.best_epoch) if state.best_eval else None,
+        "test": evaluation_report(test, "test", state.best_epoch) if test else None,
+    }
+    write_json(model_dir / METRICS_FILE, metrics)
+    write_summary_csv(model_dir / SUMMARY_FILE, state.history)
+    write_json(model_dir / ARGS_FILE, provenance["resolved_args"])
+    if args.output_data_dir:
+        write_json(Path(args.output_data_dir) / METRICS_FILE, metrics)
+        write_summary_csv(Path(args.output_data_dir) / SUMMARY_FILE, state.history)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: parse, train; user errors become one `error: ...` line and exit status 2."""
+    args, unknown = parse_args(argv)
+    if unknown and int(os.environ.get("RANK", "0")) == 0:
+        print(f"ignoring unknown arguments: {' '.join(unknown)}", flush=True)
+    try:
+        run_training(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted: rerun with the same --checkpoint-dir to resume", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
