@@ -1,0 +1,129 @@
+"""The four SageMaker handlers on a tiny trained model: round trips, and clear errors for bad requests."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from modeling import inference
+from modeling.predictor import Predictor
+from modeling.serving import RequestError
+from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset, tmp_path_factory):
+    return tiny_model(tiny_dataset, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir):
+    return inference.model_fn(str(tiny_model_dir))
+
+
+def _invoke(model, body, content_type: str, accept: str = "application/json"):
+    data = inference.input_fn(body, content_type)
+    body, out_type = inference.output_fn(inference.predict_fn(data, model), accept)
+    assert out_type == "application/json"
+    return json.loads(body)
+
+
+def test_handlers_take_exactly_the_arguments_the_toolkit_passes():
+    # the inference toolkit counts parameters to decide whether to pass a context
+    arity = {name: len(inspect.signature(getattr(inference, name)).parameters)
+             for name in ("model_fn", "input_fn", "predict_fn", "output_fn")}
+    assert arity == {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2}
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/x-image", "image/jpeg; charset=binary"])
+def test_raw_jpeg_round_trip(served, content_type):
+    answer = _invoke(served, jpeg_bytes(90, 70), content_type)
+    assert set(answer) == {"predicted_count", "probabilities", "counts"}
+    assert answer["counts"] == [0, 1, 2, 3, 4, 5]
+    assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+    assert answer["predicted_count"] == int(np.argmax(answer["probabilities"]))
+
+
+def test_png_round_trip(served):
+    answer = _invoke(served, png_bytes(64, 80), "image/png")
+    assert len(answer["probabilities"]) == 6
+
+
+def test_json_with_expected_count_reports_the_mismatch_probability(served):
+    image = jpeg_bytes(80, 60, (30, 90, 160))
+    body = json.dumps({"image": base64.b64encode(image).decode(), "expected_count": 2})
+    answer = _invoke(served, body, "application/json")
+    assert answer["expected_count"] == 2
+    assert answer["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][2])
+    raw = _invoke(served, image, "image/jpeg")
+    assert raw["probabilities"] == pytest.approx(answer["probabilities"])
+
+
+def test_json_instances_answer_in_order(served):
+    images = [jpeg_bytes(80, 60, (200, 10, 10)), jpeg_bytes(50, 90, (10, 10, 200))]
+    body = {"instances": [{"image": base64.b64encode(images[0]).decode(), "expected_count": 9},
+                          {"image": "data:image/jpeg;base64," + base64.b64encode(images[1]).decode()}]}
+    answer = _invoke(served, json.dumps(body).encode(), "application/json")
+    first, second = answer["predictions"]
+    assert first["mismatch_probability"] == pytest.approx(1.0)  # 9 items: beyond what the model can see
+    assert "expected_count" not in second
+    alone = _invoke(served, images[1], "image/jpeg")["probabilities"]
+    assert second["probabilities"] == pytest.approx(alone, abs=1e-5)  # batch of 2 vs 1: float rounding only
+
+
+def test_handler_and_predictor_share_one_code_path(served, tiny_model_dir):
+    image = jpeg_bytes(120, 100, (90, 140, 60))
+    local = Predictor.load(tiny_model_dir, precision="fp32").predict_bytes(image, expected_count=3)
+    remote = _invoke(served, json.dumps({"image": base64.b64encode(image).decode(), "expected_count": 3}),
+                     "application/json")
+    assert local["predicted_count"] == remote["predicted_count"]
+    assert local["probabilities"] == pytest.approx(remote["probabilities"], abs=1e-9)
+    assert local["mismatch_probability"] == pytest.approx(remote["mismatch_probability"], abs=1e-9)
+
+
+def test_normalisation_is_read_back_from_model_config(tiny_model_dir, tmp_path):
+    changed = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, changed)
+    config = json.loads((changed / "model_config.json").read_text())
+    config["mean"], config["std"] = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    (changed / "model_config.json").write_text(json.dumps(config))
+    image = jpeg_bytes(70, 70)
+    original = _invoke(inference.model_fn(str(tiny_model_dir)), image, "image/jpeg")["probabilities"]
+    altered = _invoke(inference.model_fn(str(changed)), image, "image/jpeg")["probabilities"]
+    assert not np.allclose(original, altered, atol=1e-4)
+
+
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    (b"a,b,c", "text/csv", "unsupported content type 'text/csv'; send one of: image/jpeg, image/png"),
+    (jpeg_bytes(), None, "unsupported content type None"),
+    (b"\x00\x01 not an image", "image/jpeg", "undecodable image: not a recognised image format"),
+    (b"", "image/png", "undecodable image: empty input"),
+    (b"{not json", "application/json", "body is not valid JSON"),
+    (json.dumps({"picture": "x"}), "application/json", 'JSON must be an object with "image"'),
+    (json.dumps({"image": "***"}), "application/json", "not valid base64"),
+    (json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), "expected_count": -1}), "application/json",
+     "expected_count\" must be an integer >= 0"),
+    (json.dumps({"instances": []}), "application/json", "non-empty list"),
+])
+def test_bad_requests_say_what_was_wrong_and_what_is_accepted(body, content_type, message):
+    with pytest.raises(RequestError) as info:
+        inference.input_fn(body, content_type)
+    assert message in str(info.value)
+
+
+def test_truncated_jpeg_fails_with_a_clear_message(served):
+    data = inference.input_fn(jpeg_bytes(300, 200)[:700], "image/jpeg")  # the header is intact
+    with pytest.raises(RequestError, match="undecodable image: truncated image"):
+        inference.predict_fn(data, served)
+
+
+def test_unsupported_accept_is_refused(served):
+    prediction = inference.predict_fn(inference.input_fn(jpeg_bytes(), "image/jpeg"), served)
+    with pytest.raises(RequestError, match="cannot answer in 'text/csv'; accepted: application/json"):
+        inference.output_fn(prediction, "text/csv")
+    assert inference.output_fn(prediction, "*/*")[1] == "application/json"
