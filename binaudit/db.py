@@ -122,7 +122,10 @@ bins = sa.Table(
     sa.Index("ix_bins_expected", "expected_count"),
     sa.Index("ix_bins_split", "split"),
     sa.Index("ix_bins_decided", "decided_at"),
+    sa.Index("ix_bins_decision", "decision"),
 )
+
+_probability_desc = sa.desc(sa.column("mismatch_probability"))  # rank order: highest first, ties by bin id
 
 predictions = sa.Table(
     "predictions", metadata,
@@ -136,9 +139,17 @@ predictions = sa.Table(
     sa.Column("mismatch_probability", sa.Float),
     sa.Column("argmax_differs", sa.Boolean),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # Queue facts copied from the bin so the queue is one index walk over this table (no join to filter):
+    # settled: a decision on the bin came at or after this prediction; queued: an analyst sent the bin by hand.
+    # Written only by app.audit.reviews and app.audit.scoring, which keep them equal to what bins says.
+    sa.Column("settled", sa.Boolean, nullable=False, default=False),
+    sa.Column("queued", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("bin_id", "model_version_id", name="uq_prediction_bin_model"),
-    sa.Index("ix_pred_model_mismatch", "model_version_id", "mismatch_probability"),
     sa.Index("ix_pred_model_predicted", "model_version_id", "predicted_count"),
+    sa.Index("ix_pred_queue", "model_version_id", "settled", _probability_desc, "bin_id", "queued"),
+    sa.Index("ix_pred_hand_queued", "model_version_id", "queued", "settled"),
+    sa.Index("ix_pred_model_prob", "model_version_id", _probability_desc, "bin_id"),
+    sa.Index("ix_pred_model_agree", "model_version_id", "argmax_differs"),
 )
 
 reviews = sa.Table(
@@ -189,18 +200,21 @@ class Migration:
     upgrade: Callable[[Connection], None]
 
 
-def _frozen(table: sa.Table, m: sa.MetaData, *, exclude: tuple[str, ...] = ()) -> sa.Table:
-    """A copy of `table` as an earlier migration created it: without the columns later ones add.
+def _frozen(table: sa.Table, m: sa.MetaData, *, exclude: tuple[str, ...] = (),
+            extra_indexes: tuple[tuple[str, ...], ...] = ()) -> sa.Table:
+    """A copy of `table` as an earlier migration created it: without the columns and indexes later ones add.
 
-    Rule for new migrations: a migration that changes a table lists what it added in the
-    `exclude` of every earlier migration creating that table, so a fresh database and an
-    upgraded one end in the same shape.
+    Rule for new migrations: a migration that changes a table lists what it added (columns and index
+    names) in the `exclude` of every earlier migration creating that table, and what it dropped in their
+    `extra_indexes` (name, *columns), so a fresh database and an upgraded one end in the same shape.
     """
     keep = [c for c in table.columns if c.name not in exclude]
     kept_names = {c.name for c in keep}
     extras: list[sa.SchemaItem] = [
-        sa.Index(i.name, *[c.name for c in i.columns]) for i in table.indexes if {c.name for c in i.columns} <= kept_names
+        sa.Index(i.name, *[c.name for c in i.columns]) for i in table.indexes
+        if {c.name for c in i.columns} <= kept_names and i.name not in exclude
     ]
+    extras += [sa.Index(name, *columns) for name, *columns in extra_indexes]
     extras += [sa.UniqueConstraint(*[c.name for c in u.columns], name=u.name)
                for u in table.constraints if isinstance(u, sa.UniqueConstraint) and len(u.columns) > 1]
     return sa.Table(table.name, m, *[c._copy() for c in keep], *extras)  # _copy: Column.copy() is deprecated
@@ -212,11 +226,17 @@ def _v1_jobs_and_registry(conn: Connection) -> None:
         _frozen(table, m, exclude=("output", "stop_requested") if table is jobs else ()).create(conn)
 
 
+_V4_PREDICTION_INDEXES = ("ix_pred_queue", "ix_pred_hand_queued", "ix_pred_model_prob", "ix_pred_model_agree")
+
+
 def _v2_audit(conn: Connection) -> None:
     m = sa.MetaData()
     sa.Table("model_versions", m, sa.Column("id", sa.Integer, primary_key=True))  # target of the foreign keys
-    for table in (bins, predictions, reviews, problems, audit_log):
+    _frozen(bins, m, exclude=("ix_bins_decision",)).create(conn)
+    for table in (reviews, problems, audit_log):
         _frozen(table, m).create(conn)
+    _frozen(predictions, m, exclude=("settled", "queued", *_V4_PREDICTION_INDEXES),
+            extra_indexes=(("ix_pred_model_mismatch", "model_version_id", "mismatch_probability"),)).create(conn)
     if conn.dialect.name == "sqlite":  # the audit log is append-only, enforced by the database itself
         for op in ("UPDATE", "DELETE"):
             conn.exec_driver_sql(
@@ -230,10 +250,47 @@ def _v3_job_outputs(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT 0")
 
 
+def _v4_fast_queue_and_search(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN settled BOOLEAN NOT NULL DEFAULT FALSE")
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN queued BOOLEAN NOT NULL DEFAULT FALSE")
+    conn.exec_driver_sql(
+        "UPDATE predictions SET "
+        "settled = COALESCE((SELECT b.decided_at IS NOT NULL AND b.decided_at >= predictions.created_at "
+        "                    FROM bins b WHERE b.id = predictions.bin_id), FALSE), "
+        "queued = COALESCE((SELECT b.queued FROM bins b WHERE b.id = predictions.bin_id), FALSE)")
+    conn.exec_driver_sql("DROP INDEX ix_pred_model_mismatch")
+    for index in (*predictions.indexes, *bins.indexes):
+        if index.name in (*_V4_PREDICTION_INDEXES, "ix_bins_decision"):
+            index.create(conn)
+    if conn.dialect.name == "sqlite":
+        create_sqlite_search_index(conn)
+
+
+def create_sqlite_search_index(conn: Connection) -> None:
+    """FTS5 with the trigram tokenizer answers substring searches (LIKE '%...%') from an index.
+
+    External content: the index reads `bins.search_text`, kept in step by triggers. (On PostgreSQL the
+    same job is done by a pg_trgm GIN index; BinAudit's queries fall back to LIKE there.)
+    """
+    conn.exec_driver_sql("CREATE VIRTUAL TABLE bins_fts USING fts5(search_text, content='bins', "
+                         "content_rowid='rowid', tokenize='trigram')")
+    conn.exec_driver_sql("CREATE TRIGGER bins_fts_insert AFTER INSERT ON bins BEGIN "
+                         "INSERT INTO bins_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END")
+    conn.exec_driver_sql("CREATE TRIGGER bins_fts_delete AFTER DELETE ON bins BEGIN "
+                         "INSERT INTO bins_fts(bins_fts, rowid, search_text) VALUES ('delete', old.rowid, "
+                         "old.search_text); END")
+    conn.exec_driver_sql("CREATE TRIGGER bins_fts_update AFTER UPDATE OF search_text ON bins BEGIN "
+                         "INSERT INTO bins_fts(bins_fts, rowid, search_text) VALUES ('delete', old.rowid, "
+                         "old.search_text); "
+                         "INSERT INTO bins_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END")
+    conn.exec_driver_sql("INSERT INTO bins_fts(bins_fts) VALUES ('rebuild')")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, model registry, app state", _v1_jobs_and_registry),
     Migration(2, "bins, predictions, reviews, problems, append-only audit log", _v2_audit),
     Migration(3, "jobs: output locations and stop requests", _v3_job_outputs),
+    Migration(4, "queue facts on predictions, queue and browse indexes, substring search index", _v4_fast_queue_and_search),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

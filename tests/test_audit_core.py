@@ -28,7 +28,7 @@ from app.audit.scoring import count_pending, score_bins
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, resolve_image
 from modeling.registry import activate, register_model
-from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model_dir  # noqa: F401 - fixture
+from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,13 @@ def engine(ws):
     return ws.open()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset, tmp_path_factory) -> Path:
+    return tiny_model(tiny_dataset, tmp_path_factory)
+
+
 @pytest.fixture
-def version(engine, ws, tiny_model_dir):  # noqa: F811 - the imported fixture
+def version(engine, ws, tiny_model_dir):
     v = register_model(engine, tiny_model_dir, ws.models_dir, job_id=None)
     return activate(engine, v.id, actor="test")
 
@@ -192,7 +197,9 @@ def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.Data
         preds.append({"bin_id": f"b{i:04d}", "model_version_id": version_id, "predicted_count": 1, "decoded_count": 1,
                       "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": 0,
                       "mismatch_probability": round(float(rng.random()), 3), "argmax_differs": False,
-                      "created_at": t0})
+                      "created_at": t0,
+                      # the queue facts as app.audit.reviews keeps them
+                      "settled": decided_at is not None and decided_at >= t0, "queued": bins[-1]["queued"]})
     with db.write_tx(engine) as conn:
         conn.execute(db.bins.insert(), bins)
         conn.execute(db.predictions.insert(), preds)

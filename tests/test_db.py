@@ -36,15 +36,33 @@ def test_an_older_database_survives_the_upgrade(url):
                              "64, 5, '{}', '{}', 0.5, :t)"), {"t": now})
     assert "bins" not in sa.inspect(engine).get_table_names()
 
-    assert db.migrate(engine) == [2, 3]
+    assert db.migrate(engine, target=3) == [2, 3]
+    later = db.utcnow()
+    with db.write_tx(engine) as conn:  # version-3 rows: a bin decided after its prediction, one undecided
+        for bin_id, decided in (("b1", later), ("b2", None)):
+            conn.execute(sa.text("INSERT INTO bins (id, image_uri, expected_count, items, search_text, source, "
+                                 "created_at, updated_at, decided_at, queued, row_version) VALUES (:id, 'x.jpg', 2, "
+                                 "'[]', :text, 'upload', :t, :t, :d, 0, 1)"),
+                         {"id": bin_id, "text": f"{bin_id} acme teapot", "t": now, "d": decided})
+            conn.execute(sa.text("INSERT INTO predictions (bin_id, model_version_id, predicted_count, decoded_count, "
+                                 "probabilities, mismatch_probability, created_at) VALUES (:id, 1, 2, 2, '[]', 0.9, :t)"),
+                         {"id": bin_id, "t": now})
+
+    assert db.migrate(engine) == [4]
     fresh = db.open_database(url.replace("binaudit.db", "fresh.db"))
     for table in ("jobs", "bins", "predictions", "reviews", "audit_log"):
         upgraded_cols = {c["name"] for c in sa.inspect(engine).get_columns(table)}
         assert upgraded_cols == {c["name"] for c in sa.inspect(fresh).get_columns(table)}, table
+        upgraded_idx = {i["name"] for i in sa.inspect(engine).get_indexes(table)}
+        assert upgraded_idx == {i["name"] for i in sa.inspect(fresh).get_indexes(table)}, table
     with engine.connect() as conn:
         job = conn.execute(sa.select(db.jobs).where(db.jobs.c.id == "train-1")).mappings().one()
         assert job["params"] == {"epochs": 2} and job["stop_requested"] is False and job["output"] is None
         assert conn.execute(sa.select(db.model_versions.c.val_accuracy)).scalar() == 0.5
+        settled = dict(conn.execute(sa.select(db.predictions.c.bin_id, db.predictions.c.settled)).all())
+        assert settled == {"b1": True, "b2": False}  # backfilled from the decisions
+        found = conn.exec_driver_sql("SELECT count(*) FROM bins_fts WHERE bins_fts MATCH 'teapot'").scalar()
+        assert found == 2  # rows from before the search index are in it
 
 
 def test_audit_log_is_append_only(url):

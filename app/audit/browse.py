@@ -1,8 +1,9 @@
 """Browsing bins with filters, one page at a time, and one bin in detail.
 
 Filters: split, expected counts, predicted counts, mismatch only (the prediction disagrees with
-the record), a mismatch-probability range, the latest decision, and a text search over item names
-and ASINs. Pages come from the database with LIMIT/OFFSET; nothing loads the whole table.
+the record), a mismatch-probability range, the latest decision, and a text search over bin ids, item
+names and ASINs (a trigram full-text index on SQLite). Pages come from the database with
+LIMIT/OFFSET; nothing loads the whole table.
 """
 
 from __future__ import annotations
@@ -33,53 +34,83 @@ class BinFilter:
     text: str = ""
 
 
-def _base(version_id: int | None) -> sa.Select:
+def _columns() -> list[sa.ColumnElement]:
     b, p = db.bins, db.predictions
-    join_on = (p.c.bin_id == b.c.id) & (p.c.model_version_id == (version_id if version_id is not None else -1))
-    return sa.select(b.c.id.label("bin_id"), b.c.split, b.c.expected_count, p.c.predicted_count, p.c.decoded_count,
-                     p.c.mismatch_probability, p.c.argmax_differs, b.c.decision, b.c.recounted_count,
-                     b.c.image_uri, b.c.row_version).select_from(b.outerjoin(p, join_on))
+    return [b.c.id.label("bin_id"), b.c.split, b.c.expected_count, p.c.predicted_count, p.c.decoded_count,
+            p.c.mismatch_probability, p.c.argmax_differs, b.c.decision, b.c.recounted_count, b.c.image_uri,
+            b.c.row_version]
 
 
-def _apply(q: sa.Select, f: BinFilter) -> sa.Select:
-    b, p = db.bins, db.predictions
-    if f.splits:
-        q = q.where(b.c.split.in_(f.splits))
-    if f.expected:
-        q = q.where(b.c.expected_count.in_(f.expected))
+def _prediction_conditions(p: sa.FromClause, f: BinFilter) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
     if f.predicted:
-        q = q.where(p.c.predicted_count.in_(f.predicted))
+        conds.append(p.c.predicted_count.in_(f.predicted))
     if f.mismatch_only:
-        q = q.where(p.c.argmax_differs.is_(True))
+        conds.append(p.c.argmax_differs.is_(True))
     if f.prob_min > 0.0 or f.prob_max < 1.0:
-        q = q.where(p.c.mismatch_probability.between(f.prob_min, f.prob_max))
+        conds.append(p.c.mismatch_probability.between(f.prob_min, f.prob_max))
+    return conds
+
+
+def _text_condition(dialect: str, text: str) -> sa.ColumnElement[bool]:
+    term = text.strip().lower()
+    if dialect == "sqlite" and len(term) >= 3:  # the trigram index needs three characters
+        phrase = '"' + term.replace('"', '""') + '"'
+        return sa.literal_column("bins.rowid").in_(sa.text("SELECT rowid FROM bins_fts WHERE bins_fts MATCH :phrase")
+                                                   .bindparams(phrase=phrase))
+    # escape LIKE wildcards: a search for "50%" means the text, not a pattern
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return db.bins.c.search_text.like(f"%{escaped}%", escape="\\")
+
+
+def _bin_conditions(dialect: str, f: BinFilter) -> list[sa.ColumnElement[bool]]:
+    b = db.bins
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.splits:
+        conds.append(b.c.split.in_(f.splits))
+    if f.expected:
+        conds.append(b.c.expected_count.in_(f.expected))
     if f.decisions:
         named = [d for d in f.decisions if d != "none"]
         cond = b.c.decision.in_(named) if named else sa.false()
-        q = q.where(cond | b.c.decision.is_(None) if "none" in f.decisions else cond)
+        conds.append(cond | b.c.decision.is_(None) if "none" in f.decisions else cond)
     if f.text.strip():
-        # escape LIKE wildcards: a search for "50%" means the text, not a pattern
-        term = f.text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        q = q.where(b.c.search_text.like(f"%{term}%", escape="\\") | b.c.id.like(f"%{term}%", escape="\\"))
-    return q
+        conds.append(_text_condition(dialect, f.text))
+    return conds
+
+
+def _query(dialect: str, version_id: int | None, f: BinFilter, order: str) -> sa.Select:
+    """Bins in id order are driven from the bins table, prediction filters checked per bin (EXISTS on the
+    (bin, version) key), so a page stops after `limit` matches; bins ordered by mismatch probability are
+    driven from the (version, probability, bin) index. The latter lists scored bins only."""
+    b, p = db.bins, db.predictions
+    version = version_id if version_id is not None else -1
+    if order == "mismatch_probability":
+        q = (sa.select(*_columns()).select_from(p.join(b, b.c.id == p.c.bin_id))
+             .where(p.c.model_version_id == version, *_prediction_conditions(p, f))
+             .order_by(p.c.mismatch_probability.desc(), p.c.bin_id))
+    else:
+        q = (sa.select(*_columns())
+             .select_from(b.outerjoin(p, (p.c.bin_id == b.c.id) & (p.c.model_version_id == version)))
+             .order_by(b.c.id))
+        pf = p.alias("pf")  # the filter's own copy: the outer join's predictions row may be absent
+        if conds := _prediction_conditions(pf, f):
+            q = q.where(sa.exists().where(pf.c.bin_id == b.c.id, pf.c.model_version_id == version, *conds))
+    return q.where(*_bin_conditions(dialect, f))
 
 
 def browse_page(engine: Engine, version_id: int | None, f: BinFilter, *, order: str = "bin_id", limit: int = 48,
                 offset: int = 0) -> pd.DataFrame:
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
-    q = _apply(_base(version_id), f)
-    if order == "mismatch_probability":
-        q = q.order_by(db.predictions.c.mismatch_probability.desc().nulls_last(), db.bins.c.id)
-    else:
-        q = q.order_by(db.bins.c.id)
+    q = _query(engine.dialect.name, version_id, f, order).limit(limit).offset(offset)
     with engine.connect() as conn:
-        rows = conn.execute(q.limit(limit).offset(offset)).mappings().all()
+        rows = conn.execute(q).mappings().all()
     return pd.DataFrame(rows, columns=BROWSE_COLUMNS)
 
 
-def browse_count(engine: Engine, version_id: int | None, f: BinFilter) -> int:
-    q = _apply(_base(version_id), f).with_only_columns(sa.func.count())
+def browse_count(engine: Engine, version_id: int | None, f: BinFilter, *, order: str = "bin_id") -> int:
+    q = _query(engine.dialect.name, version_id, f, order).order_by(None).with_only_columns(sa.func.count())
     with engine.connect() as conn:
         return conn.execute(q).scalar_one()
 

@@ -48,9 +48,9 @@ class ImportReport:
                 f"{len(self.problems)} problem(s)")
 
 
-def search_text(items: Iterable[dict]) -> str:
-    """What the text filter searches: names and ASINs, lower-cased."""
-    return " | ".join(f"{i.get('asin', '')} {i.get('name', '')}".lower() for i in items)
+def search_text(bin_id: str, items: Iterable[dict]) -> str:
+    """What the text filter searches: the bin id, item names and ASINs, lower-cased."""
+    return " | ".join([bin_id.lower(), *(f"{i.get('asin', '')} {i.get('name', '')}".lower() for i in items)])
 
 
 def bin_row(record: BinRecord | None, *, bin_id: str, image_uri: str, source: str, split: str | None = None,
@@ -60,7 +60,7 @@ def bin_row(record: BinRecord | None, *, bin_id: str, image_uri: str, source: st
     return {
         "id": bin_id, "image_uri": image_uri,
         "expected_count": record.expected_quantity if record else expected_count,
-        "items": items, "search_text": search_text(items), "source": source, "split": split,
+        "items": items, "search_text": search_text(bin_id, items), "source": source, "split": split,
         "width": size[0] if size else None, "height": size[1] if size else None,
         "created_at": now, "updated_at": now,
     }

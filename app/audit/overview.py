@@ -40,10 +40,13 @@ def overview(engine: Engine, version_id: int | None, *, threshold: float, budget
                                  .where(b.c.decision == "confirm_mismatch")).scalar_one()
         scored = agree = with_record = problems = 0
         if version_id is not None:
-            scored, with_record, agree = conn.execute(
-                sa.select(sa.func.count(), sa.func.count(p.c.expected_count),
-                          sa.func.coalesce(sa.func.sum(sa.case((p.c.argmax_differs.is_(False), 1), else_=0)), 0))
-                .where(p.c.model_version_id == version_id)).one()
+            # one walk of the (version, argmax_differs) index: differs is NULL where no stock record is known
+            by_flag = dict(conn.execute(sa.select(p.c.argmax_differs, sa.func.count())
+                                        .where(p.c.model_version_id == version_id)
+                                        .group_by(p.c.argmax_differs)).all())
+            scored = sum(by_flag.values())
+            agree = by_flag.get(False, 0)
+            with_record = agree + by_flag.get(True, 0)
             problems = conn.execute(sa.select(sa.func.count()).select_from(db.problems).where(
                 db.problems.c.stage == "score", db.problems.c.model_version_id == version_id)).scalar_one()
     open_queue = queue_size(engine, version_id, threshold=threshold, budget=budget) if version_id is not None else 0

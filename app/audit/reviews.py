@@ -78,6 +78,7 @@ def decide(engine: Engine, d: Decision) -> int:
         if updated.rowcount != 1:
             raise ReviewConflict(d.bin_id, current.decision, current.decided_by, current.decided_at,
                                  current.row_version)
+        settle_predictions(conn, d.bin_id, now)
         conn.execute(db.reviews.insert().values(
             bin_id=d.bin_id, decision=d.decision, recounted_count=d.recounted_count, reviewer=d.reviewer,
             note=d.note, model_version_id=d.model_version_id, created_at=now))
@@ -85,6 +86,12 @@ def decide(engine: Engine, d: Decision) -> int:
             "decision": d.decision, "recounted_count": d.recounted_count, "note": d.note,
             "previous": current.decision, "model_version_id": d.model_version_id})
         return d.expected_version + 1
+
+
+def settle_predictions(conn: sa.Connection, bin_id: str, decided_at) -> None:
+    """A decision settles every prediction made up to it (a later one, by a newer model, stays open)."""
+    p = db.predictions
+    conn.execute(p.update().where(p.c.bin_id == bin_id, p.c.created_at <= decided_at).values(settled=True, queued=False))
 
 
 def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: int | None = None) -> int:
@@ -103,6 +110,8 @@ def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: 
             if current is None:
                 raise ReviewError(f"no bin {bin_id!r}")
             raise ReviewConflict(bin_id, current.decision, current.decided_by, current.decided_at, current.row_version)
+        p = db.predictions
+        conn.execute(p.update().where(p.c.bin_id == bin_id).values(queued=True, settled=False))
         db.log_change(conn, actor=actor, action="send_to_queue", entity="bin", entity_id=bin_id)
         return conn.execute(sa.select(b.c.row_version).where(b.c.id == bin_id)).scalar_one()
 

@@ -46,6 +46,7 @@ class _Pending:
     bin_id: str
     image_uri: str
     expected_count: int | None
+    queued: bool
 
 
 def _pending_filter(version_id: int, retry_failed: bool) -> sa.ColumnElement[bool]:
@@ -69,7 +70,7 @@ def _iter_pending(engine: Engine, version_id: int, retry_failed: bool, page: int
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(db.bins.c.id, db.bins.c.image_uri, db.bins.c.expected_count)
+                sa.select(db.bins.c.id, db.bins.c.image_uri, db.bins.c.expected_count, db.bins.c.queued)
                 .where(db.bins.c.id > after, _pending_filter(version_id, retry_failed))
                 .order_by(db.bins.c.id).limit(page)
             ).all()
@@ -95,6 +96,8 @@ def _write_chunk(engine: Engine, version: ModelVersion, results: list[tuple[_Pen
                 "expected_count": b.expected_count,
                 "mismatch_probability": None if np.isnan(t.mismatch_probability) else float(t.mismatch_probability),
                 "argmax_differs": None if b.expected_count is None else bool(t.argmax_differs), "created_at": now,
+                # a new prediction is never settled by an older decision; a hand-queued bin stays queued
+                "settled": False, "queued": bool(b.queued),
             })
     with db.write_tx(engine) as conn:
         report.scored += db.insert_ignore(conn, db.predictions, rows, key=("bin_id", "model_version_id"))
