@@ -1,29 +1,42 @@
-"""Entry point of `make run`.
+"""`make run`: seed the demo when the workspace is empty, then start the dashboard.
 
-Until the dashboard lands this runs the data pipeline demo: synthetic bins in the workspace,
-built into a counting dataset. The command stays the same when the dashboard arrives.
+The first run seeds synthetic bins, trains a model on CPU and scores every bin (a few minutes on two
+cores, progress printed); later runs find the workspace and start in seconds, keeping every
+analyst's decision. Port and address: BINAUDIT_PORT (default 8501), BINAUDIT_ADDRESS (default
+localhost).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
-from binaudit.config import load_settings
-from data_tools.build import BuildOptions, build_dataset, format_class_table
-from data_tools.synth import SynthOptions, generate
+from app.demo import seed_demo, workspace_is_empty
+from binaudit.config import ConfigError, load_settings
+from binaudit.workspace import Workspace
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard.py"
 
 
 def main() -> int:
-    settings = load_settings()
-    raw = settings.workspace / "demo" / "raw"
-    dataset = settings.workspace / "demo" / "dataset"
-    if not (raw / "truth.csv").is_file():
-        print(f"generating 300 synthetic bins in {raw} ...")
-        generate(SynthOptions(n=300, out=raw, seed=0, mismatch_rate=0.08))
-    result = build_dataset(BuildOptions(source=raw, out=dataset))
-    print(format_class_table(result.stats["classes"]))
-    print(f"dataset ready in {dataset}")
-    return 0
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ws = Workspace.from_settings(settings)
+    engine = ws.open()
+    if workspace_is_empty(engine) and os.environ.get("BINAUDIT_SKIP_DEMO") != "1":
+        print(f"First run: seeding a demo workspace in {ws.root}")
+        seed_demo(ws, engine)
+    port = os.environ.get("BINAUDIT_PORT", "8501")
+    address = os.environ.get("BINAUDIT_ADDRESS", "localhost")
+    print(f"BinAudit dashboard on http://{address}:{port}  (Ctrl+C to stop)", flush=True)
+    args = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.port", port,
+            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    os.execv(sys.executable, args)  # the dashboard replaces this process: Ctrl+C stops it directly
+    return 0  # pragma: no cover
 
 
 if __name__ == "__main__":

@@ -187,6 +187,8 @@ def class_table(rows: Iterable[dict[str, object]], max_count: int) -> dict[str, 
 def _stats(opts: BuildOptions, rows: list[dict[str, object]], problems: list[Problem],
            filtered: list[tuple[str, int]], manifest_sha: str) -> dict[str, object]:
     return {
+        # synth writes synth.json beside its bins; anything else is taken to be real ABID photos
+        "source_kind": "synthetic" if (opts.source / "synth.json").is_file() else "abid",
         "max_count": opts.max_count,
         "seed": opts.seed,
         "fractions": opts.fractions,

@@ -66,6 +66,7 @@ def test_stats_json_matches_the_manifest(tiny_dataset):
         for count, n in classes.items():
             assert n == sum(1 for r in rows if r["split"] == split and r["count"] == count)
     assert stats["bins"] == len(rows)
+    assert stats["source_kind"] == "synthetic"
     import hashlib
 
     assert stats["manifest_sha256"] == hashlib.sha256((tiny_dataset / "manifest.csv").read_bytes()).hexdigest()
@@ -196,6 +197,7 @@ def test_abid_sample_builds_66_bins_and_filters_34(tmp_path, abid_sample):
     assert len(filtered) == 34 and all(int(r["expected_quantity"]) > 5 for r in filtered)
     assert [p for p in read_report(out / "errors.csv") if p.is_error] == []
     assert "34 filtered" in proc.stdout
+    assert json.loads((out / "stats.json").read_text())["source_kind"] == "abid"
 
 
 def test_cli_fatal_error_is_one_line_without_traceback(tmp_path):

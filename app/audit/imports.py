@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from app.audit.scoring import refresh_mismatch
 from binaudit import db
 from binaudit.workspace import Workspace, register_image_root
 from data_tools.layout import METADATA_DIR, scan_local
@@ -96,6 +97,8 @@ def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportRep
             if new:
                 db.log_change(conn, actor=actor, action="import_bins", entity="bin", entity_id=new[0]["id"],
                               details={"count": len(new), "source": new[0]["source"], "ids": [r["id"] for r in new[:50]]})
+            refresh_mismatch(conn, [r["id"] for r in changed
+                                    if existing[r["id"]]["expected_count"] != r["expected_count"]])
             for r in changed:
                 before = existing[r["id"]]
                 db.log_change(conn, actor=actor, action="update_bin", entity="bin", entity_id=r["id"], details={

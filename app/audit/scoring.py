@@ -108,6 +108,41 @@ def _write_chunk(engine: Engine, version: ModelVersion, results: list[tuple[_Pen
             report.failed += len(bad)
 
 
+def refresh_mismatch(conn: sa.Connection, bin_ids: list[str]) -> int:
+    """Recompute the stored predictions' mismatch figures of bins whose expected count changed.
+
+    Uses the stored probabilities; no photo is read. Runs inside the caller's transaction.
+    """
+    if not bin_ids:
+        return 0
+    p, b = db.predictions, db.bins
+    rows = conn.execute(sa.select(p.c.id, p.c.probabilities, b.c.expected_count)
+                        .select_from(p.join(b, b.c.id == p.c.bin_id)).where(p.c.bin_id.in_(bin_ids))).all()
+    if not rows:
+        return 0
+    table = score_distributions(np.array([r.probabilities for r in rows], dtype=np.float64),
+                                [r.expected_count for r in rows])
+    for r, t in zip(rows, table.itertuples(index=False), strict=True):
+        known = r.expected_count is not None
+        conn.execute(p.update().where(p.c.id == r.id).values(
+            expected_count=r.expected_count,
+            mismatch_probability=float(t.mismatch_probability) if known else None,
+            argmax_differs=bool(t.argmax_differs) if known else None))
+    return len(rows)
+
+
+def record_prediction(engine: Engine, version: ModelVersion, bin_id: str, probs: np.ndarray) -> bool:
+    """Store one prediction computed elsewhere (the dashboard's upload page); False if it already existed."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.bins.c.image_uri, db.bins.c.expected_count, db.bins.c.queued)
+                           .where(db.bins.c.id == bin_id)).first()
+    if row is None:
+        raise LookupError(f"no bin {bin_id!r}")
+    report = ScoreReport()
+    _write_chunk(engine, version, [(_Pending(bin_id, *row), np.asarray(probs), None)], report)
+    return report.scored == 1
+
+
 def score_bins(engine: Engine, workspace: Workspace, version: ModelVersion, scorer: Scorer, *,
                commit_every: int = 256, retry_failed: bool = False, progress: bool | None = None) -> ScoreReport:
     """Score every pending bin with `version` through `scorer`."""

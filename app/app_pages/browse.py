@@ -1,0 +1,113 @@
+"""Browse bins: filters, a paginated thumbnail grid or table, and one bin in detail."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from app.audit.browse import BinFilter, bin_detail, browse_count, browse_page
+from app.audit.reviews import DECISIONS, ReviewConflict, send_to_queue
+from app.ui.bin_view import bin_detail_ui
+from app.ui.context import allowed_roots, app_context, current_model
+from app.ui.identity import current_reviewer
+from app.ui.images import photo_bytes
+
+PAGE_SIZE = 24
+DETAIL = "browse_detail"
+
+ctx = app_context()
+version = current_model(ctx)
+max_count = version.max_count if version else 5
+roots = allowed_roots(ctx)
+st.title("Browse bins")
+
+
+def filters_ui() -> tuple[BinFilter, str, str]:
+    with st.expander("Filters", expanded=True, icon=":material/filter_list:"):
+        a = st.columns(4)
+        splits = a[0].multiselect("Split", ["train", "val", "test"], key="f_split")
+        expected = a[1].multiselect("Expected count", list(range(max_count + 3)), key="f_expected")
+        predicted = a[2].multiselect("Predicted count", list(range(max_count + 1)), key="f_predicted")
+        decisions = a[3].multiselect("Decision", ["none", *DECISIONS], key="f_decision",
+                                     format_func=lambda d: "undecided" if d == "none" else d)
+        b = st.columns([3, 2, 3, 2])
+        text = b[0].text_input("Search bin id, item names, ASINs", key="f_text")
+        mismatch_only = b[1].toggle("Mismatch only", key="f_mismatch",
+                                    help="the most likely count differs from the record")
+        low, high = b[2].slider("Mismatch probability", 0.0, 1.0, (0.0, 1.0), step=0.05, key="f_prob")
+        order = b[3].selectbox("Order", ["bin_id", "mismatch_probability"], key="f_order",
+                               format_func=lambda o: "bin id" if o == "bin_id" else "mismatch probability")
+    view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="f_view", label_visibility="collapsed")
+    f = BinFilter(splits=tuple(splits), expected=tuple(expected), predicted=tuple(predicted),
+                  mismatch_only=mismatch_only, prob_min=low, prob_max=high, decisions=tuple(decisions), text=text)
+    return f, order, view or "Grid"
+
+
+def caption(row) -> str:
+    expected = "–" if row.expected_count is None or row.expected_count != row.expected_count else int(row.expected_count)
+    if row.predicted_count is None or row.predicted_count != row.predicted_count:
+        return f"{row.bin_id} · expected {expected} · not scored"
+    p = "" if row.mismatch_probability != row.mismatch_probability else f" · {row.mismatch_probability:.0%}"
+    return f"{row.bin_id} · expected {expected} · predicted {int(row.predicted_count)}{p}"
+
+
+def detail_ui(bin_id: str) -> None:
+    detail = bin_detail(ctx.engine, bin_id, version.id if version else None)
+    if detail is None:
+        st.session_state.pop(DETAIL, None)
+        return
+    with st.container(border=True):
+        head = st.columns([6, 2, 1])
+        head[0].subheader(f"Bin {bin_id}")
+        if head[1].button("Send to review queue", key="detail-queue", icon=":material/fact_check:"):
+            try:
+                send_to_queue(ctx.engine, bin_id, actor=current_reviewer() or "dashboard",
+                              expected_version=detail["bin"]["row_version"])
+                st.toast(f"Bin {bin_id} is in the review queue.")
+            except ReviewConflict as exc:
+                st.warning(str(exc))
+        if head[2].button("Close", key="detail-close"):
+            st.session_state.pop(DETAIL, None)
+            st.rerun()
+        bin_detail_ui(ctx, detail, roots=roots, key="browse-detail")
+
+
+f, order, view = filters_ui()
+if order == "mismatch_probability":
+    st.caption("Ordered by mismatch probability: bins the active model has not scored are not listed.")
+total = browse_count(ctx.engine, version.id if version else None, f, order=order)
+pages = max(1, math.ceil(total / PAGE_SIZE))
+if st.session_state.get(DETAIL):
+    detail_ui(st.session_state[DETAIL])
+
+st.caption(f"{total:,} bin(s)")
+page = st.pagination(pages, key=f"page-{hash((f, order))}") if pages > 1 else 1
+rows = browse_page(ctx.engine, version.id if version else None, f, order=order, limit=PAGE_SIZE,
+                   offset=(page - 1) * PAGE_SIZE)
+
+if rows.empty:
+    st.info("No bins match these filters.")
+elif view == "Table":
+    event = st.dataframe(
+        rows.drop(columns=["image_uri", "row_version"]), hide_index=True, width="stretch", key="browse-table",
+        on_select="rerun", selection_mode="single-row",
+        column_config={"mismatch_probability": st.column_config.ProgressColumn(
+            "mismatch probability", format="percent", min_value=0, max_value=1)},
+    )
+    if event.selection.rows:
+        st.session_state[DETAIL] = rows.iloc[event.selection.rows[0]]["bin_id"]
+        st.rerun()
+else:
+    with st.grid(columns=6, min_column_width=150, gap="small"):
+        for row in rows.itertuples(index=False):
+            with st.container(border=True):
+                data, problem = photo_bytes(ctx, row.image_uri, roots=roots)
+                if data is None:
+                    st.caption(f":material/broken_image: {problem}")
+                else:
+                    st.image(data, width="stretch")
+                st.caption(caption(row))
+                if st.button("Details", key=f"open-{row.bin_id}", width="stretch"):
+                    st.session_state[DETAIL] = row.bin_id
+                    st.rerun()

@@ -1,0 +1,89 @@
+"""Evaluation: how good a model version is, measured the way the field does, and two versions side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.audit.reference import ABID_REFERENCES, ABID_RESNET34_SCRATCH
+from app.ui.charts import confusion_figure, curves_figure, per_class_frame
+from app.ui.context import app_context
+from app.ui.model_facts import data_source_kind, version_metrics
+from modeling.registry import ModelVersion, list_versions
+
+ctx = app_context()
+st.title("Evaluation")
+versions = list_versions(ctx.engine)
+if not versions:
+    st.info("No model versions yet: train one on the Retrain page.")
+    st.stop()
+
+by_name = {v.name: v for v in versions}
+label = {v.name: f"{v.name}{' (active)' if v.active else ''} · {v.arch} · {v.image_size}px" for v in versions}
+active = next((v.name for v in versions if v.active), versions[0].name)
+top = st.columns([3, 3, 2, 2])
+chosen = top[0].selectbox("Model version", list(by_name), index=list(by_name).index(active),
+                          format_func=label.get, key="eval_version")
+other = top[1].selectbox("Compare with", ["–", *[n for n in by_name if n != chosen]], key="eval_compare",
+                         format_func=lambda n: "nothing" if n == "–" else label[n])
+decoding = top[2].segmented_control("Decoding", ["argmax", "expected"], default="argmax", key="eval_decoding",
+                                    help="argmax maximises accuracy; expected (rounded mean) minimises RMSE")
+normalise = top[3].toggle("Row-normalised matrix", value=True, key="eval_normalise")
+decoding = decoding or "argmax"
+
+
+def version_ui(version: ModelVersion, key: str) -> None:
+    metrics = version_metrics(version)
+    final = metrics.get("final") or {}
+    result = (final.get("decodings") or {}).get(decoding, final)
+    if not result:
+        st.warning(f"{version.name} has no metrics.json with a final evaluation.")
+        return
+    kind = data_source_kind(version)
+    abid = kind == "abid"
+    st.subheader(version.name)
+    st.caption(f"{result.get('n', '?')} {final.get('split', 'validation')} images · data: {kind} · "
+               f"best epoch {metrics.get('best_epoch', '?')} by {metrics.get('best_metric', '?')}")
+    m = st.columns(4)
+    ref = ABID_RESNET34_SCRATCH
+    m[0].metric("Accuracy", f"{result['accuracy']:.1%}",
+                delta=f"{result['accuracy'] - ref['accuracy']:+.1%} vs ABID ref." if abid else None)
+    m[1].metric("RMSE", f"{result['rmse']:.3f}", delta=f"{result['rmse'] - ref['rmse']:+.3f} vs ABID ref." if abid else None,
+                delta_color="inverse")
+    m[2].metric("MAE", f"{result['mae']:.3f}")
+    m[3].metric("Within one", f"{result['within_one']:.1%}")
+    st.plotly_chart(confusion_figure(result["confusion_matrix"], normalise=normalise), key=f"{key}-cm",
+                    config={"displayModeBar": False})
+    st.markdown("**Per count** (the abid_challenge table)")
+    st.dataframe(per_class_frame(result["per_class"], ref["per_class_accuracy"] if abid else None),
+                 hide_index=True, width="stretch",
+                 column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
+                                "ABID reference accuracy": st.column_config.NumberColumn(format="percent"),
+                                "rmse": st.column_config.NumberColumn(format="%.3f")})
+    history = metrics.get("history") or []
+    if history:
+        st.markdown("**Training curves**")
+        st.plotly_chart(curves_figure(history, ["train_loss", "val_loss"], title="loss"), key=f"{key}-loss",
+                        config={"displayModeBar": False})
+        reference = {"ABID ref. accuracy": ref["accuracy"]} if abid else None
+        st.plotly_chart(curves_figure(history, ["train_accuracy", "val_accuracy"], title="accuracy",
+                                      reference=reference), key=f"{key}-acc", config={"displayModeBar": False})
+        reference = {"ABID ref. RMSE": ref["rmse"]} if abid else None
+        st.plotly_chart(curves_figure(history, ["val_rmse", "val_mae"], title="error over counts", reference=reference),
+                        key=f"{key}-rmse", config={"displayModeBar": False})
+
+
+if other == "–":
+    version_ui(by_name[chosen], "a")
+else:
+    left, right = st.columns(2)
+    with left:
+        version_ui(by_name[chosen], "a")
+    with right:
+        version_ui(by_name[other], "b")
+
+if data_source_kind(by_name[chosen]) == "abid":
+    with st.expander("Published ABID results (counts 0–5, official validation split, 36,032 images)"):
+        st.dataframe([{"result": r["label"], "accuracy": r["accuracy"], "RMSE": r["rmse"]} for r in ABID_REFERENCES],
+                     hide_index=True, width="stretch")
+else:
+    st.caption("The published ABID reference (55.67% / RMSE 0.930) is shown for models trained on ABID photos only.")

@@ -1,0 +1,55 @@
+"""Overview: how many bins are audited, how often the photo agrees with the record, what waits for review."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.audit.overview import overview
+from app.audit.queue import queue_page
+from app.ui.context import app_context, current_model
+
+ctx = app_context()
+version = current_model(ctx)
+threshold = ctx.settings.mismatch_threshold
+budget = ctx.settings.daily_review_budget or None
+
+st.title("BinAudit")
+st.caption("Item counts predicted from bin photos, checked against the inventory record.")
+
+o = overview(ctx.engine, version.id if version else None, threshold=threshold, budget=budget)
+cols = st.columns(5)
+cols[0].metric("Bins audited", f"{o.scored:,}", help=f"of {o.bins:,} bins imported")
+cols[1].metric("Photo agrees with record", f"{o.agree_share:.1%}" if o.agree_share is not None else "–",
+               help="Share of scored bins whose most likely count equals the expected count")
+cols[2].metric("Open mismatches", f"{o.open_queue:,}", help=f"Bins in the review queue (mismatch probability ≥ "
+               f"{threshold:.0%}{f', daily budget {budget}' if budget else ''})")
+cols[3].metric("Decisions this week", f"{o.decisions_week:,}")
+cols[4].metric("Confirmed mismatches", f"{o.confirmed_mismatches:,}")
+
+st.subheader("Active model")
+if version is None:
+    st.info("No model is active yet. Train one on the **Retrain** page (or `python -m modeling train`).")
+else:
+    acc = f"{version.val_accuracy:.1%}" if version.val_accuracy is not None else "–"
+    rmse = f"{version.val_rmse:.3f}" if version.val_rmse is not None else "–"
+    c = st.columns(4)
+    c[0].metric("Version", version.name)
+    c[1].metric("Architecture", f"{version.arch} · {version.image_size}px")
+    c[2].metric("Validation accuracy", acc)
+    c[3].metric("Validation RMSE", rmse, help="root mean squared error over item counts")
+    if o.score_problems:
+        st.warning(f"{o.score_problems} photo(s) could not be scored; see the Browse page's detail view.")
+
+st.subheader("Most likely mismatches")
+if version is not None:
+    top = queue_page(ctx.engine, version.id, threshold=threshold, budget=budget, limit=5)
+    if top.empty:
+        st.success("The review queue is empty.")
+    else:
+        st.dataframe(
+            top[["bin_id", "mismatch_probability", "expected_count", "predicted_count"]],
+            hide_index=True, width="stretch",
+            column_config={"mismatch_probability": st.column_config.ProgressColumn(
+                "mismatch probability", format="percent", min_value=0, max_value=1)},
+        )
+        st.page_link("app_pages/queue.py", label="Open the review queue", icon=":material/fact_check:")

@@ -1,0 +1,98 @@
+"""Upload: score bin photos now, each with its metadata JSON or a typed expected count.
+
+A photo and a metadata file pair up by name (00042.jpg + 00042.json). Each photo is stored in the
+workspace and scored once per session; changing its expected count re-ranks it without re-scoring.
+A bad file gets a message naming it and the reason; the others still score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from app.audit.imports import ImportError_, import_upload
+from app.audit.reviews import ReviewConflict, send_to_queue
+from app.audit.scoring import record_prediction
+from app.ui.charts import probability_chart
+from app.ui.context import app_context, current_model, predictor_for
+from app.ui.identity import current_reviewer
+
+IMAGE_TYPES = ("jpg", "jpeg", "png")
+RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
+
+ctx = app_context()
+version = current_model(ctx)
+st.title("Upload bin photos")
+if version is None:
+    st.info("No model is active yet: train one on the Retrain page first.")
+    st.stop()
+
+files = st.file_uploader(
+    "Bin photos (JPEG or PNG), optionally with their metadata JSON (same name: 00042.jpg + 00042.json)",
+    type=[*IMAGE_TYPES, "json"], accept_multiple_files=True, max_upload_size=ctx.settings.max_upload_mb,
+)
+photos = [f for f in files or [] if Path(f.name).suffix.lower().lstrip(".") in IMAGE_TYPES]
+metadata = {Path(f.name).stem: f.getvalue() for f in files or [] if f.name.lower().endswith(".json")}
+for stem in sorted(set(metadata) - {Path(f.name).stem for f in photos}):
+    st.warning(f"{stem}.json: no photo with this name was uploaded; it was ignored.")
+if not photos:
+    st.caption(f"Scored with model {version.name}. Files up to {ctx.settings.max_upload_mb} MB each.")
+    st.stop()
+
+cache: dict = st.session_state.setdefault(RESULTS, {})
+predictor = predictor_for(str(version.model_dir))
+
+
+def score_upload(name: str, data: bytes, meta: bytes | None, typed: int | None) -> dict:
+    """Store, score and record one photo; returns what the page shows (raises ImportError_ for bad files)."""
+    row = import_upload(ctx.engine, ctx.workspace, name, data, actor=current_reviewer() or "dashboard",
+                        metadata=meta, expected_count=typed, max_pixels=ctx.settings.max_image_pixels)
+    answer = predictor.predict_bytes(data, row["expected_count"])
+    record_prediction(ctx.engine, version, row["id"], answer["probabilities"])
+    return {"bin_id": row["id"], "items": row["items"], **answer}
+
+
+for photo in photos:
+    data = photo.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    meta = metadata.get(Path(photo.name).stem)
+    with st.container(border=True):
+        left, right = st.columns([2, 3])
+        typed = None
+        if meta is None:
+            typed = right.number_input(f"Expected count for {photo.name} (optional)", min_value=0, step=1,
+                                       value=None, key=f"expected-{photo.name}-{digest}")
+        key = (photo.name, digest, typed)
+        if key not in cache:
+            try:
+                cache[key] = score_upload(photo.name, data, meta, int(typed) if typed is not None else None)
+            except ImportError_ as exc:
+                cache[key] = {"error": str(exc)}
+        result = cache[key]
+        if "error" in result:
+            left.error(result["error"], icon=":material/error:")
+            continue
+        left.image(data, caption=f"{photo.name} → bin {result['bin_id']}", width="stretch")
+        expected = result.get("expected_count")
+        m = right.columns(3)
+        m[0].metric("Predicted count", result["predicted_count"])
+        m[1].metric("Expected count", expected if expected is not None else "–",
+                    help="from the metadata JSON" if meta is not None else "typed above")
+        if expected is not None:
+            p = result["mismatch_probability"]
+            m[2].metric("Mismatch probability", f"{p:.0%}")
+            if p >= ctx.settings.mismatch_threshold:
+                right.error(f"Likely stock mismatch: the photo probably does not hold {expected} item(s).",
+                            icon=":material/warning:")
+            else:
+                right.success("The photo agrees with the record.", icon=":material/check_circle:")
+        right.plotly_chart(probability_chart(result["probabilities"], expected=expected),
+                           key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
+        if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
+            try:
+                send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer() or "dashboard")
+                right.success(f"Bin {result['bin_id']} is in the review queue.")
+            except ReviewConflict as exc:
+                right.warning(str(exc))

@@ -1,0 +1,114 @@
+"""Seed an empty workspace with a working demo: synthetic bins, a model trained on CPU, every bin scored.
+
+Two synthetic sets, like a real deployment: a *history* of bins with correct records (the training
+data) and the *current* bins to audit, some with injected stock mismatches (the record says one
+count, the photo shows another). The model never sees the bins it audits.
+
+Steps print progress; each is skipped when its output exists, so an interrupted first run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from app.audit.imports import import_abid_folder
+from app.audit.scorers import local_scorer
+from app.audit.scoring import score_bins
+from binaudit.workspace import Workspace
+from data_tools.build import BuildOptions, build_dataset
+from data_tools.synth import SynthOptions, generate
+from modeling.registry import activate, active_version, list_versions, register_model
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    history_bins: int = 700
+    audit_bins: int = 300
+    mismatch_rate: float = 0.12
+    photo_width: int = 192
+    photo_height: int = 176
+    image_size: int = 96
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.05
+
+    @classmethod
+    def tiny(cls) -> DemoPlan:
+        """For tests: seconds, not minutes."""
+        return cls(history_bins=90, audit_bins=30, photo_width=64, photo_height=56, image_size=32, epochs=1,
+                   batch_size=16)
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def workspace_is_empty(engine: Engine) -> bool:
+    from app.audit.overview import overview
+
+    return overview(engine, None, threshold=1.0).bins == 0 and not list_versions(engine)
+
+
+def _train(dataset: Path, model_dir: Path, plan: DemoPlan) -> None:
+    from modeling.train import main as train_main
+
+    workers = "1" if (os.cpu_count() or 1) > 1 else "0"
+    train_main(["--train", str(dataset / "train"), "--val", str(dataset / "val"), "--test", str(dataset / "test"),
+                "--model-dir", str(model_dir), "--output-data-dir", str(model_dir.parent / "output"),
+                "--arch", "resnet18", "--image-size", str(plan.image_size), "--epochs", str(plan.epochs),
+                "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--loss", "ordinal",
+                "--workers", workers, "--seed", "0", "--checkpoint-dir", str(model_dir.parent / "checkpoints")])
+
+
+def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progress: bool | None = None) -> None:
+    root = ws.root / "demo"
+    history, dataset, audit = root / "history", root / "dataset", root / "audit"
+    start = time.perf_counter()
+    procs = os.cpu_count() or 1
+
+    if not (history / "truth.csv").is_file():
+        _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history) ...")
+        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, width=plan.photo_width,
+                              height=plan.photo_height, workers=procs), progress=progress)
+    if not (dataset / "manifest.csv").is_file():
+        _say("2/5 building the counting dataset (class folders, stratified split) ...")
+        build_dataset(BuildOptions(source=history, out=dataset, progress=progress))
+
+    if active_version(engine) is None:
+        model_dir = root / "model" / "model"
+        if not (model_dir / "model.pth").is_file():
+            _say(f"3/5 training resnet18 on CPU ({plan.epochs} epochs at {plan.image_size}px); one line per epoch:")
+            _train(dataset, model_dir, plan)
+        version = register_model(engine, model_dir, ws.models_dir, actor="demo",
+                                 extra_config={"data_source": "synthetic"})
+        activate(engine, version.id, actor="demo", reason="demo seed")
+
+    if not (audit / "truth.csv").is_file():
+        _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")
+        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, mismatch_rate=plan.mismatch_rate,
+                              width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
+    import_abid_folder(engine, audit, actor="demo")
+
+    version = active_version(engine)
+    _say(f"5/5 scoring every bin with model {version.name} ...")
+    report = score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=progress)
+    _say(f"done in {time.perf_counter() - start:.0f} s: {report}")
+
+
+def main() -> int:
+    from binaudit.config import load_settings
+
+    ws = Workspace.from_settings(load_settings())
+    engine = ws.open()
+    seed_demo(ws, engine, DemoPlan.tiny() if "--tiny" in sys.argv else DemoPlan())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""One bin shown in full: photo, the record's items, predicted vs expected, probabilities, history.
+
+Used by the Browse page's detail view and the review queue.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.audit.reviews import history
+from app.ui.charts import probability_chart
+from app.ui.context import AppContext
+from app.ui.images import DETAIL_SIDE, show_photo
+
+ITEM_COLUMNS = {"name": "item", "asin": "ASIN", "quantity": "qty", "length_in": "length (in)",
+                "width_in": "width (in)", "height_in": "height (in)", "weight_lb": "weight (lb)"}
+
+
+def items_frame(items: list[dict] | None) -> pd.DataFrame:
+    frame = pd.DataFrame(items or [], columns=list(ITEM_COLUMNS))
+    return frame.rename(columns=ITEM_COLUMNS)
+
+
+def counts_ui(expected: int | None, prediction: dict | None, threshold: float) -> None:
+    cols = st.columns(3)
+    cols[0].metric("Expected", expected if expected is not None else "–", help="the inventory record's count")
+    if prediction is None:
+        cols[1].metric("Predicted", "–")
+        st.caption("Not scored by the active model yet.")
+        return
+    cols[1].metric("Predicted", prediction["predicted_count"],
+                   help=f"most likely count; the count minimising squared error is {prediction['decoded_count']}")
+    p = prediction.get("mismatch_probability")
+    if p is not None:
+        cols[2].metric("P(mismatch)", f"{p:.0%}", help="probability that the bin does not hold the expected count")
+        if p >= threshold:
+            st.badge("likely mismatch", icon=":material/warning:", color="red")
+
+
+def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str) -> None:
+    b, prediction = detail["bin"], detail["prediction"]
+    left, right = st.columns([3, 2])
+    with left:
+        show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {b['id']}", roots=roots)
+    with right:
+        counts_ui(b["expected_count"], prediction, ctx.settings.mismatch_threshold)
+        if prediction is not None:
+            st.plotly_chart(probability_chart(prediction["probabilities"], expected=b["expected_count"]),
+                            key=f"{key}-probs", config={"displayModeBar": False})
+        if b.get("decision"):
+            st.caption(f"Latest decision: **{b['decision']}** by {b['decided_by']} at {b['decided_at']:%Y-%m-%d %H:%M} UTC"
+                       + (f", recounted {b['recounted_count']}" if b.get("recounted_count") is not None else ""))
+    st.markdown("**Items in the record**")
+    items = items_frame(b["items"])
+    if items.empty:
+        st.caption("The record lists no items (an empty bin)." if b["expected_count"] == 0 else "No item details.")
+    else:
+        st.dataframe(items, hide_index=True, width="stretch")
+    past = history(ctx.engine, b["id"])
+    if not past.empty:
+        with st.expander(f"Decision history ({len(past)})"):
+            st.dataframe(past, hide_index=True, width="stretch")
+    for problem in detail["problems"]:
+        st.warning(f"{problem['stage']}: {problem['reason']}")

@@ -1,0 +1,49 @@
+"""Who is deciding: `st.login` when OIDC is configured (and required), otherwise a name asked once per session.
+
+`dashboard.py` calls `reviewer_ui` on every run; pages read the result with `current_reviewer()`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui.context import AppContext
+
+NAME_WIDGET = "reviewer_name"
+RESOLVED = "reviewer"
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except (FileNotFoundError, KeyError):  # no secrets file at all
+        return False
+
+
+def _from_login() -> str | None:
+    if not st.user.is_logged_in:
+        st.sidebar.button("Log in to review", on_click=st.login, type="primary")
+        return None
+    name = str(st.user.get("name") or st.user.get("email") or "signed-in user")
+    st.sidebar.caption(f"Signed in as **{name}**")
+    st.sidebar.button("Log out", on_click=st.logout)
+    return name
+
+
+def _from_name_prompt() -> str | None:
+    # re-assigning keeps the typed name when a page without this widget ran in between
+    st.session_state[NAME_WIDGET] = st.session_state.get(NAME_WIDGET, "")
+    name = st.sidebar.text_input("Your name", key=NAME_WIDGET, placeholder="stored with every decision",
+                                 help="Asked once per session; stored with every review decision.")
+    return name.strip() or None
+
+
+def reviewer_ui(ctx: AppContext) -> str | None:
+    """Draw the identity widget in the sidebar and remember who is reviewing."""
+    name = _from_login() if ctx.settings.require_login and _oidc_configured() else _from_name_prompt()
+    st.session_state[RESOLVED] = name
+    return name
+
+
+def current_reviewer() -> str | None:
+    return st.session_state.get(RESOLVED)

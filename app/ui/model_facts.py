@@ -1,0 +1,37 @@
+"""What the dashboard reads from a registered model version's folder (metrics.json, its dataset)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from modeling.registry import ModelVersion
+
+
+@st.cache_data(show_spinner=False, max_entries=50)
+def _read_json(path: str, mtime: float) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def version_metrics(version: ModelVersion) -> dict:
+    """metrics.json of the version (history, final evaluation with both decodings), or {}."""
+    path = version.model_dir / "metrics.json"
+    try:
+        return _read_json(str(path), os.path.getmtime(path))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def data_source_kind(version: ModelVersion) -> str:
+    """"abid", "synthetic" or "unknown": from the registration, else the stats.json beside the training data."""
+    if version.config.get("data_source"):
+        return str(version.config["data_source"])
+    train = (version.config.get("resolved_args") or {}).get("train", "")
+    stats = Path(train).parent / "stats.json" if train and not str(train).startswith("s3://") else None
+    try:
+        return str(_read_json(str(stats), os.path.getmtime(stats)).get("source_kind", "unknown")) if stats else "unknown"
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return "unknown"
