@@ -81,3 +81,15 @@ def s3_bucket_name(request) -> str:
     import hashlib
 
     return "t-" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def seeded_workspace(tmp_path_factory) -> Path:
+    """A workspace seeded by the (tiny) first-run demo: history, a trained model, 30 scored bins. Copy before writing."""
+    from app.demo import DemoPlan, seed_demo
+    from binaudit.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("seeded") / "ws"
+    ws = Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
+    seed_demo(ws, ws.open(), DemoPlan.tiny(), progress=False)
+    return root

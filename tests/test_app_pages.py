@@ -1,0 +1,172 @@
+"""Every dashboard page under Streamlit's AppTest, on a seeded (tiny) demo workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+from app.audit.overview import overview
+from app.audit.queue import queue_page, queue_size
+from app.audit.reviews import DISMISS, Decision, decide
+from binaudit import db
+from binaudit.workspace import Workspace
+from modeling.registry import active_version
+from tests.modeling_fixtures import jpeg_bytes
+
+DASHBOARD = str(Path(__file__).resolve().parent.parent / "app" / "dashboard.py")
+
+
+@pytest.fixture
+def ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
+    """A private copy of the seeded workspace, and the environment pointing the app at it."""
+    root = tmp_path / "ws"
+    shutil.copytree(seeded_workspace, root)
+    monkeypatch.setenv("BINAUDIT_WORKSPACE", str(root))
+    monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
+    monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
+    return Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
+
+
+def open_page(page: str | None = None, reviewer: str | None = None) -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.run()
+    if reviewer:
+        at.sidebar.text_input(key="reviewer_name").set_value(reviewer)
+        at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_overview_shows_the_workspace_figures(ws):
+    at = open_page()
+    engine = ws.open()
+    version = active_version(engine)
+    o = overview(engine, version.id, threshold=0.5)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Bins audited"] == f"{o.scored:,}"
+    assert metrics["Open mismatches"] == f"{o.open_queue:,}"
+    assert metrics["Version"] == version.name
+    assert metrics["Validation accuracy"] == f"{version.val_accuracy:.1%}"
+
+
+def test_upload_scores_good_files_and_names_bad_ones(ws):
+    at = open_page("upload")
+    meta = json.dumps({"BIN_FCSKU_DATA": {"B0TEST": {"asin": "B0TEST", "name": "Tea", "quantity": 2}},
+                       "EXPECTED_QUANTITY": 2}).encode()
+    at.file_uploader[0].set_value([("77001.jpg", jpeg_bytes(120, 100), "image/jpeg"),
+                                   ("77001.json", meta, "application/json"),
+                                   ("notes.jpg", b"this is not a photo", "image/jpeg")]).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("notes.jpg:") for e in errors), errors
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Expected count"] == "2" and "Predicted count" in metrics and "Mismatch probability" in metrics
+    engine = ws.open()
+    with engine.connect() as conn:
+        pred = conn.execute(sa.select(db.predictions.c.expected_count, db.predictions.c.mismatch_probability)
+                            .where(db.predictions.c.bin_id == "77001")).one()
+    assert pred.expected_count == 2 and metrics["Mismatch probability"] == f"{pred.mismatch_probability:.0%}"
+
+    at.button(key=next(b.key for b in at.button if b.key and b.key.startswith("queue-77001"))).click().run()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.bins.c.queued).where(db.bins.c.id == "77001")).scalar() is True
+
+
+def test_upload_with_a_typed_expected_count(ws):
+    at = open_page("upload")
+    at.file_uploader[0].set_value(("shelf.png", jpeg_bytes(90, 80), "image/jpeg")).run()
+    assert not at.exception
+    at.number_input[0].set_value(4).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Expected count"] == "4"
+    engine = ws.open()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(db.bins.c.expected_count).where(db.bins.c.id.like("shelf-%"))).scalar()
+    assert stored == 4
+
+
+def test_browse_filters_grid_table_and_detail(ws):
+    at = open_page("browse")
+    total = at.caption[0].value if at.caption[0].value.endswith("bin(s)") else next(
+        c.value for c in at.caption if c.value.endswith("bin(s)"))
+    assert total == "30 bin(s)"
+    at.multiselect(key="f_expected").set_value([3]).run()
+    captions = [c.value for c in at.caption if " · expected " in c.value]
+    assert captions and all(" · expected 3 · " in c for c in captions)
+    at.multiselect(key="f_expected").set_value([]).run()
+    at.text_input(key="f_text").set_value("50007").run()
+    assert next(c.value for c in at.caption if c.value.endswith("bin(s)")) == "1 bin(s)"
+    at.button(key="open-50007").click().run()
+    assert any(h.value == "Bin 50007" for h in at.subheader)
+    assert not at.exception
+    at.segmented_control(key="f_view").set_value("Table").run()
+    assert not at.exception and len(at.dataframe) >= 1
+
+
+def test_queue_decision_leaves_the_queue(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    before = queue_size(engine, version.id, threshold=0.5)
+    at = open_page("queue", reviewer="ana")
+    first = queue_page(engine, version.id, threshold=0.5, limit=1).iloc[0].bin_id
+    assert at.radio(key="queue_current").value == first
+    at.text_input(key="queue_note").set_value("looks fine").run()
+    at.button(key="btn-dismiss").click().run()
+    assert not at.exception
+    assert any("recorded" in s.value for s in at.success)
+    assert first not in at.radio(key="queue_current").options if at.radio else True
+    assert queue_size(engine, version.id, threshold=0.5) == before - 1
+    with engine.connect() as conn:
+        review = conn.execute(sa.select(db.reviews.c.reviewer, db.reviews.c.note, db.reviews.c.decision)
+                              .where(db.reviews.c.bin_id == first)).one()
+    assert tuple(review) == ("ana", "looks fine", DISMISS)
+
+
+def test_queue_confirm_uses_the_recount_and_reports_conflicts(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    at = open_page("queue", reviewer="ana")
+    current = at.radio(key="queue_current").value
+    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
+    # another analyst decides the same bin after this page loaded it
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))
+    at.button(key="btn-dismiss").click().run()
+    warnings = [w.value for w in at.warning]
+    assert any("decided meanwhile" in w and "ben" in w for w in warnings), warnings
+    with engine.connect() as conn:
+        reviewers = conn.execute(sa.select(db.reviews.c.reviewer).where(db.reviews.c.bin_id == current)).scalars().all()
+    assert reviewers == ["ben"]  # nothing overwritten
+
+    nxt = at.radio(key="queue_current").value
+    expected = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[nxt, "expected_count"]
+    recount = 0 if expected != 0 else 1
+    at.number_input(key=f"recount-{nxt}").set_value(recount).run()
+    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+    assert not at.exception
+    with engine.connect() as conn:
+        decision = conn.execute(sa.select(db.bins.c.decision, db.bins.c.recounted_count, db.bins.c.decided_by)
+                                .where(db.bins.c.id == nxt)).one()
+    assert tuple(decision) == ("confirm_mismatch", recount, "ana")
+
+
+def test_queue_needs_a_reviewer_name(ws):
+    at = open_page("queue")
+    assert any("Enter your name" in w.value for w in at.warning)
+    assert at.button(key="btn-dismiss").disabled
+
+
+def test_evaluation_shows_charts_and_tables(ws):
+    at = open_page("evaluation")
+    labels = {m.label for m in at.metric}
+    assert {"Accuracy", "RMSE", "MAE", "Within one"} <= labels
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4  # confusion matrix and three training curves
+    assert len(at.dataframe) >= 1  # the per-count table
+    assert any("synthetic" in c.value for c in at.caption)

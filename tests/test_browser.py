@@ -1,0 +1,152 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright).
+
+Starts `streamlit run app/dashboard.py` on a free port over a copy of the seeded demo workspace, then:
+uploads a photo and reads its predicted count, decides the top queue item and sees it leave, browses,
+opens the evaluation page. Screenshots go to test-artifacts/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+IDLE = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-script-state='notRunning']"
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(seeded_workspace, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("BINAUDIT_SKIP_BROWSER") == "1":
+            pytest.skip("BINAUDIT_SKIP_BROWSER=1 and no chromium")
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+    ws = tmp_path / "ws"
+    shutil.copytree(seeded_workspace, ws)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "BINAUDIT_"))}
+    env.update(BINAUDIT_WORKSPACE=str(ws), BINAUDIT_SECRETS=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "dashboard.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()) from None
+                time.sleep(0.2)
+        yield url, ws
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _idle(page) -> None:
+    """Wait until the script run triggered by the last action has finished."""
+    page.wait_for_timeout(300)  # let the rerun start
+    page.wait_for_selector(IDLE, timeout=90_000)
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _go(page, title: str) -> None:
+    """Navigate like a user, through the sidebar (a fresh page load would start a new session)."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    _idle(page)
+
+
+def _metric(page, label: str) -> str:
+    metric = page.locator("[data-testid='stMetric']", has_text=label).first
+    return metric.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, ws = app_url
+    photo = sorted((ws / "demo" / "audit" / "bin-images").glob("*.jpg"))[0]
+    upload = tmp_path / "88001.jpg"
+    shutil.copyfile(photo, upload)
+    meta = tmp_path / "88001.json"
+    meta.write_text(json.dumps({"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 0}))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        _idle(page)
+        assert page.get_by_role("heading", name="BinAudit").is_visible()
+        _shot(page, "overview")
+
+        page.get_by_role("textbox", name="Your name").fill("Playwright Analyst")
+        page.get_by_role("textbox", name="Your name").press("Enter")
+        _idle(page)
+
+        _go(page, "Upload")
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(upload), str(meta)])
+        page.locator("[data-testid='stMetric']", has_text="Predicted count").wait_for(timeout=90_000)
+        _idle(page)
+        predicted = _metric(page, "Predicted count")
+        assert re.fullmatch(r"[0-5]", predicted), predicted
+        assert _metric(page, "Expected count") == "0"
+        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+        _shot(page, "upload")
+
+        _go(page, "Mismatch queue")
+        options = page.locator("[data-testid='stRadio'] [role='radiogroup'] label")
+        first = options.first.inner_text().split(" · ")[0]
+        before = options.count()
+        page.get_by_role("button", name="Dismiss: record is right").click()
+        page.get_by_text(f"Bin {first}: dismiss recorded.").wait_for(timeout=60_000)
+        _idle(page)
+        remaining = [t.split(" · ")[0] for t in page.locator("[data-testid='stRadio'] [role='radiogroup'] label").all_inner_texts()]
+        assert first not in remaining
+        assert len(remaining) <= before
+        _shot(page, "queue")
+
+        _go(page, "Browse bins")
+        page.get_by_role("button", name="Details").first.click()
+        _idle(page)
+        assert page.get_by_role("heading", name=re.compile(r"^Bin \d+")).is_visible()
+        _shot(page, "browse")
+
+        _go(page, "Evaluation")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        assert page.locator("[data-testid='stMetric']", has_text="Accuracy").count() >= 1
+        _shot(page, "evaluation")
+
+        _go(page, "Retrain")
+        _shot(page, "retrain")
+        browser.close()
