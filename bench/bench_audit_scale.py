@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from binaudit import db
 WORDS = ["tea", "cable", "filter", "lamp", "socks", "charger", "novel", "treats", "soil", "bulb", "grinder", "game"]
 
 
-def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000) -> int:
+def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000,
+             image_uri: Callable[[int], str] = lambda i: f"images/{i:06d}.jpg") -> int:
     """Bins, one prediction each by model version 1, and a decided share; returns the version id."""
     rng = np.random.default_rng(seed)
     now = db.utcnow()
@@ -46,7 +48,7 @@ def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000) -> i
             i = start + k
             word = WORDS[i % len(WORDS)]
             asin = f"B0{i:08d}"
-            bins.append({"id": f"{i:06d}", "image_uri": f"images/{i:06d}.jpg", "expected_count": int(expected[k]),
+            bins.append({"id": f"{i:06d}", "image_uri": image_uri(i), "expected_count": int(expected[k]),
                          "items": [{"asin": asin, "name": f"Acme {word} {i % 97}", "quantity": int(expected[k])}],
                          "search_text": f"{asin.lower()} acme {word} {i % 97}", "source": "dataset",
                          "split": ("train", "val", "test")[i % 10 // 8 + (i % 10 == 9)], "created_at": now,
