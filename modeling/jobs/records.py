@@ -1,0 +1,86 @@
+"""What a job is: kinds, statuses, the `JobRecord` read from the `jobs` table, and the jobs layer's errors.
+
+Cheap to import (no torch, no sagemaker): the dashboard lists jobs with this.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("training", "tuning", "deployment", "transform")
+STATUSES = ("Pending", "InProgress", "Completed", "Failed", "Stopped")
+ACTIVE_STATUSES = ("Pending", "InProgress")
+FINAL_STATUSES = ("Completed", "Failed", "Stopped")
+BACKEND_NAMES = ("local", "sagemaker")
+
+
+class JobError(RuntimeError):
+    """A job that does not exist, a request that does not fit the job's state, or a job the backend cannot run."""
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise JobError(f"Invalid job kind {kind!r}. Only {', '.join(KINDS)} are supported.")
+    return kind
+
+
+def check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise JobError(f"Invalid job status {status!r}. Only {', '.join(STATUSES)} are supported.")
+    return status
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the `jobs` table; `metrics` is the list of per-epoch dicts parsed from the job's log."""
+
+    id: str
+    kind: str
+    backend: str
+    status: str
+    params: dict[str, Any]
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    log_path: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    failure_reason: str | None = None
+    pid: int | None = None
+    external_id: str | None = None
+    parent_id: str | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    stop_requested: bool = False
+    row_version: int = 1
+
+    @property
+    def is_active(self) -> bool:
+        """Pending or InProgress: a running job, or an endpoint that is up (and billing, on SageMaker)."""
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def last_epoch(self) -> dict[str, Any]:
+        """The newest per-epoch metrics ({} before the first epoch ends)."""
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def model_version_id(self) -> int | None:
+        value = self.output.get("model_version_id")
+        return int(value) if value is not None else None
+
+    @property
+    def endpoint(self) -> str | None:
+        """A deployment's URL (local) or endpoint name (SageMaker)."""
+        return self.output.get("endpoint_url") or self.output.get("endpoint_name")
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return max(0.0, (end - self.started_at).total_seconds())

@@ -1,0 +1,161 @@
+"""Jobs in the project database: create, read, update, finish. Works for both backends.
+
+Every state change is one short write transaction (BEGIN IMMEDIATE on SQLite), so the dashboard, the CLI and the
+local runner processes can all write the same job table. Finishing is conditional on the job still being active:
+whoever ends a job first (the runner, a stop request, a refresh that found the process dead) wins, and the others
+leave it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from binaudit import db
+from modeling.jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, JobError, JobRecord, check_kind, check_status
+
+ID_PREFIXES = {"training": "train", "tuning": "tune", "deployment": "deploy", "transform": "transform"}
+_COLUMNS = ("id", "kind", "backend", "status", "params", "created_at", "started_at", "ended_at", "log_path",
+            "metrics", "failure_reason", "pid", "external_id", "parent_id", "output", "stop_requested", "row_version")
+
+
+def new_job_id(kind: str) -> str:
+    """"train-20260105-134501-3fa2": sortable, readable, and valid in SageMaker names."""
+    return f"{ID_PREFIXES[check_kind(kind)]}-{db.utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _record(row: Mapping[str, Any]) -> JobRecord:
+    values = {name: row[name] for name in _COLUMNS}
+    values["params"] = values["params"] or {}
+    values["metrics"] = values["metrics"] or []
+    values["output"] = values["output"] or {}
+    values["stop_requested"] = bool(values["stop_requested"])
+    return JobRecord(**values)
+
+
+def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, Any], actor: str,
+               parent_id: str | None = None, job_id: str | None = None, status: str = "Pending",
+               log_path: str | None = None, output: Mapping[str, Any] | None = None) -> JobRecord:
+    job_id = job_id or new_job_id(kind)
+    with db.write_tx(engine) as conn:
+        conn.execute(db.jobs.insert().values(
+            id=job_id, kind=check_kind(kind), backend=backend, status=check_status(status), params=_jsonable(params),
+            created_at=db.utcnow(), log_path=log_path, metrics=[], parent_id=parent_id,
+            output=_jsonable(dict(output or {})), stop_requested=False, row_version=1,
+        ))
+        db.log_change(conn, actor=actor, action="create_job", entity="job", entity_id=job_id,
+                      details={"kind": kind, "backend": backend, "parent_id": parent_id})
+    return get_job(engine, job_id)
+
+
+def get_job(engine: Engine, job_id: str) -> JobRecord:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.jobs).where(db.jobs.c.id == job_id)).mappings().first()
+    if row is None:
+        raise JobError(f"no job {job_id!r}; `python -m modeling jobs` lists them")
+    return _record(row)
+
+
+def list_jobs(engine: Engine, kind: str | None = None, limit: int | None = 50, parent_id: str | None = None, *,
+              backend: str | None = None, active_only: bool = False, top_level: bool = False) -> list[JobRecord]:
+    """Jobs newest first. parent_id: a tuning job's trials; top_level: leave trials out."""
+    query = sa.select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id.desc())
+    if kind is not None:
+        query = query.where(db.jobs.c.kind == check_kind(kind))
+    if parent_id is not None:
+        query = query.where(db.jobs.c.parent_id == parent_id)
+    elif top_level:
+        query = query.where(db.jobs.c.parent_id.is_(None))
+    if backend is not None:
+        query = query.where(db.jobs.c.backend == backend)
+    if active_only:
+        query = query.where(db.jobs.c.status.in_(ACTIVE_STATUSES))
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [_record(row) for row in conn.execute(query).mappings()]
+
+
+def update_job(engine: Engine, job_id: str, **values: Any) -> JobRecord:
+    """Set columns (params/metrics/output are replaced whole; see merge_output); bumps row_version."""
+    unknown = sorted(set(values) - set(_COLUMNS))
+    if unknown:
+        raise JobError(f"jobs has no column(s) {', '.join(unknown)}")
+    if "status" in values:
+        check_status(values["status"])
+    for name in ("params", "metrics", "output"):
+        if name in values:
+            values[name] = _jsonable(values[name])
+    with db.write_tx(engine) as conn:
+        result = conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
+                              .values(**values, row_version=db.jobs.c.row_version + 1))
+        if result.rowcount == 0:
+            raise JobError(f"no job {job_id!r}")
+    return get_job(engine, job_id)
+
+
+def merge_output(engine: Engine, job_id: str, **items: Any) -> JobRecord:
+    """Add keys to a job's output dict, read and written in one transaction."""
+    with db.write_tx(engine) as conn:
+        current = conn.execute(sa.select(db.jobs.c.output).where(db.jobs.c.id == job_id)).scalar_one_or_none()
+        conn.execute(db.jobs.update().where(db.jobs.c.id == job_id).values(
+            output=_jsonable({**(current or {}), **items}), row_version=db.jobs.c.row_version + 1))
+    return get_job(engine, job_id)
+
+
+def mark_started(engine: Engine, job_id: str, *, pid: int | None = None, external_id: str | None = None,
+                 log_path: str | None = None) -> JobRecord:
+    values: dict[str, Any] = {"status": "InProgress", "started_at": db.utcnow()}
+    if pid is not None:
+        values["pid"] = pid
+    if external_id is not None:
+        values["external_id"] = external_id
+    if log_path is not None:
+        values["log_path"] = log_path
+    return update_job(engine, job_id, **values)
+
+
+def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system", failure_reason: str | None = None,
+               metrics: list[dict[str, Any]] | None = None, output: Mapping[str, Any] | None = None
+               ) -> tuple[JobRecord, bool]:
+    """End an active job (Completed, Failed or Stopped); (record, False) if someone else ended it first."""
+    if status not in FINAL_STATUSES:
+        raise JobError(f"Invalid final status {status!r}. Only {', '.join(FINAL_STATUSES)} are supported.")
+    with db.write_tx(engine) as conn:
+        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.output).where(db.jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobError(f"no job {job_id!r}")
+        if row.status not in ACTIVE_STATUSES:
+            applied = False
+        else:
+            values: dict[str, Any] = {"status": status, "ended_at": db.utcnow(), "failure_reason": failure_reason,
+                                      "row_version": db.jobs.c.row_version + 1}
+            if metrics is not None:
+                values["metrics"] = _jsonable(metrics)
+            if output:
+                values["output"] = _jsonable({**(row.output or {}), **output})
+            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id).values(**values))
+            db.log_change(conn, actor=actor, action="finish_job", entity="job", entity_id=job_id,
+                          details={"status": status, "failure_reason": failure_reason})
+            applied = True
+    return get_job(engine, job_id), applied
+
+
+def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:
+    """Record that someone asked to stop the job (the runner then ends it as Stopped, registering nothing)."""
+    with db.write_tx(engine) as conn:
+        result = conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
+                              .values(stop_requested=True, row_version=db.jobs.c.row_version + 1))
+        if result.rowcount == 0:
+            raise JobError(f"no job {job_id!r}")
+        db.log_change(conn, actor=actor, action="stop_job", entity="job", entity_id=job_id)
+    return get_job(engine, job_id)
