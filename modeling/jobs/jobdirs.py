@@ -1,0 +1,73 @@
+"""A local job's folder, `<workspace>/jobs/<job id>/`, and the small files in it.
+
+    train.log / tuning.log / transform.log / endpoint.log   the job's log (JobRecord.log_path)
+    runner.log       the runner's own messages (a training job's train.py output goes to train.log)
+    model/           SM_MODEL_DIR: what train.py writes
+    output/          SM_OUTPUT_DATA_DIR
+    data/            the merged training folder when recounts are included
+    exit.json        {"returncode": N}: written by the runner when train.py ends, before the database update
+    endpoint.json    {"url": ..., "pid": ...}: written by a local endpoint once it listens
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from binaudit.workspace import Workspace
+
+EXIT_FILE = "exit.json"
+ENDPOINT_FILE = "endpoint.json"
+LOG_FILES = {"training": "train.log", "tuning": "tuning.log", "transform": "transform.log",
+             "deployment": "endpoint.log"}
+
+
+def job_dir(workspace: Workspace, job_id: str) -> Path:
+    return workspace.jobs_dir / job_id
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_exit_record(folder: Path, returncode: int) -> None:
+    write_json_atomic(folder / EXIT_FILE, {"returncode": returncode})
+
+
+def read_exit_code(folder: Path) -> int | None:
+    record = read_json(folder / EXIT_FILE)
+    return int(record["returncode"]) if record and "returncode" in record else None
+
+
+def read_text(path: str | Path | None) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def tail_lines(path: str | Path | None, lines: int = 50) -> str:
+    """The last `lines` lines of a text file ("" when it does not exist yet)."""
+    if not path or lines <= 0:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines))
+    except OSError:
+        return ""

@@ -1,0 +1,283 @@
+"""The local backend: every job runs on this machine, no AWS account needed.
+
+Training, tuning and batch transform run in a detached `modeling.jobs.runner` process (its own session); the
+runner writes the outcome to the database itself. Deployment starts `modeling.jobs.local_endpoint`, an HTTP server
+on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
+and notices a runner that died without recording a result (Failed, with the pid in the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from binaudit import db
+from modeling import registry
+from modeling.jobs import store
+from modeling.jobs.backend import Backend
+from modeling.jobs.completion import finish_training_run
+from modeling.jobs.jobdirs import ENDPOINT_FILE, LOG_FILES, job_dir, read_exit_code, read_json, read_text, tail_lines
+from modeling.jobs.params import TrainingParams, TuningParams, check_against_train_parser
+from modeling.jobs.processes import process_alive, spawn_detached, terminate
+from modeling.jobs.records import JobError, JobRecord
+from modeling.jobs.search_space import Categorical
+from modeling.metric_log import parse_metric_log
+
+RUNNER_MODULE = "modeling.jobs.runner"
+ENDPOINT_MODULE = "modeling.jobs.local_endpoint"
+MAX_LOCAL_PARALLEL_TRIALS = 2
+NEVER_STARTED_SECONDS = 300  # a Pending job without a process after this long was never launched
+STOP_GRACE_SECONDS = 10.0
+
+
+class EndpointError(JobError):
+    """The endpoint answered with an error; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _absolute_channels(params: TrainingParams) -> TrainingParams:
+    """Folders resolved against the caller's working directory (the runner runs from the project root)."""
+    for name, value in params.channels().items():
+        if value.startswith("s3://"):
+            raise JobError(f"the local backend reads local folders, but {name} is {value}; download the data "
+                           f"(python -m data_tools download ...) or use --backend sagemaker")
+    if not params.train or not params.val:
+        raise JobError("a training job needs a train folder and a val folder of <count>/<image> (--train, --val)")
+    return params.replace(**{k: str(Path(v).expanduser().absolute()) for k, v in params.channels().items()})
+
+
+def _check_search_space(tp: TuningParams) -> None:
+    """Every categorical value and both ends of every range must be valid train.py flags before trials start."""
+    check_against_train_parser(tp.base)
+    for name, param in tp.search_space.items():
+        candidates = param.values if isinstance(param, Categorical) else (param.low, param.high)
+        for value in candidates:
+            check_against_train_parser(tp.base.replace(**{name: value}))
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    # ---------------------------------------------------------------- launching
+
+    def _runner_args(self, job_id: str) -> list[str]:
+        return ["-m", RUNNER_MODULE, job_id, "--workspace", str(self.workspace.root),
+                "--database-url", self.workspace.database_url]
+
+    def _create(self, kind: str, params: dict[str, Any], actor: str, output: dict[str, Any] | None = None
+                ) -> JobRecord:
+        job_id = store.new_job_id(kind)
+        folder = job_dir(self.workspace, job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor,
+                                job_id=job_id, log_path=str(folder / LOG_FILES[kind]),
+                                output={"requested_by": actor, **(output or {})})
+
+    def _launch(self, job: JobRecord, args: list[str], log_file: Path) -> JobRecord:
+        try:
+            pid = spawn_detached(args, log_file=log_file)
+        except OSError as exc:
+            return store.finish_job(self.engine, job.id, "Failed", failure_reason=f"could not start: {exc}")[0]
+        if job.kind != "deployment":  # the process that records the job's result (see refresh)
+            store.merge_output(self.engine, job.id, runner_pid=pid)
+        return store.mark_started(self.engine, job.id, pid=pid)
+
+    def start_training(self, params: TrainingParams, *, actor: str) -> JobRecord:
+        params = _absolute_channels(params)
+        check_against_train_parser(params)
+        job = self._create("training", {"training": params.to_dict()}, actor)
+        return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
+
+    def start_tuning(self, params: TuningParams, *, actor: str) -> JobRecord:
+        if params.max_parallel_jobs > MAX_LOCAL_PARALLEL_TRIALS:
+            raise JobError(f"the local backend runs 1 or 2 trials at a time, got max_parallel_jobs="
+                           f"{params.max_parallel_jobs}")
+        params = TuningParams.from_dict({**params.to_dict(), "base": _absolute_channels(params.base).to_dict()})
+        _check_search_space(params)
+        job = self._create("tuning", {"tuning": params.to_dict()}, actor)
+        return self._launch(job, self._runner_args(job.id), Path(job.log_path))
+
+    def start_transform(self, model_version_id: int | str, input: str, output: str, *, actor: str,
+                        batch_size: int = 16, workers: int | None = None) -> JobRecord:
+        if str(input).startswith("s3://") or str(output).startswith("s3://"):
+            raise JobError("the local backend transforms a local folder into a local file; use --backend "
+                           "sagemaker for s3:// locations")
+        version = registry.get_version(self.engine, model_version_id)
+        spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
+                "input": str(Path(input).expanduser().absolute()), "output": str(Path(output).expanduser().absolute()),
+                "batch_size": batch_size, "workers": workers}
+        job = self._create("transform", {"transform": spec}, actor)
+        return self._launch(job, self._runner_args(job.id), Path(job.log_path))
+
+    # ---------------------------------------------------------------- endpoints
+
+    def deploy(self, model_version_id: int | str, *, actor: str, wait: bool = False,
+               timeout_seconds: float = 120.0) -> JobRecord:
+        version = registry.get_version(self.engine, model_version_id)
+        spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri}
+        job = self._create("deployment", spec, actor, output={"endpoint_status": "Creating", **spec})
+        folder = job_dir(self.workspace, job.id)
+        job = self._launch(job, ["-m", ENDPOINT_MODULE, "--model-dir", version.artifact_uri,
+                                 "--ready-file", str(folder / ENDPOINT_FILE)], Path(job.log_path))
+        return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
+
+    def wait_for_endpoint(self, job_id: str, timeout_seconds: float = 120.0) -> JobRecord:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            job = self.refresh(job_id)
+            if job.output.get("endpoint_url") or not job.is_active:
+                return job
+            if time.monotonic() > deadline:
+                raise JobError(f"endpoint {job_id} did not come up in {timeout_seconds:.0f} s; see {job.log_path}")
+            time.sleep(0.2)
+
+    def _endpoint_job(self, job_or_endpoint: str) -> JobRecord:
+        if job_or_endpoint.startswith("http://"):
+            for job in store.list_jobs(self.engine, kind="deployment", backend=self.name, limit=None):
+                if job.output.get("endpoint_url") == job_or_endpoint.rstrip("/"):
+                    return job
+            raise JobError(f"no local endpoint at {job_or_endpoint}")
+        job = self._own_job(job_or_endpoint)
+        if job.kind != "deployment":
+            raise JobError(f"job {job.id} is a {job.kind} job, not a deployment")
+        return job
+
+    def invoke(self, job_or_endpoint: str, body: bytes, content_type: str,
+               accept: str = "application/json") -> dict[str, Any]:
+        job = self.refresh(self._endpoint_job(job_or_endpoint).id)
+        if not job.is_active:
+            raise JobError(f"endpoint {job.id} is {job.status}" + (f": {job.failure_reason}" if job.failure_reason
+                                                                    else ""))
+        url = job.output.get("endpoint_url")
+        if not url:
+            raise JobError(f"endpoint {job.id} is still starting; try again in a few seconds")
+        request = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
+                                         headers={"Content-Type": content_type, "Accept": accept})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):  # not our JSON error body: keep the text
+                detail = json.loads(detail).get("error", detail)
+            raise EndpointError(f"the endpoint answered {exc.code}: {detail}", exc.code) from None
+
+    def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord:
+        job = self._endpoint_job(job_or_endpoint)
+        if not job.is_active:
+            return job
+        store.request_stop(self.engine, job.id, actor=actor)
+        if job.pid:
+            terminate(job.pid, group=True, grace_seconds=5.0)
+        return store.finish_job(self.engine, job.id, "Stopped", actor=actor,
+                                output={"endpoint_status": "Deleted"})[0]
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        """Local endpoints that are up (or starting)."""
+        out = []
+        for job in store.list_jobs(self.engine, kind="deployment", backend=self.name, limit=None, active_only=True):
+            job = self.refresh(job.id)
+            if job.is_active:
+                out.append({"backend": self.name, "name": job.id, "job_id": job.id,
+                            "status": job.output.get("endpoint_status"), "url": job.output.get("endpoint_url"),
+                            "model_version": job.output.get("model_version"), "created_at": job.created_at})
+        return out
+
+    # ---------------------------------------------------------------- watching
+
+    def refresh(self, job_id: str) -> JobRecord:
+        job = self._own_job(job_id)
+        if not job.is_active:
+            return job
+        if job.kind == "deployment":
+            return self._refresh_endpoint(job)
+        return self._refresh_run(job)
+
+    def _refresh_run(self, job: JobRecord) -> JobRecord:
+        if job.kind == "training":
+            metrics = parse_metric_log(read_text(job.log_path))
+            if metrics != job.metrics:
+                job = store.update_job(self.engine, job.id, metrics=metrics)
+        runner_pid = job.output.get("runner_pid") or job.pid
+        if runner_pid is None:
+            age = (db.utcnow() - job.created_at).total_seconds()
+            if age > NEVER_STARTED_SECONDS:
+                return store.finish_job(self.engine, job.id, "Failed",
+                                        failure_reason="the job was never started (no process was recorded)")[0]
+            return job
+        if process_alive(runner_pid, marker=RUNNER_MODULE):
+            return job
+        return self._finish_orphan(store.get_job(self.engine, job.id), runner_pid)
+
+    def _finish_orphan(self, job: JobRecord, runner_pid: int) -> JobRecord:
+        """The runner is gone; if it left no result in the database, record one now."""
+        if not job.is_active:
+            return job
+        returncode = read_exit_code(job_dir(self.workspace, job.id))
+        if job.kind == "training" and returncode is not None:
+            return finish_training_run(self.engine, self.workspace, job.id, returncode)
+        if job.stop_requested:
+            return store.finish_job(self.engine, job.id, "Stopped", failure_reason="stopped on request")[0]
+        what = "training" if job.kind == "training" else f"{job.kind} runner"
+        return store.finish_job(self.engine, job.id, "Failed", failure_reason=(
+            f"the {what} process exited without a result (pid {runner_pid} not running)"))[0]
+
+    def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
+        ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
+        if not process_alive(job.pid, marker=ENDPOINT_MODULE):
+            job = store.get_job(self.engine, job.id)
+            if not job.is_active:
+                return job
+            if job.stop_requested:
+                return store.finish_job(self.engine, job.id, "Stopped", output={"endpoint_status": "Deleted"})[0]
+            last = tail_lines(job.log_path, 1).strip()
+            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": "Failed"},
+                                    failure_reason=f"the endpoint process exited (pid {job.pid} not running)"
+                                                   + (f": {last}" if last else ""))[0]
+        if ready and job.output.get("endpoint_url") != ready.get("url"):
+            job = store.merge_output(self.engine, job.id, endpoint_url=ready["url"], endpoint_status="InService")
+        return job
+
+    # ---------------------------------------------------------------- stopping
+
+    def stop(self, job_id: str, *, actor: str, grace_seconds: float = STOP_GRACE_SECONDS) -> JobRecord:
+        """SIGTERM to the job's processes, SIGKILL after the grace period; the job ends Stopped, registering nothing."""
+        job = self._own_job(job_id)
+        if not job.is_active:
+            return job
+        if job.kind == "deployment":
+            return self.delete_endpoint(job.id, actor=actor)
+        store.request_stop(self.engine, job.id, actor=actor)
+        if job.kind == "tuning":
+            for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
+                store.request_stop(self.engine, trial.id, actor=actor)
+        if job.pid:
+            # a trial shares its tuning runner's process group: signal its train.py alone
+            terminate(job.pid, group=job.parent_id is None, grace_seconds=grace_seconds)
+        return self._await_stopped(job, actor, grace_seconds)
+
+    def _await_stopped(self, job: JobRecord, actor: str, grace_seconds: float) -> JobRecord:
+        """Give the runner a moment to record the stop; record it here if the runner is gone."""
+        runner_pid = job.output.get("runner_pid") or job.pid
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            current = store.get_job(self.engine, job.id)
+            if not current.is_active:
+                return current
+            if not process_alive(runner_pid, marker=RUNNER_MODULE):
+                break
+            time.sleep(0.1)
+        for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
+            store.finish_job(self.engine, trial.id, "Stopped", actor=actor, failure_reason="stopped on request")
+        return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
+
+    def log_tail(self, job_id: str, lines: int = 50) -> str:
+        return tail_lines(self._own_job(job_id).log_path, lines)

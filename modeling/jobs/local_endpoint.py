@@ -1,0 +1,117 @@
+"""A local endpoint: `python -m modeling.jobs.local_endpoint --model-dir D --ready-file F`.
+
+Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
+(modeling.inference's model_fn / input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON:
+
+    GET  /ping          200 once the model is loaded
+    POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
+                        {"instances": [...]}) -> 200 application/json; a request the model cannot answer -> 4xx with
+                        {"error": "<what was wrong and what is accepted>"}
+
+It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the ready file. SIGTERM shuts it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+def _error_status(message: str) -> HTTPStatus:
+    if message.startswith("unsupported content type"):
+        return HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    if message.startswith("cannot answer in"):
+        return HTTPStatus.NOT_ACCEPTABLE
+    return HTTPStatus.BAD_REQUEST
+
+
+class InvocationHandler(BaseHTTPRequestHandler):
+    server_version = "BinAuditLocalEndpoint/1"
+    model: Any = None  # set by serve(): the loaded ScoringModel
+    lock = threading.Lock()  # one forward pass at a time: torch already uses every core for one
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # one short line per request in endpoint.log
+        sys.stderr.write(f"{self.command} {self.path} {fmt % args}\n")
+
+    def _send(self, status: HTTPStatus, body: str, content_type: str = "application/json") -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._send(status, json.dumps({"error": message}))
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/ping":
+            self._send(HTTPStatus.OK, "{}")
+        else:
+            self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}; use GET /ping or POST /invocations")
+
+    def do_POST(self) -> None:
+        from modeling.inference import input_fn, output_fn, predict_fn
+        from modeling.serving import RequestError
+
+        if self.path.split("?")[0] != "/invocations":
+            self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}; use POST /invocations")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {MAX_BODY_BYTES}")
+            return
+        body = self.rfile.read(length)
+        try:
+            request = input_fn(body, self.headers.get("Content-Type", ""))
+            with self.lock:
+                prediction = predict_fn(request, self.model)
+            text, content_type = output_fn(prediction, self.headers.get("Accept") or "application/json")
+        except RequestError as exc:
+            self._error(_error_status(str(exc)), str(exc))
+            return
+        self._send(HTTPStatus.OK, text, content_type)
+
+
+def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    from modeling.inference import model_fn
+
+    InvocationHandler.model = model_fn(str(model_dir))
+    server = ThreadingHTTPServer((host, port), InvocationHandler)
+    server.daemon_threads = True
+    url = f"http://{host}:{server.server_address[1]}"
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ready_file.with_name(ready_file.name + ".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "model_dir": str(model_dir)}), encoding="utf-8")
+    os.replace(tmp, ready_file)
+    print(f"serving {model_dir} on {url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m modeling.jobs.local_endpoint", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", type=Path, required=True, help="a registered model version's folder")
+    p.add_argument("--ready-file", type=Path, required=True, help="where to write the URL once listening")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    args = p.parse_args(argv)
+    serve(args.model_dir, args.ready_file, args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

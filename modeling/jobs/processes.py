@@ -1,0 +1,138 @@
+"""Local job processes: start them detached, tell whether they still run, stop them.
+
+A local job runs in its own session (start_new_session=True): the dashboard's Streamlit process never waits on
+it, closing the terminal that ran the CLI does not kill it, and a stop reaches the whole process group (the
+runner and the train.py it started) with one signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from binaudit.config import PROJECT_ROOT
+
+# Popen objects of the processes this process started: polling them reaps the exited ones (no zombies that
+# would look alive to os.kill(pid, 0)) and keeps Python from warning about children it lost track of.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment without SageMaker's SM_* variables, the project importable, output unbuffered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def spawn_detached(args: Sequence[str], *, log_file: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start `python <args>` in a new session with stdout and stderr appended to log_file; returns its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, env=dict(env or child_env()),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def _reap(pid: int) -> bool:
+    """True if pid was our child and has exited (now reaped)."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: somebody else reaps it
+        return False
+    return done == pid
+
+
+def _proc_file(pid: int, name: str) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return None
+
+
+def process_alive(pid: int | None, marker: str | None = None) -> bool:
+    """Whether pid runs (not a zombie) and, where /proc tells, its command line contains `marker`.
+
+    The marker guards against a recycled pid: after a reboot "pid 4242" may be some other program.
+    """
+    if not pid or pid <= 0:
+        return False
+    if _reap(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else: not one of ours
+        return marker is None
+    stat = _proc_file(pid, "stat")
+    if stat is not None and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+        return False
+    if marker is not None:
+        cmdline = _proc_file(pid, "cmdline")
+        if cmdline is not None and marker.encode() not in cmdline:
+            return False
+    return True
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return process_alive(pgid) or _any_member_alive(pgid)
+
+
+def _any_member_alive(pgid: int) -> bool:
+    """A group whose leader exited may still have members (a train.py the runner left behind)."""
+    if not Path("/proc").is_dir():
+        return True
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_file(int(entry.name), "stat")
+            if stat is not None:
+                fields = stat.rsplit(b")", 1)[-1].split()
+                if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+                    return True
+    return False
+
+
+def terminate(pid: int, *, group: bool, grace_seconds: float = 10.0) -> bool:
+    """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill."""
+    _signal(pid, signal.SIGTERM, group)
+    deadline = time.monotonic() + grace_seconds
+    alive = _group_alive if group else process_alive
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return False
+        time.sleep(0.1)
+    _signal(pid, signal.SIGKILL, group)
+    for _ in range(50):
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    return True

@@ -1,0 +1,59 @@
+"""Training data with the analysts' recounts: the base train folder plus `app.audit.export`'s recount dataset.
+
+The merged folder holds links, not copies: hard links where the filesystem allows, symlinks otherwise. A recounted
+bin that is also in the base folder is taken from the recounts only (the analyst's count replaces the original
+label; the same photo under two counts would teach the model both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from binaudit.workspace import Workspace
+from modeling.jobs.records import JobError
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or hard links not allowed
+        os.symlink(src.resolve(), dst)
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """Files in folder/<class>/ (hidden entries skipped; train.py judges the class names)."""
+    return sorted(p for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def merge_training_folder(engine: Engine, workspace: Workspace, base_train: Path, out: Path, *,
+                          max_count: int) -> dict[str, Any]:
+    """Build `out/<count>/<file>` from base_train and the recounts; returns what went in."""
+    from app.audit.export import build_recount_dataset  # app depends on modeling, not the other way round
+
+    if not base_train.is_dir():
+        raise JobError(f"training folder not found: {base_train}")
+    recount_dir = out.parent / "recounts"
+    report = build_recount_dataset(engine, workspace, recount_dir, max_count=max_count)
+    recounts = _class_files(recount_dir) if recount_dir.is_dir() else []
+    recounted_bins = {p.stem for p in recounts}
+    if out.exists():
+        shutil.rmtree(out)
+    replaced = base = 0
+    for src in _class_files(base_train):
+        if src.stem in recounted_bins:
+            replaced += 1
+            continue
+        _link(src, out / src.parent.name / src.name)
+        base += 1
+    for src in recounts:
+        _link(src, out / src.parent.name / src.name)
+    skipped = [s for s in report["status"].tolist() if str(s).startswith("skipped")] if len(report) else []
+    return {"base_images": base, "recounts": len(recounts), "replaced_by_recount": replaced,
+            "recounts_skipped": len(skipped), "train_folder": str(out)}
