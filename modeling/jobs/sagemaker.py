@@ -1,0 +1,614 @@
+"""The SageMaker backend (SDK v3): training, tuning, endpoints and batch transform on AWS.
+
+    training    sagemaker.train.ModelTrainer: the PyTorch training image for settings.pytorch_version, the project's
+                source package (modeling.jobs.packaging) with train.py as entry script, hyperparameters from
+                TrainingParams, S3 channels train/val/test, metric definitions from modeling.metric_log, instance
+                type and count (count > 1: torchrun, which train.py runs as DistributedDataParallel), spot with S3
+                checkpoints when settings.use_spot, max runtime. Started with wait=False; `refresh` polls it.
+    tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space (log-scale ranges), objective
+                val_accuracy (Maximize) or val_rmse (Minimize), early stopping "Auto" when asked.
+    endpoints   sagemaker.serve.model_builder.ModelBuilder with inference.py, deployed without waiting; invoke,
+                delete (endpoint, endpoint config and model) and a listing of every live endpoint in the region.
+    transform   the same model, batch-transformed over an S3 prefix of photos (one JSON answer per photo).
+
+A completed training job (or a tuning job's best trial) is downloaded (model.tar.gz), unpacked into the job's
+folder and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
+
+The SDK is imported on first use (it takes seconds and pulls in much); `import sagemaker.serve` needs
+AWS_DEFAULT_REGION, which is set from settings.aws_region when absent. The SDK's telemetry is switched off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from binaudit.config import ConfigError
+from modeling import registry
+from modeling.jobs import store
+from modeling.jobs.aws import (
+    AwsContext,
+    aws_errors,
+    error_code,
+    extract_model_tarball,
+    pack_model_folder,
+)
+from modeling.jobs.backend import Backend
+from modeling.jobs.completion import version_summary
+from modeling.jobs.jobdirs import job_dir
+from modeling.jobs.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
+from modeling.jobs.params import TrainingParams, TuningParams, flag_name
+from modeling.jobs.records import JobError, JobRecord
+from modeling.jobs.search_space import to_sagemaker_range
+from modeling.metric_log import METRIC_DEFINITIONS, parse_metric_log
+
+log = logging.getLogger(__name__)
+
+TRAINING_JOB_PREFIX = "binaudit-train"
+ENDPOINT_PREFIX = "binaudit-"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # train.py resumes from here when it exists
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
+TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
+                   "Failed": "Failed", "Stopped": "Stopped"}
+ENDPOINT_FINAL_FAILURE = ("Failed",)
+LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs", "transform": "/aws/sagemaker/TransformJobs",
+              "deployment": "/aws/sagemaker/Endpoints"}
+
+
+def _newest_version_at_most(requested: str, available: list[str]) -> str | None:
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split(".") if p.isdigit())
+
+    fitting = [v for v in available if key(v) <= key(requested) + (99,)]
+    return max(fitting, key=key) if fitting else None
+
+
+class SageMakerBackend(Backend):
+    name = "sagemaker"
+
+    def __init__(self, *, settings, workspace, engine, boto_session=None) -> None:
+        super().__init__(settings=settings, workspace=workspace, engine=engine)
+        self.aws = AwsContext.from_settings(settings, boto_session)
+        self._sdk_session = None
+        self._source_dir: tempfile.TemporaryDirectory | None = None
+        self._package: SourcePackage | None = None
+
+    # ---------------------------------------------------------------- SDK plumbing
+
+    def sdk_session(self):
+        """sagemaker.core Session over our boto3 session and adaptive-retry clients, bucket and prefix set."""
+        if self._sdk_session is None:
+            os.environ.setdefault("AWS_DEFAULT_REGION", self.aws.region)  # sagemaker.serve reads it at import
+            from sagemaker.core.helper.session_helper import Session
+
+            logging.getLogger("sagemaker").setLevel(logging.WARNING)  # the SDK logs every call at INFO
+            self._sdk_session = Session(
+                boto_session=self.aws.session, sagemaker_client=self.aws.client("sagemaker"),
+                sagemaker_runtime_client=self.aws.client("sagemaker-runtime"), default_bucket=self.aws.bucket,
+                default_bucket_prefix=self.aws.prefix or None, sagemaker_config=SDK_CONFIG,
+            )
+        return self._sdk_session
+
+    def source_package(self) -> SourcePackage:
+        if self._package is None:
+            self._source_dir = tempfile.TemporaryDirectory(prefix="binaudit-source-")
+            self._package = build_source_package(Path(self._source_dir.name))
+        return self._package
+
+    def source_tarball_uri(self) -> str:
+        """The source package in S3 (content-addressed: uploaded once per distinct source tree)."""
+        package = self.source_package()
+        key = self.aws.key("code", package.digest[:16], TARBALL_NAME)
+        with aws_errors("uploading the source code"):
+            if not self.aws.object_exists(self.aws.bucket, key):
+                self.aws.upload_file(package.tarball, key)
+        return f"s3://{self.aws.bucket}/{key}"
+
+    def training_image(self, instance_type: str) -> str:
+        from sagemaker.core import image_uris
+
+        try:
+            return image_uris.retrieve(framework="pytorch", region=self.aws.region,
+                                       version=self.settings.pytorch_version,
+                                       py_version=self.settings.python_version, instance_type=instance_type,
+                                       image_scope="training")
+        except ValueError as exc:
+            raise ConfigError(f"no SageMaker PyTorch training image for BINAUDIT_PYTORCH_VERSION="
+                              f"{self.settings.pytorch_version}, BINAUDIT_PYTHON_VERSION="
+                              f"{self.settings.python_version}: {exc}") from None
+
+    def inference_image(self, instance_type: str) -> str:
+        """The PyTorch inference image; the SDK's list stops at 2.6, so a newer version falls back to the newest."""
+        from sagemaker.core import image_uris
+
+        def retrieve(version: str) -> str:
+            return image_uris.retrieve(framework="pytorch", region=self.aws.region, version=version,
+                                       py_version=self.settings.python_version, instance_type=instance_type,
+                                       image_scope="inference")
+
+        try:
+            return retrieve(self.settings.pytorch_version)
+        except ValueError:
+            available = list(image_uris.config_for_framework("pytorch")["inference"]["versions"])
+            fallback = _newest_version_at_most(self.settings.pytorch_version, available)
+            if fallback is None:
+                raise ConfigError(f"no SageMaker PyTorch inference image for BINAUDIT_PYTORCH_VERSION="
+                                  f"{self.settings.pytorch_version}; available: {', '.join(available)}") from None
+            log.warning("no PyTorch %s inference image; serving with %s", self.settings.pytorch_version, fallback)
+            try:
+                return retrieve(fallback)
+            except ValueError as exc:
+                raise ConfigError(f"no SageMaker PyTorch inference image for {fallback} with "
+                                  f"BINAUDIT_PYTHON_VERSION={self.settings.python_version}: {exc}") from None
+
+    # ---------------------------------------------------------------- training
+
+    def _channels(self, params: TrainingParams) -> dict[str, str]:
+        if not params.train or not params.val:
+            raise JobError("a SageMaker training job needs --train and --val S3 prefixes "
+                           "(python -m data_tools upload prints them)")
+        local = [f"{k}={v}" for k, v in params.channels().items() if not v.startswith("s3://")]
+        if local:
+            raise JobError(f"the SageMaker backend reads S3 prefixes, got {', '.join(local)}; upload the dataset "
+                           f"first: python -m data_tools upload DATASET {self.aws.uri('dataset')}")
+        return params.channels()
+
+    def _compute(self, params: TrainingParams) -> tuple[str, int]:
+        return (params.instance_type or self.settings.training_instance_type,
+                params.instance_count or self.settings.training_instance_count)
+
+    def model_trainer(self, params: TrainingParams, job_id: str):
+        """The ModelTrainer for one training job (or a tuning job's trials)."""
+        from sagemaker.core.shapes import MetricDefinition
+        from sagemaker.core.training.configs import (
+            CheckpointConfig,
+            Compute,
+            OutputDataConfig,
+            SourceCode,
+            StoppingCondition,
+        )
+        from sagemaker.train import ModelTrainer
+        from sagemaker.train.distributed import Torchrun
+
+        instance_type, instance_count = self._compute(params)
+        spot = self.settings.use_spot
+        max_runtime = self.settings.max_runtime_seconds
+        trainer = ModelTrainer(
+            sagemaker_session=self.sdk_session(),
+            role=self.aws.role_arn,
+            base_job_name=TRAINING_JOB_PREFIX,
+            training_image=self.training_image(instance_type),
+            source_code=SourceCode(source_dir=self.source_tarball_uri(), entry_script=ENTRY_SCRIPT),
+            # more than one instance: torchrun on each, and train.py runs DistributedDataParallel (WORLD_SIZE > 1)
+            distributed=Torchrun() if instance_count > 1 else None,
+            compute=Compute(instance_type=instance_type, instance_count=instance_count,
+                            enable_managed_spot_training=True if spot else None),
+            hyperparameters=params.to_hyperparameters(),
+            output_data_config=OutputDataConfig(s3_output_path=self.aws.uri("jobs", job_id, "output")),
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime,
+                                                 max_wait_time_in_seconds=2 * max_runtime if spot else None),
+            # spot instances can be reclaimed: train.py checkpoints every epoch and resumes from the synced folder
+            checkpoint_config=CheckpointConfig(s3_uri=self.aws.uri("jobs", job_id, "checkpoints"),
+                                               local_path=CHECKPOINT_LOCAL_PATH) if spot else None,
+            environment={"PYTHONUNBUFFERED": "1"},
+        )
+        return trainer.with_metric_definitions(
+            [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS])
+
+    def _recount_channel(self, job_id: str, params: TrainingParams) -> str:
+        """Upload the recount dataset as the "recounts" channel (train.py must read it: --recounts)."""
+        from modeling.train import get_args_parser
+
+        if "--recounts" not in get_args_parser()._option_string_actions:
+            raise JobError("include_recounts on SageMaker needs train.py to read a second training channel "
+                           "(--recounts, default SM_CHANNEL_RECOUNTS), which it does not yet; train locally with "
+                           "--include-recounts, or upload a merged dataset")
+        from app.audit.export import build_recount_dataset
+
+        folder = job_dir(self.workspace, job_id) / "recounts"
+        build_recount_dataset(self.engine, self.workspace, folder, max_count=params.max_count)
+        with aws_errors("uploading the recounts"):
+            return self.aws.upload_folder(folder, self.aws.key("jobs", job_id, "recounts"))
+
+    def _inputs(self, channels: dict[str, str]) -> list:
+        from sagemaker.core.training.configs import InputData
+
+        return [InputData(channel_name=name, data_source=uri if uri.endswith("/") else uri + "/")
+                for name, uri in channels.items()]
+
+    def _create(self, kind: str, params: dict[str, Any], actor: str, **output: Any) -> JobRecord:
+        job_id = store.new_job_id(kind)
+        return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor,
+                                job_id=job_id, output={"requested_by": actor, **output})
+
+    def _submit(self, job: JobRecord, what: str, submit) -> JobRecord:
+        """Run the SDK call that creates the AWS job; on failure the BinAudit job ends Failed with the reason."""
+        try:
+            with aws_errors(f"starting the {what}"):
+                external_id, output = submit()
+        except (ConfigError, JobError) as exc:
+            store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
+            raise
+        except ValueError as exc:  # the SDK's own validation
+            store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
+            raise JobError(f"starting the {what}: {exc}") from None
+        store.merge_output(self.engine, job.id, **output)
+        return store.mark_started(self.engine, job.id, external_id=external_id)
+
+    def start_training(self, params: TrainingParams, *, actor: str) -> JobRecord:
+        channels = self._channels(params)
+        job = self._create("training", {"training": params.to_dict()}, actor)
+
+        def submit() -> tuple[str, dict[str, Any]]:
+            if params.include_recounts:
+                channels["recounts"] = self._recount_channel(job.id, params)
+            trainer = self.model_trainer(params, job.id)
+            trainer.train(input_data_config=self._inputs(channels), wait=False, logs=False)
+            name = trainer._latest_training_job.training_job_name
+            return name, {"training_job_name": name, "output_path": self.aws.uri("jobs", job.id, "output"),
+                          "source_code": self.source_tarball_uri(), "channels": channels}
+
+        return self._submit(job, "training job", submit)
+
+    def start_tuning(self, params: TuningParams, *, actor: str) -> JobRecord:
+        channels = self._channels(params.base)
+        if params.base.include_recounts:
+            raise JobError("include_recounts is not supported for SageMaker tuning yet; tune on the base dataset")
+        job = self._create("tuning", {"tuning": params.to_dict()}, actor)
+
+        def submit() -> tuple[str, dict[str, Any]]:
+            from sagemaker.train.tuner import HyperparameterTuner
+
+            trainer = self.model_trainer(params.base, job.id)
+            if self._compute(params.base)[1] > 1:  # tuning runs the container's legacy launcher, not torchrun
+                trainer.hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
+            tuner = HyperparameterTuner(
+                model_trainer=trainer, objective_metric_name=params.objective, objective_type=params.objective_type,
+                hyperparameter_ranges={flag_name(k): to_sagemaker_range(p) for k, p in params.search_space.items()},
+                metric_definitions=[dict(d) for d in METRIC_DEFINITIONS], strategy=STRATEGY_NAMES[params.strategy],
+                max_jobs=params.max_jobs, max_parallel_jobs=params.max_parallel_jobs,
+                early_stopping_type="Auto" if params.early_stopping else "Off",
+                random_seed=params.seed or None, base_tuning_job_name="binaudit-tune",
+            )
+            tuner.tune(inputs=self._inputs(channels), job_name=job.id, wait=False)
+            name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
+            return name, {"tuning_job_name": name, "output_path": self.aws.uri("jobs", job.id, "output"),
+                          "channels": channels}
+
+        return self._submit(job, "tuning job", submit)
+
+    # ---------------------------------------------------------------- models on S3
+
+    def model_data_uri(self, version: registry.ModelVersion) -> str:
+        """The version's model.tar.gz in S3: the training job's own artifact, else the local folder uploaded once."""
+        known = (version.config.get("sagemaker") or {}).get("model_data")
+        if known:
+            return known
+        key = self.aws.key("models", version.name, "model.tar.gz")
+        with aws_errors(f"uploading model {version.name}"):
+            if not self.aws.object_exists(self.aws.bucket, key):
+                with tempfile.TemporaryDirectory() as tmp:
+                    self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
+        return f"s3://{self.aws.bucket}/{key}"
+
+    def model_builder(self, version: registry.ModelVersion, instance_type: str):
+        from sagemaker.core.training.configs import SourceCode
+        from sagemaker.serve.model_builder import ModelBuilder
+
+        return ModelBuilder(
+            s3_model_data_url=self.model_data_uri(version), image_uri=self.inference_image(instance_type),
+            role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
+            source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
+        )
+
+    def _register_artifact(self, job: JobRecord, artifact_uri: str, training_job_name: str) -> registry.ModelVersion:
+        folder = job_dir(self.workspace, job.id)
+        tarball = self.aws.download(artifact_uri, folder / "model.tar.gz")
+        model_dir = extract_model_tarball(tarball, folder / "model")
+        return registry.register_model(
+            self.engine, model_dir, self.workspace.models_dir, job_id=job.id,
+            actor=job.output.get("requested_by", "system"),
+            extra_config={"job": {"id": job.id, "backend": self.name},
+                          "sagemaker": {"model_data": artifact_uri, "training_job_name": training_job_name}},
+        )
+
+    def _finish_with_model(self, job: JobRecord, training_job_name: str, artifact_uri: str | None,
+                           **extra_output: Any) -> JobRecord:
+        """Download, unpack and register a completed job's model; a missing artifact fails the job, saying so."""
+        if not artifact_uri:
+            return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
+                f"{training_job_name} completed on SageMaker but reported no model artifact"))[0]
+        try:
+            with aws_errors(f"downloading {artifact_uri}"):
+                version = self._register_artifact(job, artifact_uri, training_job_name)
+        except (JobError, ConfigError, registry.RegistryError, OSError, ValueError) as exc:
+            return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
+                f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
+                f"registered: {exc}"))[0]
+        return store.finish_job(self.engine, job.id, "Completed",
+                                output={**extra_output, "model_data": artifact_uri, **version_summary(version)})[0]
+
+    # ---------------------------------------------------------------- endpoints
+
+    def deploy(self, model_version_id: int | str, *, actor: str, wait: bool = False,
+               timeout_seconds: float = 3600.0) -> JobRecord:
+        version = registry.get_version(self.engine, model_version_id)
+        instance_type = self.settings.inference_instance_type
+        job = self._create("deployment", {"model_version_id": version.id, "model_version": version.name},
+                           actor, model_version_id=version.id, model_version=version.name,
+                           instance_type=instance_type, endpoint_status="Creating")
+        endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
+
+        def submit() -> tuple[str, dict[str, Any]]:
+            builder = self.model_builder(version, instance_type)
+            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
+            endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False)
+            return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
+                                            "model_data": builder.s3_model_data_url}
+
+        job = self._submit(job, "endpoint", submit)
+        if not wait:
+            return job
+        deadline = time.monotonic() + timeout_seconds
+        while job.is_active and job.output.get("endpoint_status") != "InService" and time.monotonic() < deadline:
+            time.sleep(30)
+            job = self.refresh(job.id)
+        return job
+
+    def _endpoint_name(self, job_or_endpoint: str) -> tuple[str, JobRecord | None]:
+        try:
+            job = store.get_job(self.engine, job_or_endpoint)
+        except JobError:
+            for candidate in store.list_jobs(self.engine, kind="deployment", backend=self.name, limit=None):
+                if candidate.external_id == job_or_endpoint:
+                    return job_or_endpoint, candidate
+            return job_or_endpoint, None  # an endpoint BinAudit did not record: still invokable and deletable
+        if job.backend != self.name or job.kind != "deployment" or not job.external_id:
+            raise JobError(f"job {job.id} is not a SageMaker deployment")
+        return job.external_id, job
+
+    def invoke(self, job_or_endpoint: str, body: bytes, content_type: str,
+               accept: str = "application/json") -> dict[str, Any]:
+        from modeling.jobs.local import EndpointError
+
+        name, _ = self._endpoint_name(job_or_endpoint)
+        try:
+            response = self.aws.client("sagemaker-runtime").invoke_endpoint(
+                EndpointName=name, Body=body, ContentType=content_type, Accept=accept)
+        except ClientError as exc:
+            status = int(exc.response.get("OriginalStatusCode") or
+                         exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400)
+            message = exc.response.get("OriginalMessage") or exc.response.get("Error", {}).get("Message", str(exc))
+            raise EndpointError(f"endpoint {name} answered {status}: {message}", status) from None
+        payload = response["Body"].read()
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise JobError(f"endpoint {name} did not answer JSON: {payload[:200]!r}") from None
+
+    def _delete_quietly(self, call, **kwargs: str) -> None:
+        try:
+            call(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) not in ("ValidationException", "ResourceNotFound"):
+                raise
+
+    def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord | None:
+        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter."""
+        name, job = self._endpoint_name(job_or_endpoint)
+        sm = self.aws.client("sagemaker")
+        with aws_errors(f"deleting endpoint {name}"):
+            config_name, models = None, []
+            try:
+                config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+                variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+                models = [v["ModelName"] for v in variants if v.get("ModelName")]
+            except ClientError as exc:
+                if error_code(exc) != "ValidationException":  # already gone: delete what the job recorded
+                    raise
+            if job is not None:
+                config_name = config_name or job.output.get("endpoint_name")
+                models = models or [m for m in [job.output.get("model_name")] if m]
+            self._delete_quietly(sm.delete_endpoint, EndpointName=name)
+            if config_name:
+                self._delete_quietly(sm.delete_endpoint_config, EndpointConfigName=config_name)
+            for model in models:
+                self._delete_quietly(sm.delete_model, ModelName=model)
+        if job is None:
+            return None
+        store.request_stop(self.engine, job.id, actor=actor)
+        store.finish_job(self.engine, job.id, "Stopped", actor=actor,
+                         output={"endpoint_status": "Deleted", "deleted": {"endpoint": name,
+                                                                           "endpoint_config": config_name,
+                                                                           "models": models}})
+        return store.get_job(self.engine, job.id)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint in the region (BinAudit's and others'): each one bills until it is deleted."""
+        sm = self.aws.client("sagemaker")
+        known = {j.external_id: j for j in store.list_jobs(self.engine, kind="deployment", backend=self.name,
+                                                            limit=None) if j.external_id}
+        out = []
+        with aws_errors("listing endpoints"):
+            for page in sm.get_paginator("list_endpoints").paginate():
+                for ep in page.get("Endpoints", []):
+                    job = known.get(ep["EndpointName"])
+                    out.append({"backend": self.name, "name": ep["EndpointName"], "status": ep.get("EndpointStatus"),
+                                "created_at": ep.get("CreationTime"), "job_id": job.id if job else None,
+                                "model_version": job.output.get("model_version") if job else None,
+                                "instance_type": job.output.get("instance_type") if job else None})
+        return out
+
+    # ---------------------------------------------------------------- batch transform
+
+    def start_transform(self, model_version_id: int | str, input: str, output: str | None, *, actor: str
+                        ) -> JobRecord:
+        if not str(input).startswith("s3://"):
+            raise JobError(f"a SageMaker batch transform reads an S3 prefix of photos, got {input}")
+        if output and not str(output).startswith("s3://"):
+            raise JobError(f"a SageMaker batch transform writes to an S3 prefix, got {output}")
+        version = registry.get_version(self.engine, model_version_id)
+        instance_type = self.settings.transform_instance_type
+        job = self._create("transform", {"transform": {"model_version_id": version.id, "input": input,
+                                                       "output": output}}, actor,
+                           model_version_id=version.id, model_version=version.name)
+        output_path = output or self.aws.uri("jobs", job.id, "transform")
+
+        def submit() -> tuple[str, dict[str, Any]]:
+            builder = self.model_builder(version, instance_type)
+            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
+            transformer = builder.transformer(instance_count=1, instance_type=instance_type, output_path=output_path,
+                                              accept="application/json")
+            transformer.transform(input, content_type="application/x-image", job_name=f"{ENDPOINT_PREFIX}{job.id}",
+                                  wait=False, logs=False)
+            name = transformer.latest_transform_job.transform_job_name
+            return name, {"transform_job_name": name, "model_name": model.model_name, "output_path": output_path}
+
+        return self._submit(job, "batch transform", submit)
+
+    # ---------------------------------------------------------------- watching
+
+    def refresh(self, job_id: str) -> JobRecord:
+        job = self._own_job(job_id)
+        if not job.is_active or not job.external_id:
+            return job
+        refreshers = {"training": self._refresh_training, "tuning": self._refresh_tuning,
+                      "deployment": self._refresh_endpoint, "transform": self._refresh_transform}
+        with aws_errors(f"refreshing {job.id}"):
+            return refreshers[job.kind](job)
+
+    def _training_metrics(self, name: str, description: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per-epoch metrics parsed from the CloudWatch log with the same regexes; else the final values."""
+        text = self._log_text("training", name, lines=10_000)
+        metrics = parse_metric_log(text)
+        if metrics:
+            return metrics
+        final = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList") or []}
+        return [final] if final else []
+
+    def _refresh_training(self, job: JobRecord) -> JobRecord:
+        name = job.external_id
+        d = self.aws.client("sagemaker").describe_training_job(TrainingJobName=name)
+        status = TRAINING_STATUS.get(d["TrainingJobStatus"], "InProgress")
+        metrics = self._training_metrics(name, d)
+        info = {"sagemaker_status": d["TrainingJobStatus"], "secondary_status": d.get("SecondaryStatus"),
+                "billable_seconds": d.get("BillableTimeInSeconds")}
+        if status == "InProgress":
+            store.merge_output(self.engine, job.id, **info)
+            return store.update_job(self.engine, job.id, metrics=metrics)
+        if status == "Completed":
+            store.update_job(self.engine, job.id, metrics=metrics)
+            artifact = (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+            return self._finish_with_model(store.get_job(self.engine, job.id), name, artifact, **info)
+        reason = d.get("FailureReason") or ("stopped on request" if status == "Stopped" else "no reason given")
+        return store.finish_job(self.engine, job.id, status, metrics=metrics, output=info, failure_reason=reason)[0]
+
+    def _refresh_tuning(self, job: JobRecord) -> JobRecord:
+        d = self.aws.client("sagemaker").describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=job.external_id)
+        status = TRAINING_STATUS.get(d["HyperParameterTuningJobStatus"], "InProgress")
+        best = d.get("BestTrainingJob") or {}
+        objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+        info: dict[str, Any] = {"sagemaker_status": d["HyperParameterTuningJobStatus"],
+                                "objective": job.params["tuning"]["objective"],
+                                "trial_counts": d.get("TrainingJobStatusCounters")}
+        if best:
+            info["best_trial"] = {"training_job_name": best.get("TrainingJobName"), "value": objective.get("Value"),
+                                  "values": best.get("TunedHyperParameters")}
+        if status == "InProgress":
+            return store.merge_output(self.engine, job.id, **info)
+        if status == "Completed":
+            if not best:
+                return store.finish_job(self.engine, job.id, "Failed", output=info,
+                                        failure_reason="the tuning job completed without a best training job")[0]
+            try:
+                best_job = self.aws.client("sagemaker").describe_training_job(
+                    TrainingJobName=best["TrainingJobName"])
+            except ClientError as exc:
+                return store.finish_job(self.engine, job.id, "Failed", output=info, failure_reason=(
+                    f"the tuning job completed, but its best training job {best['TrainingJobName']} cannot be "
+                    f"described: {exc.response.get('Error', {}).get('Message', exc)}"))[0]
+            artifact = (best_job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+            return self._finish_with_model(job, best["TrainingJobName"], artifact, **info)
+        reason = d.get("FailureReason") or ("stopped on request" if status == "Stopped" else "no reason given")
+        return store.finish_job(self.engine, job.id, status, output=info, failure_reason=reason)[0]
+
+    def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
+        try:
+            d = self.aws.client("sagemaker").describe_endpoint(EndpointName=job.external_id)
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+            status = "Stopped" if job.stop_requested else "Failed"
+            return store.finish_job(self.engine, job.id, status, output={"endpoint_status": "Deleted"},
+                                    failure_reason=None if job.stop_requested else
+                                    f"endpoint {job.external_id} no longer exists (deleted outside BinAudit?)")[0]
+        state = d["EndpointStatus"]
+        if state in ENDPOINT_FINAL_FAILURE:
+            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": state},
+                                    failure_reason=d.get("FailureReason") or "endpoint creation failed")[0]
+        return store.merge_output(self.engine, job.id, endpoint_status=state)
+
+    def _refresh_transform(self, job: JobRecord) -> JobRecord:
+        d = self.aws.client("sagemaker").describe_transform_job(TransformJobName=job.external_id)
+        status = TRAINING_STATUS.get(d["TransformJobStatus"], "InProgress")
+        if status == "InProgress":
+            return store.merge_output(self.engine, job.id, sagemaker_status=d["TransformJobStatus"])
+        reason = None if status == "Completed" else (d.get("FailureReason") or "no reason given")
+        return store.finish_job(self.engine, job.id, status, failure_reason=reason,
+                                output={"sagemaker_status": d["TransformJobStatus"]})[0]
+
+    # ---------------------------------------------------------------- stopping and logs
+
+    def stop(self, job_id: str, *, actor: str) -> JobRecord:
+        """Ask SageMaker to stop the job (an endpoint is deleted); refresh shows Stopped once it has."""
+        job = self._own_job(job_id)
+        if not job.is_active:
+            return job
+        if job.kind == "deployment":
+            return self.delete_endpoint(job.id, actor=actor)
+        store.request_stop(self.engine, job.id, actor=actor)
+        if not job.external_id:
+            return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
+        sm = self.aws.client("sagemaker")
+        calls = {"training": lambda: sm.stop_training_job(TrainingJobName=job.external_id),
+                 "tuning": lambda: sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.external_id),
+                 "transform": lambda: sm.stop_transform_job(TransformJobName=job.external_id)}
+        with aws_errors(f"stopping {job.external_id}"):
+            calls[job.kind]()
+        return store.get_job(self.engine, job.id)
+
+    def _log_text(self, kind: str, name: str, lines: int) -> str:
+        """The newest log lines of a job's CloudWatch streams (the first stream is rank 0, which prints metrics)."""
+        logs = self.aws.client("logs")
+        group = LOG_GROUPS.get(kind)
+        if group is None:
+            return ""
+        try:
+            streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/").get(
+                "logStreams", [])
+            if not streams:
+                return ""
+            events = logs.get_log_events(logGroupName=group, logStreamName=streams[0]["logStreamName"],
+                                         limit=min(lines, 10_000), startFromHead=False).get("events", [])
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return ""
+            raise
+        return "".join(e["message"].rstrip("\n") + "\n" for e in events)
+
+    def log_tail(self, job_id: str, lines: int = 50) -> str:
+        job = self._own_job(job_id)
+        if not job.external_id:
+            return ""
+        with aws_errors(f"reading the log of {job.id}"):
+            text = self._log_text(job.kind, job.external_id, lines)
+        return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "")
