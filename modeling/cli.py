@@ -19,7 +19,7 @@ from pathlib import Path
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # modules imported before the parser is built; each registers its commands when imported
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["modeling.jobs.cli"]
 
 
 class CliError(Exception):
