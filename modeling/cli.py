@@ -71,8 +71,12 @@ def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
 
 
 def _load_predictor(args: argparse.Namespace):
+    import torch
+
     from modeling.predictor import Predictor
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device} but no CUDA device is visible; use --device cpu")
     return Predictor.load(args.model_dir, device=args.device, precision=args.precision)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from modeling.artifacts import load_model_dir
 from modeling.metrics import decode_argmax, mismatch_probability
@@ -178,8 +180,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of a torchvision ResNet with every BatchNorm folded into the conv before it.
+
+    Same outputs up to float rounding (~1e-6), one pass over each activation fewer; in bf16 autocast it also
+    saves the casts around BatchNorm, which autocast runs in fp32.
+    """
+    folded = copy.deepcopy(model).eval()
+
+    def fuse(parent: nn.Module, conv: str, bn: str) -> None:
+        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+        setattr(parent, bn, nn.Identity())
+
+    fuse(folded, "conv1", "bn1")
+    for layer in (folded.layer1, folded.layer2, folded.layer3, folded.layer4):
+        for block in layer:
+            for i in (1, 2, 3):
+                if hasattr(block, f"conv{i}"):
+                    fuse(block, f"conv{i}", f"bn{i}")
+            if block.downsample is not None:
+                fuse(block.downsample, "0", "1")
+    return folded
+
+
 class ScoringModel:
-    """A trained model ready to score: eval mode, channels_last, its preprocessing, inference_mode.
+    """A trained model ready to score: eval mode, BatchNorm folded, channels_last, inference_mode.
 
     `precision` "auto" runs the convolutions in bf16 on CPUs with native bf16 (about 2x the fp32 throughput;
     probabilities differ from fp32 in the second or third decimal) and in fp16 on CUDA; "fp32" is exact.
@@ -190,7 +215,7 @@ class ScoringModel:
         self.device = torch.device(device)
         self.spec = spec
         self.precision = resolve_precision(precision, self.device)
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.model = fold_batchnorm(model).to(self.device).to(memory_format=torch.channels_last)
         self.transform = EvalTransform(spec.preprocess.image_size)
 
     @classmethod

@@ -9,10 +9,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from modeling import inference
+from modeling.artifacts import load_model_dir
 from modeling.predictor import Predictor
-from modeling.serving import RequestError
+from modeling.preprocessing import normalize_batch
+from modeling.serving import RequestError, ScoringModel
 from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
 
 
@@ -127,3 +130,14 @@ def test_unsupported_accept_is_refused(served):
     with pytest.raises(RequestError, match="cannot answer in 'text/csv'; accepted: application/json"):
         inference.output_fn(prediction, "text/csv")
     assert inference.output_fn(prediction, "*/*")[1] == "application/json"
+
+
+def test_serving_folds_batchnorm_without_changing_the_answer(tiny_model_dir):
+    plain, spec = load_model_dir(tiny_model_dir)
+    scorer = ScoringModel(plain, spec, precision="fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())  # the caller's model is untouched
+    batch = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.inference_mode():
+        expected = plain(normalize_batch(batch, spec.preprocess.mean, spec.preprocess.std)).softmax(1).numpy()
+    assert np.allclose(scorer.probabilities(batch), expected, atol=1e-5)
