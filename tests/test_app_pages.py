@@ -170,3 +170,50 @@ def test_evaluation_shows_charts_and_tables(ws):
     assert len(charts) >= 4  # confusion matrix and three training curves
     assert len(at.dataframe) >= 1  # the per-count table
     assert any("synthetic" in c.value for c in at.caption)
+
+
+def _wait_for_job(engine, job_id: str, timeout: float = 240.0):
+    import time
+
+    from modeling.jobs import get_job, refresh_active
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        refresh_active(engine)
+        job = get_job(engine, job_id)
+        if job.is_final:
+            return job
+        time.sleep(1.0)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def test_retrain_starts_a_local_job_and_promotion_is_guarded(ws):
+    from modeling.jobs import list_jobs
+
+    engine = ws.open()
+    at = open_page("retrain", reviewer="ana")
+    form = at.get("form")[0]
+    assert form is not None
+    at.number_input[0].set_value(1)  # epochs
+    at.selectbox[2].set_value(64)  # image size
+    at.number_input[2].set_value(16)  # batch size
+    at.button[[b.label for b in at.button].index("Start")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    jobs = list_jobs(engine, kind="training")
+    sent = jobs[0].params["training"]
+    assert len(jobs) == 1 and sent["epochs"] == 1 and sent["image_size"] == 64 and sent["batch_size"] == 16
+    assert sent["include_recounts"] is True
+
+    job = _wait_for_job(engine, jobs[0].id)
+    assert job.status == "Completed", job.failure_reason
+    assert job.model_version_id is not None and len(job.metrics) == 1
+
+    at.run()  # the job list and the detail view of the finished job
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("is registered" in m.value for m in at.markdown)
+    at.button(key=f"cmp-{job.model_version_id}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("accuracy / RMSE" in m.label for m in at.metric)
+    at.button(key=f"promote-{job.model_version_id}").click().run()
+    outcome = [*(s.value for s in at.success), *(e.value for e in at.error)]
+    assert any(o.startswith(("Promoted:", "Refused:")) for o in outcome), outcome

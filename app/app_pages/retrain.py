@@ -1,6 +1,205 @@
-"""Retrain: start training or tuning jobs, watch them live, compare with the active model, promote."""
+"""Retrain: start a training (or tuning) job, watch it live, compare the result with the active model, promote.
+
+Jobs run through `modeling.jobs` on the configured backend (local by default, SageMaker when chosen);
+the job list refreshes itself every few seconds without rerunning the rest of the page.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
+from app.audit.scorers import local_scorer
+from app.audit.scoring import count_pending, score_bins
+from app.ui.charts import curves_figure
+from app.ui.context import app_context, current_model
+from app.ui.identity import current_reviewer
+from binaudit.config import ConfigError
+from modeling.jobs import (
+    Categorical,
+    Continuous,
+    Integer,
+    JobError,
+    TrainingParams,
+    TuningParams,
+    compare_with_active,
+    get_backend,
+    get_job,
+    list_jobs,
+    promote,
+    refresh_active,
+)
+from modeling.registry import get_version
+
+SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
+ARCHS, IMAGE_SIZES = ("resnet18", "resnet34", "resnet50"), (64, 96, 128, 160, 224)
+
+ctx = app_context()
+active = current_model(ctx)
 st.title("Retrain")
-st.info("The jobs layer is being connected.")
+
+
+def default_data() -> tuple[str, str]:
+    """The folders the active model was trained on, else the demo dataset."""
+    args = (active.config.get("resolved_args") or {}) if active else {}
+    demo = ctx.workspace.root / "demo" / "dataset"
+    return str(args.get("train") or demo / "train"), str(args.get("val") or demo / "val")
+
+
+def training_form() -> None:
+    train_dir, val_dir = default_data()
+    with st.form("retrain_form"):
+        a = st.columns(4)
+        backend = a[0].selectbox("Backend", ["local", "sagemaker"], index=0 if ctx.settings.backend == "local" else 1)
+        arch = a[1].selectbox("Architecture", ARCHS)
+        epochs = a[2].number_input("Epochs", 1, 200, 8)
+        image_size = a[3].selectbox("Image size", IMAGE_SIZES, index=1)
+        b = st.columns(4)
+        lr = b[0].number_input("Learning rate", 1e-5, 1.0, 0.05, format="%.5f")
+        batch_size = b[1].number_input("Batch size", 4, 512, 32)
+        loss = b[2].selectbox("Loss", ["ordinal", "ce"], help="ordinal: cross-entropy + squared EMD over counts")
+        include_recounts = b[3].checkbox("Include analysts' recounts", value=True,
+                                         help="confirmed mismatches with a recounted quantity become training examples")
+        c = st.columns(2)
+        train = c[0].text_input("Training data (folder or s3:// prefix)", train_dir)
+        val = c[1].text_input("Validation data", val_dir)
+        with st.expander("Tune hyperparameters instead (several trials)"):
+            tune = st.checkbox("Run a tuning job", key="tune_on")
+            t = st.columns(4)
+            lr_range = t[0].select_slider("Learning rate range", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3],
+                                          value=(1e-3, 0.1))
+            bs_range = t[1].slider("Batch size range", 8, 128, (16, 64))
+            archs = t[2].multiselect("Architectures", ARCHS, default=["resnet18"])
+            max_jobs = t[3].number_input("Max trials", 1, 50, 3)
+            u = st.columns(3)
+            objective = u[0].selectbox("Objective", ["val_accuracy", "val_rmse"])
+            parallel = u[1].selectbox("Trials at a time", [1, 2])
+            strategy = u[2].selectbox("Strategy", ["bayesian", "random"])
+        submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
+    if not submitted:
+        return
+    actor = current_reviewer() or "dashboard"
+    params = TrainingParams(train=train, val=val, arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
+                            image_size=int(image_size), loss=loss, include_recounts=include_recounts)
+    try:
+        runner = get_backend(backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
+        if tune:
+            space = {"lr": Continuous(lr_range[0], lr_range[1], log=True),
+                     "batch_size": Integer(bs_range[0], bs_range[1]), "arch": Categorical(tuple(archs or ["resnet18"]))}
+            job = runner.start_tuning(TuningParams(base=params, search_space=space, objective=objective,
+                                                   max_jobs=int(max_jobs), max_parallel_jobs=int(parallel),
+                                                   strategy=strategy), actor=actor)
+        else:
+            job = runner.start_training(params, actor=actor)
+    except (JobError, ConfigError, ValueError) as exc:
+        st.error(f"Not started: {exc}")
+        return
+    st.session_state[SELECTED] = job.id
+    st.toast(f"Started {job.kind} job {job.id}")
+
+
+def status_icon(status: str) -> str:
+    return {"Completed": "✅", "Failed": "❌", "Stopped": "⏹", "InProgress": "⏳", "Pending": "🕒"}.get(status, "")
+
+
+@st.fragment(run_every="3s")
+def jobs_ui() -> None:
+    refresh_active(ctx.engine, settings=ctx.settings, workspace=ctx.workspace)
+    jobs = [j for j in list_jobs(ctx.engine, limit=30) if j.kind in ("training", "tuning") and not j.parent_id]
+    if not jobs:
+        st.caption("No training jobs yet.")
+        return
+    rows = []
+    for j in jobs:
+        last = j.last_epoch or {}
+        rows.append({"job": j.id, "kind": j.kind, "backend": j.backend, "status": f"{status_icon(j.status)} {j.status}",
+                     "epoch": last.get("epoch"), "val accuracy": last.get("val_accuracy"),
+                     "val RMSE": last.get("val_rmse"), "started": j.started_at, "reason": j.failure_reason or ""})
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "val accuracy": st.column_config.NumberColumn(format="percent"),
+        "val RMSE": st.column_config.NumberColumn(format="%.3f")})
+    ids = [j.id for j in jobs]
+    if st.session_state.get(SELECTED) not in ids:
+        st.session_state[SELECTED] = ids[0]
+    st.selectbox("Job", ids, key=SELECTED)
+    job_detail_ui(get_job(ctx.engine, st.session_state[SELECTED]))
+
+
+def job_detail_ui(job) -> None:
+    backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
+    head = st.columns([4, 1])
+    head[0].markdown(f"**{job.id}** · {job.kind} · {job.backend} · {status_icon(job.status)} {job.status}")
+    if job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
+        backend.stop(job.id, actor=current_reviewer() or "dashboard")
+        st.rerun(scope="fragment")
+    if job.failure_reason:
+        st.error(job.failure_reason)
+    if job.metrics:
+        cols = st.columns(2)
+        cols[0].plotly_chart(curves_figure(job.metrics, ["train_loss", "val_loss"], title="loss"),
+                             key=f"loss-{job.id}", config={"displayModeBar": False})
+        cols[1].plotly_chart(curves_figure(job.metrics, ["val_accuracy", "val_rmse"], title="validation"),
+                             key=f"val-{job.id}", config={"displayModeBar": False})
+    if job.kind == "tuning" and job.output.get("best_trial"):
+        st.success(f"Best trial: {job.output['best_trial']}")
+    with st.expander("Log (last 40 lines)", expanded=job.is_active):
+        st.code(backend.log_tail(job.id, 40) or "(no output yet)", language=None)
+    if job.status == "Completed" and job.model_version_id is not None:
+        promotion_ui(job.model_version_id)
+
+
+def promotion_ui(version_id: int) -> None:
+    candidate = get_version(ctx.engine, version_id)
+    if candidate.active:
+        st.success(f"{candidate.name} is the active model.")
+        return
+    st.markdown(f"**{candidate.name}** is registered. Compare it with the active model on the same validation data:")
+    val_default = (candidate.config.get("resolved_args") or {}).get("val", "")
+    cols = st.columns([3, 1, 1, 1])
+    val_dir = cols[0].text_input("Validation folder", val_default, key=f"cmp-val-{version_id}")
+    metric = cols[1].selectbox("Decide by", ["val_accuracy", "val_rmse"], key=f"cmp-metric-{version_id}")
+    if cols[2].button("Compare", key=f"cmp-{version_id}"):
+        with st.spinner("Scoring both models ..."):
+            try:
+                st.session_state[COMPARISON] = (version_id, compare_with_active(ctx.engine, version_id, val_dir or None))
+            except JobError as exc:
+                st.error(str(exc))
+    stored = st.session_state.get(COMPARISON)
+    comparison = stored[1] if stored and stored[0] == version_id else None
+    if comparison is not None:
+        c = st.columns(2)
+        c[0].metric(f"{comparison.candidate.name} accuracy / RMSE",
+                    f"{comparison.candidate.accuracy:.1%} / {comparison.candidate.rmse:.3f}")
+        if comparison.active is not None:
+            c[1].metric(f"{comparison.active.name} (active) accuracy / RMSE",
+                        f"{comparison.active.accuracy:.1%} / {comparison.active.rmse:.3f}")
+        better = comparison.candidate_is_not_worse(metric)
+        (st.info if better else st.warning)(comparison.describe(metric))
+    force = cols[3].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
+    if st.button("Promote", type="primary", key=f"promote-{version_id}", disabled=comparison is None and active is not None):
+        result = promote(ctx.engine, version_id, metric=metric, force=force, actor=current_reviewer() or "dashboard",
+                         comparison=comparison)
+        (st.success if result.promoted else st.error)(
+            ("Promoted: " if result.promoted else "Refused: ") + result.reason)
+
+
+def scoring_ui() -> None:
+    """The queue and the browse page show the active model's predictions: score what it has not seen."""
+    if active is None:
+        return
+    pending = count_pending(ctx.engine, active.id)
+    if not pending:
+        return
+    st.warning(f"{pending:,} bin(s) have no prediction from the active model {active.name} yet.")
+    if st.button(f"Score them with {active.name} now", icon=":material/bolt:"):
+        bar = st.progress(0.0, text="scoring ...")
+        report = score_bins(ctx.engine, ctx.workspace, active, local_scorer(active.model_dir, workers=0),
+                            commit_every=64, progress=False,
+                            on_commit=lambda done, total: bar.progress(min(1.0, done / max(total, 1)),
+                                                                       text=f"scored {done:,} of {total:,}"))
+        st.success(f"{report}")
+
+
+scoring_ui()
+training_form()
+st.subheader("Jobs")
+jobs_ui()

@@ -144,8 +144,12 @@ def record_prediction(engine: Engine, version: ModelVersion, bin_id: str, probs:
 
 
 def score_bins(engine: Engine, workspace: Workspace, version: ModelVersion, scorer: Scorer, *,
-               commit_every: int = 256, retry_failed: bool = False, progress: bool | None = None) -> ScoreReport:
-    """Score every pending bin with `version` through `scorer`."""
+               commit_every: int = 256, retry_failed: bool = False, progress: bool | None = None,
+               on_commit: Callable[[int, int], None] | None = None) -> ScoreReport:
+    """Score every pending bin with `version` through `scorer`.
+
+    on_commit(done, total) is called after each committed chunk (the dashboard's progress bar).
+    """
     report = ScoreReport(pending_at_start=count_pending(engine, version.id, retry_failed=retry_failed))
     with engine.connect() as conn:
         roots = image_roots(conn)
@@ -175,10 +179,14 @@ def score_bins(engine: Engine, workspace: Workspace, version: ModelVersion, scor
         if len(chunk) >= commit_every:
             _write_chunk(engine, version, chunk, report)
             bar.update(len(chunk))
+            if on_commit:
+                on_commit(report.scored + report.failed, report.pending_at_start)
             chunk = []
     if chunk:
         _write_chunk(engine, version, chunk, report)
         bar.update(len(chunk))
+        if on_commit:
+            on_commit(report.scored + report.failed, report.pending_at_start)
     bar.close()
     return report
 
