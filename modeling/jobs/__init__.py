@@ -19,6 +19,7 @@ from modeling.jobs.records import (
     FINAL_STATUSES,
     KINDS,
     STATUSES,
+    EndpointError,
     JobError,
     JobRecord,
 )
@@ -33,7 +34,7 @@ from modeling.jobs.store import get_job, list_jobs
 
 __all__ = [
     "ACTIVE_STATUSES", "BACKEND_NAMES", "DEFAULT_SEARCH_SPACE", "FINAL_STATUSES", "KINDS", "OBJECTIVES",
-    "STATUSES", "STRATEGIES", "Backend", "Categorical", "Comparison", "Continuous", "Integer", "JobError",
-    "JobRecord", "PromotionResult", "Scores", "SearchSpaceError", "TrainingParams", "TuningParams",
+    "STATUSES", "STRATEGIES", "Backend", "Categorical", "Comparison", "Continuous", "EndpointError", "Integer",
+    "JobError", "JobRecord", "PromotionResult", "Scores", "SearchSpaceError", "TrainingParams", "TuningParams",
     "compare_with_active", "get_backend", "get_job", "list_jobs", "promote", "refresh_active", "trial_value",
 ]

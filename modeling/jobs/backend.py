@@ -58,7 +58,7 @@ class Backend(abc.ABC):
 
     # ---- batch transform
     @abc.abstractmethod
-    def start_transform(self, model_version_id: int | str, input: str, output: str, *, actor: str
+    def start_transform(self, model_version_id: int | str, input: str, output: str | None, *, actor: str
                         ) -> JobRecord: ...
 
     # ---- any job

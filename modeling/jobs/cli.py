@@ -404,7 +404,8 @@ def _transform_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.add_argument("--model", default=None, help="model version, e.g. v3 (default: the active one)")
     p.add_argument("--input", required=True, help="folder of photos (local) or s3:// prefix (SageMaker)")
-    p.add_argument("--output", required=True, help="JSON-lines file or folder (local) or s3:// prefix (SageMaker)")
+    p.add_argument("--output", default=None,
+                   help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
                    help="wait for the end (default: locally yes, on SageMaker no)")
 

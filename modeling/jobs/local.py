@@ -24,7 +24,7 @@ from modeling.jobs.completion import finish_training_run
 from modeling.jobs.jobdirs import ENDPOINT_FILE, LOG_FILES, job_dir, read_exit_code, read_json, read_text, tail_lines
 from modeling.jobs.params import TrainingParams, TuningParams, check_against_train_parser
 from modeling.jobs.processes import process_alive, spawn_detached, terminate
-from modeling.jobs.records import JobError, JobRecord
+from modeling.jobs.records import EndpointError, JobError, JobRecord
 from modeling.jobs.search_space import Categorical
 from modeling.metric_log import parse_metric_log
 
@@ -33,14 +33,6 @@ ENDPOINT_MODULE = "modeling.jobs.local_endpoint"
 MAX_LOCAL_PARALLEL_TRIALS = 2
 NEVER_STARTED_SECONDS = 300  # a Pending job without a process after this long was never launched
 STOP_GRACE_SECONDS = 10.0
-
-
-class EndpointError(JobError):
-    """The endpoint answered with an error; `status` is its HTTP status."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _absolute_channels(params: TrainingParams) -> TrainingParams:
@@ -105,16 +97,20 @@ class LocalBackend(Backend):
         job = self._create("tuning", {"tuning": params.to_dict()}, actor)
         return self._launch(job, self._runner_args(job.id), Path(job.log_path))
 
-    def start_transform(self, model_version_id: int | str, input: str, output: str, *, actor: str,
+    def start_transform(self, model_version_id: int | str, input: str, output: str | None, *, actor: str,
                         batch_size: int = 16, workers: int | None = None) -> JobRecord:
-        if str(input).startswith("s3://") or str(output).startswith("s3://"):
+        """Score a folder into JSON lines at `output` (a .jsonl file or a folder; None: the job's folder)."""
+        if str(input).startswith("s3://") or str(output or "").startswith("s3://"):
             raise JobError("the local backend transforms a local folder into a local file; use --backend "
                            "sagemaker for s3:// locations")
         version = registry.get_version(self.engine, model_version_id)
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
-                "input": str(Path(input).expanduser().absolute()), "output": str(Path(output).expanduser().absolute()),
-                "batch_size": batch_size, "workers": workers}
+                "input": str(Path(input).expanduser().absolute()), "batch_size": batch_size, "workers": workers,
+                "output": str(Path(output).expanduser().absolute()) if output else None}
         job = self._create("transform", {"transform": spec}, actor)
+        if output is None:
+            spec["output"] = str(job_dir(self.workspace, job.id))
+            job = store.update_job(self.engine, job.id, params={"transform": spec})
         return self._launch(job, self._runner_args(job.id), Path(job.log_path))
 
     # ---------------------------------------------------------------- endpoints

@@ -20,6 +20,14 @@ class JobError(RuntimeError):
     """A job that does not exist, a request that does not fit the job's state, or a job the backend cannot run."""
 
 
+class EndpointError(JobError):
+    """An endpoint answered with an error (a request it cannot score); `status` is the HTTP status (4xx)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise JobError(f"Invalid job kind {kind!r}. Only {', '.join(KINDS)} are supported.")

@@ -45,7 +45,7 @@ from modeling.jobs.completion import version_summary
 from modeling.jobs.jobdirs import job_dir
 from modeling.jobs.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
 from modeling.jobs.params import TrainingParams, TuningParams, flag_name
-from modeling.jobs.records import JobError, JobRecord
+from modeling.jobs.records import EndpointError, JobError, JobRecord
 from modeling.jobs.search_space import to_sagemaker_range
 from modeling.metric_log import METRIC_DEFINITIONS, parse_metric_log
 
@@ -152,14 +152,14 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- training
 
     def _channels(self, params: TrainingParams) -> dict[str, str]:
-        if not params.train or not params.val:
-            raise JobError("a SageMaker training job needs --train and --val S3 prefixes "
-                           "(python -m data_tools upload prints them)")
-        local = [f"{k}={v}" for k, v in params.channels().items() if not v.startswith("s3://")]
+        """S3 channels; train and val default to where `python -m data_tools upload` puts them (<prefix>/dataset)."""
+        channels = {"train": self.aws.uri("dataset", "train"), "val": self.aws.uri("dataset", "val"),
+                    **params.channels()}
+        local = [f"{k}={v}" for k, v in channels.items() if not v.startswith("s3://")]
         if local:
             raise JobError(f"the SageMaker backend reads S3 prefixes, got {', '.join(local)}; upload the dataset "
-                           f"first: python -m data_tools upload DATASET {self.aws.uri('dataset')}")
-        return params.channels()
+                           f"first: python -m data_tools upload --dataset DATASET (it prints the channels)")
+        return channels
 
     def _compute(self, params: TrainingParams) -> tuple[str, int]:
         return (params.instance_type or self.settings.training_instance_type,
@@ -299,11 +299,12 @@ class SageMakerBackend(Backend):
                     self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def model_builder(self, version: registry.ModelVersion, instance_type: str):
+    def model_builder(self, version: registry.ModelVersion, instance_type: str, job_id: str):
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
         return ModelBuilder(
+            model_path=str(job_dir(self.workspace, job_id) / "model-builder"),  # the SDK's scratch, not /tmp
             s3_model_data_url=self.model_data_uri(version), image_uri=self.inference_image(instance_type),
             role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
             source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
@@ -348,7 +349,7 @@ class SageMakerBackend(Backend):
         endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
 
         def submit() -> tuple[str, dict[str, Any]]:
-            builder = self.model_builder(version, instance_type)
+            builder = self.model_builder(version, instance_type, job.id)
             model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
             endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False)
             return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
@@ -377,8 +378,6 @@ class SageMakerBackend(Backend):
 
     def invoke(self, job_or_endpoint: str, body: bytes, content_type: str,
                accept: str = "application/json") -> dict[str, Any]:
-        from modeling.jobs.local import EndpointError
-
         name, _ = self._endpoint_name(job_or_endpoint)
         try:
             response = self.aws.client("sagemaker-runtime").invoke_endpoint(
@@ -463,7 +462,7 @@ class SageMakerBackend(Backend):
         output_path = output or self.aws.uri("jobs", job.id, "transform")
 
         def submit() -> tuple[str, dict[str, Any]]:
-            builder = self.model_builder(version, instance_type)
+            builder = self.model_builder(version, instance_type, job.id)
             model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
             transformer = builder.transformer(instance_count=1, instance_type=instance_type, output_path=output_path,
                                               accept="application/json")
