@@ -1,0 +1,73 @@
+"""Helpers shared by tests/test_jobs_*.py: a local backend over a temporary workspace, tiny training params."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from binaudit import db
+from binaudit.config import load_settings
+from binaudit.workspace import Workspace
+from modeling.jobs import JobRecord, TrainingParams, get_backend, list_jobs
+
+JOB_TIMEOUT_SECONDS = 180
+
+
+def tiny_params(dataset: Path, **changes) -> TrainingParams:
+    """resnet18 at 32 px, 1 epoch, no DataLoader workers: a few seconds on a CPU."""
+    params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), arch="resnet18", image_size=32,
+                            epochs=1, batch_size=16, workers=0)
+    return params.replace(**changes)
+
+
+def make_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job processes: 2 cores, 2 test workers
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    settings = load_settings(env={}, secrets_path=tmp_path / "no-secrets.toml", workspace=tmp_path / "ws")
+    workspace = Workspace.from_settings(settings)
+    engine = workspace.open()
+    backend = get_backend("local", settings=settings, workspace=workspace, engine=engine)
+    return SimpleNamespace(settings=settings, workspace=workspace, engine=engine, backend=backend)
+
+
+def stop_leftovers(ctx: SimpleNamespace) -> None:
+    """A failed test must not leave training processes or endpoints running."""
+    for job in list_jobs(ctx.engine, limit=None, active_only=True):
+        if job.backend == "local" and job.parent_id is None:
+            ctx.backend.stop(job.id, actor="test-cleanup", grace_seconds=2)
+
+
+def wait_done(backend, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = backend.refresh(job_id)
+        if not job.is_active:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout} s:\n{backend.log_tail(job_id)}")
+        time.sleep(0.3)
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def add_recount(engine, workspace: Workspace, bin_id: str, photo: Path, count: int) -> None:
+    """A bin whose latest decision confirms a mismatch with a recounted quantity (what app.audit records)."""
+    dest = workspace.images_dir / f"{bin_id}.jpg"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(photo, dest)
+    now = db.utcnow()
+    with db.write_tx(engine) as conn:
+        conn.execute(db.bins.insert().values(
+            id=bin_id, image_uri=f"images/{bin_id}.jpg", expected_count=count + 1, items=[], search_text="",
+            source="upload", created_at=now, updated_at=now, decision="confirm_mismatch", recounted_count=count,
+            decided_by="analyst", decided_at=now, queued=False, row_version=1))

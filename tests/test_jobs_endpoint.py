@@ -1,0 +1,134 @@
+"""The local endpoint (the container's protocol, the same JSON as modeling.serving) and local batch transform."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import pytest
+
+from modeling import registry
+from modeling.jobs import EndpointError
+from modeling.jobs.processes import process_alive
+from modeling.serving import ScoringModel, parse_request
+from tests.jobs_fixtures import make_local, stop_leftovers, wait_done
+from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset, tmp_path_factory):
+    return tiny_model(tiny_dataset, tmp_path_factory)
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch, tiny_model_dir):
+    ctx = make_local(tmp_path, monkeypatch)
+    ctx.version = registry.register_model(ctx.engine, tiny_model_dir, ctx.workspace.models_dir, actor="ana")
+    yield ctx
+    stop_leftovers(ctx)
+
+
+def _post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _same_answer(got, expected) -> None:
+    """Equal keys and counts; probabilities equal to float precision (one forward pass on each side)."""
+    if isinstance(expected, list):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            _same_answer(g, e)
+        return
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(local):
+    job = local.backend.deploy(local.version.id, actor="ana", wait=True)
+    assert job.status == "InProgress" and job.output["endpoint_status"] == "InService"
+    url = job.output["endpoint_url"]
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(f"{url}/ping", timeout=10) as ping:
+        assert ping.status == 200
+
+    reference = ScoringModel.load(local.version.model_dir, precision="fp32")
+    photo, png = jpeg_bytes(), png_bytes()
+    single = json.dumps({"image": base64.b64encode(photo).decode(), "expected_count": 2}).encode()
+    batch = json.dumps({"instances": [{"image": base64.b64encode(photo).decode()},
+                                      {"image": base64.b64encode(png).decode(), "expected_count": 0}]}).encode()
+    for body, content_type in ((photo, "image/jpeg"), (png, "image/png"), (single, "application/json"),
+                               (batch, "application/json")):
+        status, answer = _post(url, body, content_type)
+        assert status == 200
+        expected = reference.answer(parse_request(body, content_type))
+        _same_answer(answer["predictions"] if isinstance(expected, list) else answer, expected)
+    status, answer = _post(url, single, "application/json")
+    assert {"predicted_count", "probabilities", "counts", "expected_count", "mismatch_probability"} == set(answer)
+
+    # errors: a 4xx whose message says what was wrong and what is accepted
+    status, answer = _post(url, b"hello", "text/plain")
+    assert status == 415
+    assert "unsupported content type 'text/plain'" in answer["error"] and "image/jpeg" in answer["error"]
+    status, answer = _post(url, b"{not json", "application/json")
+    assert status == 400 and "not valid JSON" in answer["error"]
+    status, answer = _post(url, b"\xff\xd8 not really a jpeg", "image/jpeg")
+    assert status == 400 and "undecodable image" in answer["error"]
+
+    # the backend's invoke reaches the same server by job id
+    _same_answer(local.backend.invoke(job.id, photo, "image/jpeg"),
+                 reference.answer(parse_request(photo, "image/jpeg")))
+    with pytest.raises(EndpointError, match="415") as err:
+        local.backend.invoke(job.id, b"hello", "text/plain")
+    assert err.value.status == 415
+    assert [e["job_id"] for e in local.backend.list_endpoints()] == [job.id]
+
+    deleted = local.backend.delete_endpoint(job.id, actor="ana")
+    assert deleted.status == "Stopped" and deleted.output["endpoint_status"] == "Deleted"
+    assert not process_alive(job.pid)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/ping", timeout=5)
+    assert local.backend.list_endpoints() == []
+
+
+def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(local, tiny_dataset, tmp_path):
+    photos = tmp_path / "photos"
+    for count in ("1", "3"):
+        (photos / count).mkdir(parents=True)
+        for src in sorted((tiny_dataset / "val" / count).glob("*.jpg"))[:2]:
+            shutil.copy(src, photos / count / src.name)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    job = local.backend.start_transform(local.version.id, str(photos), str(tmp_path / "out"), actor="ana",
+                                        workers=0)
+    job = wait_done(local.backend, job.id)
+
+    assert job.status == "Completed", job.failure_reason
+    assert job.output["n_images"] == 5 and job.output["n_scored"] == 4 and job.output["n_failed"] == 1
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [line["file"] for line in lines] == sorted(line["file"] for line in lines)
+    broken = [line for line in lines if line["file"] == "broken.jpg"]
+    assert len(broken) == 1 and broken[0]["error"] and "predicted_count" not in broken[0]
+    reference = ScoringModel.load(local.version.model_dir, precision="fp32")
+    for line in lines:
+        if "error" in line:
+            continue
+        assert {"file", "bin_id", "predicted_count", "probabilities", "counts"} == set(line)
+        expected = reference.predict_bytes((photos / line["file"]).read_bytes())
+        assert line["predicted_count"] == expected["predicted_count"]
+        assert line["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_transform_of_a_missing_folder_fails_with_the_reason(local, tmp_path):
+    job = local.backend.start_transform(local.version.id, str(tmp_path / "nothing"), str(tmp_path / "o.jsonl"),
+                                        actor="ana", workers=0)
+    job = wait_done(local.backend, job.id)
+    assert job.status == "Failed" and job.failure_reason == f"input folder not found: {tmp_path / 'nothing'}"

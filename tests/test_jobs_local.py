@@ -1,0 +1,159 @@
+"""The local backend end to end on tiny synthetic data: train, tune, fail, stop, restart, promote."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from binaudit import db
+from binaudit.workspace import Workspace
+from modeling import registry
+from modeling.jobs import (
+    Comparison,
+    Integer,
+    JobError,
+    Scores,
+    TuningParams,
+    compare_with_active,
+    get_backend,
+    list_jobs,
+    promote,
+    refresh_active,
+)
+from modeling.jobs.processes import process_alive
+from modeling.metric_log import parse_metric_log
+from tests.jobs_fixtures import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    ctx = make_local(tmp_path, monkeypatch)
+    yield ctx
+    stop_leftovers(ctx)
+
+
+def _audit_actions(engine, entity_id) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(db.audit_log.c.action).where(db.audit_log.c.entity_id == str(entity_id))
+                                 .order_by(db.audit_log.c.id)).scalars())
+
+
+def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset):
+    replaced = sorted((tiny_dataset / "train" / "1").glob("*.jpg"))[0]  # recounted as 4: must move class
+    extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
+    add_recount(local.engine, local.workspace, replaced.stem, replaced, 4)
+    add_recount(local.engine, local.workspace, "recount-new", extra, 2)
+
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=2, include_recounts=True), actor="ana")
+    assert job.status == "InProgress" and job.pid and job.is_active and job.kind == "training"
+    job = wait_done(local.backend, job.id)
+
+    assert job.status == "Completed", job.failure_reason
+    assert [m["epoch"] for m in job.metrics] == [1, 2]
+    assert all({"val_accuracy", "val_rmse"} <= set(m) for m in job.metrics)
+    assert job.metrics == parse_metric_log(Path(job.log_path).read_text())
+    version = registry.get_version(local.engine, job.model_version_id)
+    assert version.job_id == job.id and version.name == job.output["model_version"]
+    assert version.val_accuracy is not None and version.val_rmse is not None
+
+    # the merged training folder: links to the base set, the recounts in their recounted class
+    merged = local.workspace.jobs_dir / job.id / "data" / "train"
+    assert job.output["recounts"]["recounts"] == 2 and job.output["recounts"]["replaced_by_recount"] == 1
+    assert (merged / "4" / replaced.name).is_file() and not (merged / "1" / replaced.name).exists()
+    assert (merged / "2" / "recount-new.jpg").is_file()
+    kept = sorted((tiny_dataset / "train" / "0").glob("*.jpg"))[0]
+    linked = merged / "0" / kept.name
+    assert linked.is_symlink() or os.stat(linked).st_ino == os.stat(kept).st_ino  # a link, not a copy
+
+    first = promote(local.engine, version.id, actor="ana")
+    assert first.promoted and first.comparison is None and registry.active_version(local.engine).id == version.id
+    assert "activate_model" in _audit_actions(local.engine, version.id)
+
+
+def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, tmp_path):
+    job = wait_done(local.backend, local.backend.start_training(tiny_params(tiny_dataset), actor="ana").id)
+    model_dir = local.workspace.jobs_dir / job.id / "model"
+    active = registry.get_version(local.engine, job.model_version_id)
+    promote(local.engine, active.id, actor="ana")
+    candidate = registry.register_model(local.engine, model_dir, local.workspace.models_dir, actor="ana")
+
+    # the real comparison: both versions scored on the same folder with the shared evaluation code
+    same = compare_with_active(local.engine, candidate.id, tiny_dataset / "val")
+    assert same.active is not None and same.candidate.n_scored == same.active.n_scored > 0
+    assert (same.candidate.accuracy, same.candidate.rmse) == (same.active.accuracy, same.active.rmse)
+
+    worse = Comparison(str(tiny_dataset / "val"), Scores(candidate.id, candidate.name, 0.20, 1.90, 13),
+                       Scores(active.id, active.name, 0.55, 0.80, 13))
+    refused = promote(local.engine, candidate.id, actor="ana", comparison=worse)
+    assert not refused.promoted and "refused" in refused.reason
+    assert registry.active_version(local.engine).id == active.id
+    assert "promotion_refused" in _audit_actions(local.engine, candidate.id)
+    by_rmse = promote(local.engine, candidate.id, metric="val_rmse", actor="ana", comparison=worse)
+    assert not by_rmse.promoted
+
+    forced = promote(local.engine, candidate.id, actor="ana", comparison=worse, force=True)
+    assert forced.promoted and "forced" in forced.reason
+    assert registry.active_version(local.engine).id == candidate.id
+
+    tie = promote(local.engine, active.id, actor="ana", val_dir=tiny_dataset / "val")  # equal: the candidate wins
+    assert tie.promoted and registry.active_version(local.engine).id == active.id
+    with pytest.raises(JobError, match="val_accuracy, val_rmse"):
+        promote(local.engine, candidate.id, actor="ana", metric="loss")
+
+
+def test_bad_data_path_fails_with_train_py_reason_and_registers_nothing(local, tiny_dataset, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    job = local.backend.start_training(tiny_params(tiny_dataset, train=str(missing)), actor="ana")
+    job = wait_done(local.backend, job.id)
+    assert job.status == "Failed"
+    assert job.failure_reason == f"data folder not found: {missing}"
+    assert job.model_version_id is None and registry.list_versions(local.engine) == []
+
+
+def test_stop_request_stops_the_process_group_and_registers_nothing(local, tiny_dataset):
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
+    wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
+    job = local.backend.stop(job.id, actor="ana")
+
+    assert job.status == "Stopped" and job.stop_requested
+    assert job.failure_reason == "stopped on request"
+    assert not process_alive(job.pid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(job.pid, 0)  # nothing of the group is left: runner and train.py both ended
+    assert registry.list_versions(local.engine) == []
+    assert "stop_job" in _audit_actions(local.engine, job.id)
+    assert local.backend.stop(job.id, actor="ana").status == "Stopped"  # stopping again changes nothing
+
+
+def test_restart_finds_the_jobs_and_fails_a_job_whose_process_died(local, tiny_dataset):
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
+    wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
+    os.killpg(job.pid, signal.SIGKILL)  # the machine "reboots": nobody records anything
+    wait_for(lambda: not process_alive(job.pid), what="the runner to die")
+
+    engine = Workspace(local.workspace.root, local.workspace.database_url).open()  # a new app, the same database
+    found = list_jobs(engine)
+    assert [j.id for j in found] == [job.id] and found[0].status == "InProgress"
+    refreshed = {j.id: j for j in refresh_active(engine, settings=local.settings, workspace=local.workspace)}
+    assert refreshed[job.id].status == "Failed"
+    assert refreshed[job.id].failure_reason == (
+        f"the training process exited without a result (pid {job.pid} not running)")
+    again = get_backend("local", settings=local.settings, workspace=local.workspace, engine=engine)
+    assert again.refresh(job.id).status == "Failed" and registry.list_versions(engine) == []
+
+
+def test_local_backend_refuses_what_it_cannot_run(local, tiny_dataset):
+    with pytest.raises(JobError, match="local folders"):
+        local.backend.start_training(tiny_params(tiny_dataset, train="s3://bucket/train"), actor="ana")
+    with pytest.raises(JobError, match="1 or 2 trials"):
+        local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), max_parallel_jobs=3), actor="ana")
+    with pytest.raises(JobError, match="resnet18"):
+        local.backend.start_training(tiny_params(tiny_dataset, arch="vgg16"), actor="ana")
+    with pytest.raises(JobError, match="at least 32"):
+        bad_space = {"image_size": Integer(8, 64)}  # 8 px is below train.py's minimum
+        local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), search_space=bad_space), actor="a")
+    assert list_jobs(local.engine) == []  # nothing was started

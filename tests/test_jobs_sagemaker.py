@@ -1,0 +1,426 @@
+"""The SageMaker backend against moto's server on 127.0.0.1: real boto3 and SageMaker SDK v3, nothing reaches AWS.
+
+moto completes every job at once and writes no artifacts, so these tests assert what is SENT (captured with a
+botocore provide-client-params handler, or read back from moto's S3), and how the backend reads what comes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import boto3
+import pytest
+
+import modeling
+from binaudit.config import ConfigError, load_settings
+from binaudit.workspace import Workspace
+from modeling import registry
+from modeling.jobs import (
+    DEFAULT_SEARCH_SPACE,
+    Categorical,
+    Continuous,
+    JobError,
+    TrainingParams,
+    TuningParams,
+    get_backend,
+    list_jobs,
+)
+from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
+from tests.aws_shims import install_moto_compat, override_response, queue_endpoint_results, record_requests, throttled
+from tests.conftest import s3_bucket_name
+from tests.modeling_fixtures import jpeg_bytes
+
+ROLE = "arn:aws:iam::123456789012:role/binaudit-sagemaker"
+PREFIX = "binaudit-test"
+CONTAINER_FILES = {"train.py", "inference.py", *(f"modeling/{name}" for name in modeling.CONTAINER_MODULES)}
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A model folder as train.py lays it out, with placeholder weights: what is sent is under test, not the model
+    (a real resnet18 is 45 MB, which moto would store and the SDK repack on every test)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.pth").write_bytes(b"placeholder weights")
+    config = {"arch": "resnet18", "max_count": 5, "image_size": 32, "class_to_count": [0, 1, 2, 3, 4, 5],
+              "final_metrics": {"val_accuracy": 0.4615, "val_rmse": 1.2}, "resolved_args": {"val": "/data/val"}}
+    (folder / "model_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _settings(tmp_path: Path, bucket: str, **overrides):
+    values = dict(workspace=tmp_path / "ws", aws_region="us-east-1", sagemaker_role_arn=ROLE, s3_bucket=bucket,
+                  s3_prefix=PREFIX)
+    values.update(overrides)
+    return load_settings(env={}, secrets_path=tmp_path / "no-secrets.toml", **values)
+
+
+@pytest.fixture
+def sm(aws_env, monkeypatch, request, tmp_path):
+    """A bucket on moto, settings pointing at it, a workspace; `make()` builds the backend (after handlers)."""
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")  # the role check calls an IAM API moto lacks
+    install_moto_compat()
+    bucket = s3_bucket_name(request)
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    settings = _settings(tmp_path, bucket)
+    workspace = Workspace.from_settings(settings)
+    engine = workspace.open()
+
+    def make(**overrides):
+        s = _settings(tmp_path, bucket, **overrides) if overrides else settings
+        return get_backend("sagemaker", settings=s, workspace=workspace, engine=engine)
+
+    return SimpleNamespace(server=aws_env, bucket=bucket, settings=settings, workspace=workspace, engine=engine,
+                           make=make, s3=boto3.client("s3"), sagemaker=boto3.client("sagemaker"))
+
+
+def _params(bucket: str, **changes) -> TrainingParams:
+    base = TrainingParams(train=f"s3://{bucket}/dataset/train", val=f"s3://{bucket}/dataset/val",
+                          test=f"s3://{bucket}/dataset/test", epochs=3, lr=0.02, image_size=64)
+    return base.replace(**changes)
+
+
+def _s3_object(s3, uri: str) -> bytes:
+    bucket, key = uri[5:].split("/", 1)
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _tar_names(data: bytes) -> set[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name for m in tar.getmembers() if m.isfile()}
+
+
+def _model_tarball(model_dir: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in model_dir.iterdir():
+            if path.is_file():
+                tar.add(path, arcname=path.name)
+    return buf.getvalue()
+
+
+def _channels(request: dict) -> dict[str, str]:
+    return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+
+
+# ---------------------------------------------------------------- configuration errors (no SDK import)
+
+@pytest.mark.parametrize(("missing", "named"), [
+    ({"aws_region": ""}, "BINAUDIT_AWS_REGION"),
+    ({"sagemaker_role_arn": ""}, "BINAUDIT_SAGEMAKER_ROLE_ARN"),
+    ({"s3_bucket": ""}, "BINAUDIT_S3_BUCKET"),
+])
+def test_missing_settings_name_what_to_set(tmp_path, missing, named):
+    settings = _settings(tmp_path, "some-bucket", **missing)
+    workspace = Workspace.from_settings(settings)
+    with pytest.raises(ConfigError, match=named):
+        get_backend("sagemaker", settings=settings, workspace=workspace, engine=workspace.open())
+
+
+def test_no_credentials_names_what_to_set(aws_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    settings = _settings(tmp_path, "some-bucket")
+    workspace = Workspace.from_settings(settings)
+    with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID") as err:
+        get_backend("sagemaker", settings=settings, workspace=workspace, engine=workspace.open())
+    assert "aws configure" in str(err.value)
+
+
+def test_local_data_paths_are_refused_with_the_upload_command(sm):
+    backend = sm.make()
+    with pytest.raises(JobError, match="data_tools upload"):
+        backend.start_training(TrainingParams(train="/data/train", val="/data/val"), actor="t")
+
+
+# ---------------------------------------------------------------- training
+
+def test_training_job_sends_image_code_channels_hyperparameters_metrics_compute(sm):
+    from sagemaker.core import image_uris
+
+    with record_requests() as sent:
+        backend = sm.make(use_spot=True, training_instance_type="ml.g5.xlarge")
+        params = _params(sm.bucket, instance_count=2)
+        job = backend.start_training(params, actor="tester")
+    request = sent.one("CreateTrainingJob")
+
+    assert job.status == "InProgress" and job.backend == "sagemaker"
+    assert job.external_id == request["TrainingJobName"] and job.external_id.startswith("binaudit-train")
+    assert request["HyperParameters"] == params.to_hyperparameters()
+    assert request["RoleArn"] == ROLE
+    spec = request["AlgorithmSpecification"]
+    assert spec["TrainingImage"] == image_uris.retrieve(
+        framework="pytorch", region="us-east-1", version=sm.settings.pytorch_version,
+        py_version=sm.settings.python_version, instance_type="ml.g5.xlarge", image_scope="training")
+    assert spec["MetricDefinitions"] == METRIC_DEFINITIONS
+    channels = _channels(request)
+    for name in ("train", "val", "test"):
+        assert channels[name] == f"s3://{sm.bucket}/dataset/{name}/"
+    assert channels["code"] == job.output["source_code"]
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/output"
+    # spot: managed spot, checkpoints synced to S3, a wait limit beyond the runtime limit
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/checkpoints",
+                                           "LocalPath": "/opt/ml/checkpoints"}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": sm.settings.max_runtime_seconds,
+                                            "MaxWaitTimeInSeconds": 2 * sm.settings.max_runtime_seconds}
+
+    # the uploaded code: exactly the shims and the container modules
+    assert _tar_names(_s3_object(sm.s3, job.output["source_code"])) == CONTAINER_FILES
+    # two instances run torchrun (train.py then trains with DistributedDataParallel)
+    drivers = channels["sm_drivers"][5:].split("/", 1)
+    script = sm.s3.get_object(Bucket=drivers[0], Key=drivers[1].rstrip("/") + "/sm_train.sh")["Body"].read()
+    assert b"torchrun_driver.py" in script
+    assert b"tar -xzf sourcedir.tar.gz" in script
+
+
+def test_single_instance_on_demand_training_has_no_spot_or_torchrun(sm):
+    with record_requests() as sent:
+        backend = sm.make()
+        job = backend.start_training(TrainingParams(epochs=1), actor="tester")
+    request = sent.one("CreateTrainingJob")
+    channels = _channels(request)
+    assert set(channels) == {"train", "val", "code", "sm_drivers"}
+    # no channels given: where `python -m data_tools upload` puts the dataset by default
+    assert channels["train"] == f"s3://{sm.bucket}/{PREFIX}/dataset/train/"
+    assert channels["val"] == f"s3://{sm.bucket}/{PREFIX}/dataset/val/"
+    assert request["ResourceConfig"]["InstanceType"] == sm.settings.training_instance_type
+    assert request["ResourceConfig"]["InstanceCount"] == 1
+    assert "EnableManagedSpotTraining" not in request and "CheckpointConfig" not in request
+    assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+    drivers = _channels(request)["sm_drivers"][5:].split("/", 1)
+    script = sm.s3.get_object(Bucket=drivers[0], Key=drivers[1].rstrip("/") + "/sm_train.sh")["Body"].read()
+    assert b"torchrun" not in script and b"basic_script_driver.py" in script
+    assert job.is_active
+
+
+def test_completed_job_without_artifact_fails_clearly_and_registers_nothing(sm):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    job = backend.refresh(job.id)  # moto: Completed at once, no model.tar.gz written
+    assert job.status == "Failed"
+    assert "could not be registered" in job.failure_reason and "model.tar.gz" in job.failure_reason
+    assert registry.list_versions(sm.engine) == []
+
+
+def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    artifact = sm.sagemaker.describe_training_job(TrainingJobName=job.external_id)["ModelArtifacts"][
+        "S3ModelArtifacts"]
+    bucket, key = artifact[5:].split("/", 1)
+    sm.s3.put_object(Bucket=bucket, Key=key, Body=_model_tarball(model_dir))
+
+    job = backend.refresh(job.id)
+    assert job.status == "Completed", job.failure_reason
+    version = registry.get_version(sm.engine, job.model_version_id)
+    assert version.job_id == job.id
+    assert version.config["sagemaker"]["model_data"] == artifact
+    assert (version.model_dir / "model.pth").read_bytes() == b"placeholder weights"
+    assert (version.val_accuracy, version.val_rmse) == (0.4615, 1.2)
+    assert job.output["model_version"] == version.name and job.output["model_data"] == artifact
+
+
+def test_failed_training_job_reason_is_surfaced(sm):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    reason = "AlgorithmError: error: data folder not found: /opt/ml/input/data/train"
+    with override_response("DescribeTrainingJob", TrainingJobStatus="Failed", FailureReason=reason):
+        job = sm.make().refresh(job.id)
+    assert job.status == "Failed"
+    assert job.failure_reason == reason
+    assert job.model_version_id is None and registry.list_versions(sm.engine) == []
+
+
+def test_running_job_metrics_come_from_its_cloudwatch_log_with_the_same_regexes(sm):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    lines = [format_epoch_line(e, {"train_loss": 1.0 / e, "train_accuracy": 0.3 * e, "val_loss": 1.1,
+                                   "val_accuracy": 0.25 * e, "val_rmse": 2.0 / e, "val_mae": 0.5})
+             for e in (1, 2)]
+    logs = boto3.client("logs")
+    group, stream = "/aws/sagemaker/TrainingJobs", f"{job.external_id}/algo-1-1700000000"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now_ms = int(time.time() * 1000)  # CloudWatch drops events older than 14 days
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+        {"timestamp": now_ms + i, "message": line} for i, line in enumerate(["starting", *lines])])
+    with override_response("DescribeTrainingJob", TrainingJobStatus="InProgress"):
+        job = sm.make().refresh(job.id)
+    assert job.status == "InProgress"
+    assert job.metrics == parse_metric_log("\n".join(lines)) and [m["epoch"] for m in job.metrics] == [1, 2]
+    assert job.output["sagemaker_status"] == "InProgress"
+    assert backend.log_tail(job.id, lines=2).splitlines() == lines
+
+
+def test_throttled_calls_are_retried(sm):
+    with throttled("CreateTrainingJob", 1) as create, throttled("DescribeTrainingJob", 2) as describe:
+        backend = sm.make()
+        job = backend.start_training(_params(sm.bucket), actor="tester")
+        job = backend.refresh(job.id)
+    assert create.hits == 1 and describe.hits == 2
+    assert job.external_id and job.status == "Failed"  # moto: completed, no artifact; the point is it got there
+
+
+def test_recounts_need_train_py_support_on_sagemaker(sm):
+    backend = sm.make()
+    with pytest.raises(JobError, match="--recounts"):
+        backend.start_training(_params(sm.bucket, include_recounts=True), actor="tester")
+    assert list_jobs(sm.engine)[0].status == "Failed"
+
+
+# ---------------------------------------------------------------- tuning
+
+def test_tuning_job_sends_ranges_objective_limits_and_the_same_code(sm):
+    space = dict(DEFAULT_SEARCH_SPACE)
+    with record_requests() as sent:
+        backend = sm.make()
+        params = TuningParams(base=_params(sm.bucket), search_space=space, objective="val_rmse", max_jobs=8,
+                              max_parallel_jobs=3, strategy="bayesian", early_stopping=True)
+        job = backend.start_tuning(params, actor="tester")
+    request = sent.one("CreateHyperParameterTuningJob")
+    config = request["HyperParameterTuningJobConfig"]
+
+    assert job.external_id == request["HyperParameterTuningJobName"] == job.id
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "val_rmse"}
+    assert config["Strategy"] == "Bayesian"
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 3}
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+    ranges = config["ParameterRanges"]
+    continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
+    assert continuous["lr"] == {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    assert continuous["weight-decay"]["ScalingType"] == "Logarithmic"
+    assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["IntegerParameterRanges"]} == {
+        "batch-size": ("16", "64")}
+    assert {r["Name"]: r["Values"] for r in ranges["CategoricalParameterRanges"]} == {
+        "arch": ["resnet18", "resnet34", "resnet50"], "image-size": ["160", "224"]}
+
+    definition = request["TrainingJobDefinition"]
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    static = definition["StaticHyperParameters"]
+    tuned = {"lr", "weight-decay", "batch-size", "arch", "image-size"}
+    assert tuned.isdisjoint(static)
+    assert static["best-metric"] == "val_rmse"  # the kept model is the one the objective picks
+    assert static["epochs"] == "3"
+    assert static["sagemaker_program"] == "train.py"
+    assert _tar_names(_s3_object(sm.s3, static["sagemaker_submit_directory"])) == CONTAINER_FILES
+    assert {c["ChannelName"] for c in definition["InputDataConfig"]} >= {"train", "val", "test"}
+
+
+def test_tuning_random_strategy_and_no_early_stopping(sm):
+    with record_requests() as sent:
+        backend = sm.make()
+        params = TuningParams(base=_params(sm.bucket), strategy="random", max_jobs=2,
+                              search_space={"lr": Continuous(0.001, 0.01), "arch": Categorical(("resnet18",))})
+        backend.start_tuning(params, actor="tester")
+    config = sent.one("CreateHyperParameterTuningJob")["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Random" and config["TrainingJobEarlyStoppingType"] == "Off"
+    assert config["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
+    assert config["ParameterRanges"]["ContinuousParameterRanges"][0]["ScalingType"] == "Linear"
+
+
+def test_tuning_completion_without_a_usable_best_job_fails_with_reason(sm):
+    backend = sm.make()
+    job = backend.start_tuning(TuningParams(base=_params(sm.bucket), max_jobs=2), actor="tester")
+    job = backend.refresh(job.id)  # moto names a fake best training job that cannot be described
+    assert job.status == "Failed"
+    assert "best training job" in job.failure_reason
+    assert job.output["best_trial"]["training_job_name"]
+
+
+# ---------------------------------------------------------------- endpoints and batch transform
+
+@pytest.fixture
+def version(sm, model_dir):
+    return registry.register_model(sm.engine, model_dir, sm.workspace.models_dir, actor="tester")
+
+
+def test_deploy_invoke_list_and_delete_endpoint(sm, version):
+    from sagemaker.core import image_uris
+
+    with record_requests() as sent, record_requests("sagemaker-runtime") as runtime:
+        backend = sm.make()
+        job = backend.deploy(version.id, actor="tester")
+        model_request = sent.one("CreateModel")
+        config_request = sent.one("CreateEndpointConfig")
+        endpoint_request = sent.one("CreateEndpoint")
+
+        container = model_request["PrimaryContainer"]
+        assert container["Image"] == image_uris.retrieve(
+            framework="pytorch", region="us-east-1", version=sm.settings.pytorch_version,
+            py_version=sm.settings.python_version, instance_type=sm.settings.inference_instance_type,
+            image_scope="inference")
+        assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+        assert model_request["ExecutionRoleArn"] == ROLE
+        variant = config_request["ProductionVariants"][0]
+        assert variant["InstanceType"] == sm.settings.inference_instance_type
+        assert variant["InitialInstanceCount"] == 1
+        assert variant["ModelName"] == model_request["ModelName"] == job.output["model_name"]
+        assert endpoint_request["EndpointName"] == job.external_id == job.output["endpoint_name"]
+        assert job.is_active
+
+        # the served archive: the model files plus the same code, inference.py as the handler module
+        names = _tar_names(_s3_object(sm.s3, container["ModelDataUrl"]))
+        assert {"model.pth", "model_config.json"} <= names
+        assert {f"code/{name}" for name in CONTAINER_FILES} <= names
+        # the original model tarball was uploaded once under the prefix
+        assert job.output["model_data"] == f"s3://{sm.bucket}/{PREFIX}/models/{version.name}/model.tar.gz"
+
+        listed = {e["name"]: e for e in backend.list_endpoints()}
+        assert listed[job.external_id]["job_id"] == job.id
+        assert listed[job.external_id]["model_version"] == version.name
+
+        answer = {"predicted_count": 3, "probabilities": [0, 0, 0, 1, 0, 0], "counts": [0, 1, 2, 3, 4, 5]}
+        queue_endpoint_results(sm.server, [answer])
+        # JSON, not raw JPEG: moto's server decodes request bodies as UTF-8 (the local tests send JPEG bytes)
+        body = json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), "expected_count": 3}).encode()
+        assert backend.invoke(job.id, body, "application/json") == answer
+        invoke = runtime.one("InvokeEndpoint")
+        assert invoke["EndpointName"] == job.external_id and invoke["ContentType"] == "application/json"
+        assert invoke["Accept"] == "application/json" and invoke["Body"] == body
+
+        deleted = backend.delete_endpoint(job.id, actor="tester")
+    assert deleted.status == "Stopped" and deleted.output["endpoint_status"] == "Deleted"
+    assert job.external_id not in {e["EndpointName"] for e in sm.sagemaker.list_endpoints()["Endpoints"]}
+    assert job.external_id not in {c["EndpointConfigName"] for c in
+                                   sm.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert job.output["model_name"] not in {m["ModelName"] for m in sm.sagemaker.list_models()["Models"]}
+    assert backend.list_endpoints() == [] or job.external_id not in {e["name"] for e in backend.list_endpoints()}
+
+
+def test_endpoints_created_outside_binaudit_are_listed(sm):
+    sm.sagemaker.create_model(ModelName="stray-model", ExecutionRoleArn=ROLE,
+                              PrimaryContainer={"Image": "123.dkr.ecr.us-east-1.amazonaws.com/x:1"})
+    sm.sagemaker.create_endpoint_config(EndpointConfigName="stray", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "stray-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.sagemaker.create_endpoint(EndpointName="stray", EndpointConfigName="stray")
+    backend = sm.make()
+    stray = {e["name"]: e for e in backend.list_endpoints()}["stray"]
+    assert stray["job_id"] is None
+    assert backend.delete_endpoint("stray", actor="tester") is None
+    assert "stray" not in {e["name"] for e in backend.list_endpoints()}
+
+
+def test_batch_transform_request(sm, version):
+    with record_requests() as sent:
+        backend = sm.make()
+        job = backend.start_transform(version.id, f"s3://{sm.bucket}/photos/", None, actor="tester")
+    request = sent.one("CreateTransformJob")
+    assert request["TransformJobName"] == job.external_id
+    assert request["ModelName"] == job.output["model_name"]
+    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{sm.bucket}/photos/"
+    assert request["TransformInput"]["ContentType"] == "application/x-image"
+    assert request["TransformOutput"] == {"S3OutputPath": f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/transform",
+                                          "Accept": "application/json"}
+    assert request["TransformResources"] == {"InstanceType": sm.settings.transform_instance_type,
+                                             "InstanceCount": 1}
+    assert backend.refresh(job.id).status == "Completed"
