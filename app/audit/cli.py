@@ -37,6 +37,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: spare cores)")
     p.add_argument("--commit-every", type=int, default=256, help="results per database transaction")
     p.add_argument("--retry-failed", action="store_true", help="score again bins whose photo failed before")
+    p.add_argument("--backend", choices=("local", "sagemaker"), default=None,
+                   help="local predictor, or SageMaker batch transform (default: the backend setting)")
 
     p = sub.add_parser("queue", help="print the top of the review queue")
     p.add_argument("--limit", type=int, default=20)
@@ -92,11 +94,16 @@ def _cmd_import(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_score(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.scorers import local_scorer
+    from app.audit.scorers import scorer_for
     from app.audit.scoring import score_bins
+    from modeling.jobs import JobError
 
     version = _version(engine, args.model)
-    scorer = local_scorer(version.model_dir, batch_size=args.batch_size, workers=args.workers)
+    try:
+        scorer = scorer_for(args.backend or settings.backend, version, settings=settings, workspace=ws, engine=engine,
+                            batch_size=args.batch_size, workers=args.workers)
+    except JobError as exc:
+        raise CliError(str(exc)) from None
     report = score_bins(engine, ws, version, scorer, commit_every=args.commit_every, retry_failed=args.retry_failed)
     print(f"model {version.name}: {report}")
     return 0
