@@ -14,8 +14,8 @@ from modeling import registry
 from modeling.jobs import EndpointError
 from modeling.jobs.processes import process_alive
 from modeling.serving import ScoringModel, parse_request
-from tests.jobs_fixtures import make_local, stop_leftovers, wait_done
 from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
+from tests.test_jobs_support import make_local, stop_leftovers, wait_done
 
 
 @pytest.fixture(scope="session")

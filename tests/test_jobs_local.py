@@ -26,7 +26,7 @@ from modeling.jobs import (
 )
 from modeling.jobs.processes import process_alive
 from modeling.metric_log import parse_metric_log
-from tests.jobs_fixtures import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
+from tests.test_jobs_support import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
 
 
 @pytest.fixture

@@ -223,8 +223,17 @@ class LocalBackend(Backend):
         if job.stop_requested:
             return store.finish_job(self.engine, job.id, "Stopped", failure_reason="stopped on request")[0]
         what = "training" if job.kind == "training" else f"{job.kind} runner"
+        last = self._runner_log_last_line(job)
         return store.finish_job(self.engine, job.id, "Failed", failure_reason=(
-            f"the {what} process exited without a result (pid {runner_pid} not running)"))[0]
+            f"the {what} process exited without a result (pid {runner_pid} not running)"
+            + (f"; its last words: {last}" if last else "")))[0]
+
+    def _runner_log_last_line(self, job: JobRecord) -> str:
+        """The runner's own last output line (a traceback's last line when it crashed), if it wrote any."""
+        if job.parent_id:
+            return ""  # a trial's runner is its tuning job's, whose log is the tuning job's
+        path = job_dir(self.workspace, job.id) / "runner.log" if job.kind == "training" else job.log_path
+        return tail_lines(path, 1).strip()
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
         ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)

@@ -114,14 +114,23 @@ def merge_output(engine: Engine, job_id: str, **items: Any) -> JobRecord:
 
 def mark_started(engine: Engine, job_id: str, *, pid: int | None = None, external_id: str | None = None,
                  log_path: str | None = None) -> JobRecord:
-    values: dict[str, Any] = {"status": "InProgress", "started_at": db.utcnow()}
-    if pid is not None:
-        values["pid"] = pid
-    if external_id is not None:
-        values["external_id"] = external_id
-    if log_path is not None:
-        values["log_path"] = log_path
-    return update_job(engine, job_id, **values)
+    """Pending -> InProgress, recording the process or the AWS name.
+
+    A job that already ended keeps its status: a fast local job can fail before the process that launched it
+    gets here, and must not be set back to InProgress.
+    """
+    values: dict[str, Any] = {name: value for name, value in
+                              (("pid", pid), ("external_id", external_id), ("log_path", log_path)) if value is not None}
+    with db.write_tx(engine) as conn:
+        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.started_at).where(db.jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobError(f"no job {job_id!r}")
+        if row.status in ACTIVE_STATUSES:
+            values.update(status="InProgress", started_at=row.started_at or db.utcnow())
+        if values:
+            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
+                         .values(**values, row_version=db.jobs.c.row_version + 1))
+    return get_job(engine, job_id)
 
 
 def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system", failure_reason: str | None = None,

@@ -1,4 +1,4 @@
-"""Helpers shared by tests/test_jobs_*.py: a local backend over a temporary workspace, tiny training params."""
+"""Helpers shared by tests/test_jobs_*.py (no tests here): a local backend over a temporary workspace, tiny params."""
 
 from __future__ import annotations
 
