@@ -13,18 +13,15 @@ from app.audit.browse import bin_detail
 from app.audit.queue import queue_frame, queue_page, queue_size
 from app.audit.reviews import CONFIRM, DISMISS, UNSURE, Decision, ReviewConflict, ReviewError, decide, decisions_frame
 from app.ui.bin_view import bin_detail_ui
-from app.ui.context import allowed_roots, app_context, current_model
+from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
 
 PAGE_SIZE = 20
 CURRENT, FLASH, NOTE = "queue_current", "queue_flash", "queue_note"
 
 ctx = app_context()
-version = current_model(ctx)
 st.title("Mismatch queue")
-if version is None:
-    st.info("No model is active yet: the queue fills once a model has scored the bins.")
-    st.stop()
+version = require_model(ctx, "the queue fills once a model has scored the bins.")
 
 with st.sidebar:
     threshold = st.slider("Queue threshold (mismatch probability)", 0.0, 1.0,

@@ -16,18 +16,15 @@ from app.audit.imports import ImportError_, import_upload
 from app.audit.reviews import ReviewConflict, send_to_queue
 from app.audit.scoring import record_prediction
 from app.ui.charts import probability_chart
-from app.ui.context import app_context, current_model, predictor_for
+from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
 
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
 
 ctx = app_context()
-version = current_model(ctx)
 st.title("Upload bin photos")
-if version is None:
-    st.info("No model is active yet: train one on the Retrain page first.")
-    st.stop()
+version = require_model(ctx, "train one on the Retrain page first.")
 
 files = st.file_uploader(
     "Bin photos (JPEG or PNG), optionally with their metadata JSON (same name: 00042.jpg + 00042.json)",

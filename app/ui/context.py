@@ -40,6 +40,15 @@ def current_model(ctx: AppContext) -> ModelVersion | None:
     return active_version(ctx.engine)
 
 
+def require_model(ctx: AppContext, why: str) -> ModelVersion:
+    """The active model version; without one, say `why` the page needs it and stop the page."""
+    version = active_version(ctx.engine)
+    if version is None:
+        st.info(f"No model is active yet: {why}")
+        st.stop()
+    return version
+
+
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=3)
 def predictor_for(model_dir: str):
     from modeling.predictor import Predictor
