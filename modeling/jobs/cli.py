@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import functools
 import getpass
 import json
@@ -107,6 +108,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, dt.datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
     return str(value)
 
 
@@ -180,8 +183,9 @@ def _registered_line(ctx: Context, job) -> str:
     if job.model_version_id is None:
         return f"job {job.id} {job.status}; no model version registered"
     version = registry.get_version(ctx.engine, job.model_version_id)
+    hint = "" if version.active else f"\nnot active yet: python -m modeling models promote {version.name}"
     return (f"registered model version {version.name} (val accuracy {_fmt(version.val_accuracy)}, "
-            f"val RMSE {_fmt(version.val_rmse)}) from job {job.id}")
+            f"val RMSE {_fmt(version.val_rmse)}) from job {job.id}{hint}")
 
 
 # ---------------------------------------------------------------- train

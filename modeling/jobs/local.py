@@ -30,6 +30,7 @@ from modeling.metric_log import parse_metric_log
 
 RUNNER_MODULE = "modeling.jobs.runner"
 ENDPOINT_MODULE = "modeling.jobs.local_endpoint"
+TRAIN_MODULE = "modeling.train"
 MAX_LOCAL_PARALLEL_TRIALS = 2
 NEVER_STARTED_SECONDS = 300  # a Pending job without a process after this long was never launched
 STOP_GRACE_SECONDS = 10.0
@@ -172,7 +173,7 @@ class LocalBackend(Backend):
             return job
         store.request_stop(self.engine, job.id, actor=actor)
         if job.pid:
-            terminate(job.pid, group=True, grace_seconds=5.0)
+            terminate(job.pid, group=True, markers=(ENDPOINT_MODULE,), grace_seconds=5.0)
         return store.finish_job(self.engine, job.id, "Stopped", actor=actor,
                                 output={"endpoint_status": "Deleted"})[0]
 
@@ -266,7 +267,9 @@ class LocalBackend(Backend):
                 store.request_stop(self.engine, trial.id, actor=actor)
         if job.pid:
             # a trial shares its tuning runner's process group: signal its train.py alone
-            terminate(job.pid, group=job.parent_id is None, grace_seconds=grace_seconds)
+            trial = job.parent_id is not None
+            terminate(job.pid, group=not trial, markers=(TRAIN_MODULE,) if trial else (RUNNER_MODULE, TRAIN_MODULE),
+                      grace_seconds=grace_seconds)
         return self._await_stopped(job, actor, grace_seconds)
 
     def _await_stopped(self, job: JobRecord, actor: str, grace_seconds: float) -> JobRecord:

@@ -84,7 +84,8 @@ def process_alive(pid: int | None, marker: str | None = None) -> bool:
         return False
     if marker is not None:
         cmdline = _proc_file(pid, "cmdline")
-        if cmdline is not None and marker.encode() not in cmdline:
+        # empty: the process is exiting (its memory, argv included, is already released): still ours, not gone yet
+        if cmdline and marker.encode() not in cmdline:
             return False
     return True
 
@@ -99,40 +100,59 @@ def _signal(pid: int, sig: int, group: bool) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return process_alive(pgid) or _any_member_alive(pgid)
+def _cmdline_has(pid: int, markers: tuple[str, ...]) -> bool:
+    """None: no /proc entry to read (trust the pid); empty: exiting (see process_alive)."""
+    cmdline = _proc_file(pid, "cmdline")
+    return not cmdline or any(m.encode() in cmdline for m in markers)
 
 
-def _any_member_alive(pgid: int) -> bool:
-    """A group whose leader exited may still have members (a train.py the runner left behind)."""
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc (empty where there is no /proc)."""
+    members = []
     if not Path("/proc").is_dir():
-        return True
+        return members
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _proc_file(int(entry.name), "stat")
             if stat is not None:
                 fields = stat.rsplit(b")", 1)[-1].split()
                 if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-                    return True
-    return False
+                    members.append(int(entry.name))
+    return members
 
 
-def terminate(pid: int, *, group: bool, grace_seconds: float = 10.0) -> bool:
-    """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill."""
+def _group_is_ours(pgid: int, markers: tuple[str, ...]) -> bool:
+    """A live group whose leader or a member runs our code (one of `markers` in its command line)."""
+    if any(process_alive(pgid, m) for m in markers):
+        return True
+    if not Path("/proc").is_dir():
+        return process_alive(pgid)
+    return any(_cmdline_has(pid, markers) for pid in _group_members(pgid))
+
+
+def terminate(pid: int, *, group: bool, markers: tuple[str, ...], grace_seconds: float = 10.0) -> bool:
+    """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill.
+
+    Only a process (or group) whose command line contains one of `markers` (the module it runs) is signalled:
+    pids are recycled, and a stale job record must never stop somebody else's program.
+    """
+    if group:
+        def alive() -> bool:
+            return _group_is_ours(pid, markers)
+    else:
+        def alive() -> bool:
+            return any(process_alive(pid, m) for m in markers)
+    if not alive():
+        return False
     _signal(pid, signal.SIGTERM, group)
     deadline = time.monotonic() + grace_seconds
-    alive = _group_alive if group else process_alive
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not alive():
             return False
         time.sleep(0.1)
     _signal(pid, signal.SIGKILL, group)
     for _ in range(50):
-        if not alive(pid):
+        if not alive():
             break
         time.sleep(0.1)
     return True
