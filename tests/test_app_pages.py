@@ -217,3 +217,26 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(ws):
     at.button(key=f"promote-{job.model_version_id}").click().run()
     outcome = [*(s.value for s in at.success), *(e.value for e in at.error)]
     assert any(o.startswith(("Promoted:", "Refused:")) for o in outcome), outcome
+
+
+def test_reviewer_comes_from_the_login_when_oidc_is_configured(ws, monkeypatch):
+    monkeypatch.setenv("BINAUDIT_REQUIRE_LOGIN", "true")
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
+                          "client_id": "id", "client_secret": "s",
+                          "server_metadata_url": "https://issuer.example/.well-known/openid-configuration"}
+    at.run()
+    assert any(b.label == "Log in to review" for b in at.sidebar.button)  # not signed in: no name prompt
+    assert not any(t.label == "Your name" for t in at.sidebar.text_input)
+    at.switch_page("app_pages/queue.py").run()
+    assert at.button(key="btn-dismiss").disabled
+
+    at.user.update({"is_logged_in": True, "name": "Ana Analyst", "email": "ana@example.com"})
+    at.run()
+    assert any("Signed in as **Ana Analyst**" in c.value for c in at.sidebar.caption)
+    current = at.radio(key="queue_current").value
+    at.button(key="btn-dismiss").click().run()
+    assert not at.exception
+    with ws.open().connect() as conn:
+        decided_by = conn.execute(sa.select(db.bins.c.decided_by).where(db.bins.c.id == current)).scalar()
+    assert decided_by == "Ana Analyst"

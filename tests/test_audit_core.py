@@ -348,3 +348,52 @@ def test_cli_end_to_end(ws, engine, version, tiny_dataset):
     bad = run("decide", "no-such-bin", "--decision", "dismiss", "--reviewer", "x")
     assert bad.returncode == 2 and bad.stderr.startswith("error: no bin")
     assert "confirmed mismatches" in run("overview").stdout
+
+
+def test_a_newer_model_brings_a_decided_bin_back(engine, ws, version, tiny_dataset, tiny_model_dir):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    top = queue_page(engine, version.id, threshold=0.0, limit=1).iloc[0]
+    reviews.decide(engine, reviews.Decision(top.bin_id, reviews.DISMISS, "ana", int(top.row_version)))
+    assert top.bin_id not in queue_page(engine, version.id, threshold=0.0, limit=1000)["bin_id"].tolist()
+
+    newer = activate(engine, register_model(engine, tiny_model_dir, ws.models_dir).id, actor="t")
+    score_bins(engine, ws, newer, local_scorer(newer.model_dir, workers=0), progress=False)
+    # the newer model's prediction came after the decision: the bin is open again under it, not under the old one
+    assert top.bin_id in queue_page(engine, newer.id, threshold=0.0, limit=1000)["bin_id"].tolist()
+    assert top.bin_id not in queue_page(engine, version.id, threshold=0.0, limit=1000)["bin_id"].tolist()
+
+
+def test_changing_the_expected_count_rescores_the_mismatch_without_the_photo(engine, ws, version):
+    row = imports.import_upload(engine, ws, "00555.jpg", jpeg_bytes(), actor="ana", expected_count=1)
+    from modeling.predictor import Predictor
+
+    probs = Predictor.load(version.model_dir, precision="fp32").predict_bytes(jpeg_bytes())["probabilities"]
+    from app.audit.scoring import record_prediction
+
+    assert record_prediction(engine, version, row["id"], probs)
+    imports.import_upload(engine, ws, "00555.jpg", jpeg_bytes(), actor="ana", expected_count=3)
+    with engine.connect() as conn:
+        pred = conn.execute(sa.select(db.predictions).where(db.predictions.c.bin_id == "00555")).mappings().one()
+    assert pred["expected_count"] == 3
+    assert pred["mismatch_probability"] == pytest.approx(1 - probs[3], abs=1e-5)
+
+
+def test_import_from_an_s3_prefix(aws_env, engine, ws, synth_raw, request):
+    import boto3
+
+    from tests.conftest import s3_bucket_name
+
+    bucket = s3_bucket_name(request)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    for folder in ("bin-images", "metadata"):
+        for path in sorted((synth_raw / folder).iterdir())[:15]:
+            s3.put_object(Bucket=bucket, Key=f"abid/{folder}/{path.name}", Body=path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="abid/metadata/99999.json", Body=b"{broken")  # bad metadata, no photo
+    report = imports.import_s3_prefix(engine, ws, f"s3://{bucket}/abid", actor="t", workers=4)
+    assert report.added == 15
+    assert any(p.file == "metadata/99999.json" for p in report.problems)
+    with engine.connect() as conn:
+        uris = conn.execute(sa.select(db.bins.c.image_uri)).scalars().all()
+    assert all(Path(u).is_file() and ws.root.resolve() in Path(u).parents for u in uris)  # copied into the workspace

@@ -21,7 +21,7 @@ def _oidc_configured() -> bool:
 
 
 def _from_login() -> str | None:
-    if not st.user.is_logged_in:
+    if not st.user.get("is_logged_in", False):  # absent, not False, before any sign-in
         st.sidebar.button("Log in to review", on_click=st.login, type="primary")
         return None
     name = str(st.user.get("name") or st.user.get("email") or "signed-in user")
