@@ -23,7 +23,7 @@ from app.audit.scoring import score_bins
 from binaudit.workspace import Workspace
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate
-from modeling.registry import activate, active_version, list_versions, register_model
+from modeling.registry import activate, active_version, list_versions
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,22 @@ def workspace_is_empty(engine: Engine) -> bool:
     return overview(engine, None, threshold=1.0).bins == 0 and not list_versions(engine)
 
 
-def _train(dataset: Path, model_dir: Path, plan: DemoPlan) -> None:
-    from modeling.train import main as train_main
+def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
+    """A local training job like any other (it shows on the Retrain page); returns the registered version id."""
+    from binaudit.config import load_settings
+    from modeling.jobs import TrainingParams, get_backend
+    from modeling.jobs.follow import follow
 
-    workers = "1" if (os.cpu_count() or 1) > 1 else "0"
-    train_main(["--train", str(dataset / "train"), "--val", str(dataset / "val"), "--test", str(dataset / "test"),
-                "--model-dir", str(model_dir), "--output-data-dir", str(model_dir.parent / "output"),
-                "--arch", "resnet18", "--image-size", str(plan.image_size), "--epochs", str(plan.epochs),
-                "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--loss", "ordinal",
-                "--workers", workers, "--seed", "0", "--checkpoint-dir", str(model_dir.parent / "checkpoints")])
+    backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
+    params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),
+                            arch="resnet18", image_size=plan.image_size, epochs=plan.epochs,
+                            batch_size=plan.batch_size, lr=plan.lr, loss="ordinal", seed=0,
+                            workers=1 if (os.cpu_count() or 1) > 1 else 0)
+    job = follow(backend, backend.start_training(params, actor="demo"),
+                 on_log=lambda text: print(text, end="" if text.endswith("\n") else "\n", flush=True))
+    if job.status != "Completed" or job.model_version_id is None:
+        raise RuntimeError(f"demo training job {job.id} ended {job.status}: {job.failure_reason or 'no model'}")
+    return job.model_version_id
 
 
 def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progress: bool | None = None) -> None:
@@ -81,13 +88,11 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
         build_dataset(BuildOptions(source=history, out=dataset, progress=progress))
 
     if active_version(engine) is None:
-        model_dir = root / "model" / "model"
-        if not (model_dir / "model.pth").is_file():
+        versions = list_versions(engine)  # a version from an interrupted first run is reused
+        if not versions:
             _say(f"3/5 training resnet18 on CPU ({plan.epochs} epochs at {plan.image_size}px); one line per epoch:")
-            _train(dataset, model_dir, plan)
-        version = register_model(engine, model_dir, ws.models_dir, actor="demo",
-                                 extra_config={"data_source": "synthetic"})
-        activate(engine, version.id, actor="demo", reason="demo seed")
+        version_id = versions[0].id if versions else _train(ws, engine, dataset, plan)
+        activate(engine, version_id, actor="demo", reason="demo seed")
 
     if not (audit / "truth.csv").is_file():
         _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")

@@ -22,15 +22,13 @@ import functools
 import getpass
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, CliError, Command, register
+from modeling.jobs.follow import follow
 
-LOCAL_POLL_SECONDS = 1.0
-SAGEMAKER_POLL_SECONDS = 30.0
 TRAINING_FLAG_FIELDS = (
     "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "lr_schedule", "image_size",
     "loss", "label_smoothing", "seed", "pretrained", "workers", "max_count", "best_metric", "instance_type",
@@ -122,36 +120,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- waiting and streaming
 
-def _new_log_text(path: str | None, offset: int) -> tuple[str, int]:
-    if not path:
-        return "", offset
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            fh.seek(offset)
-            text = fh.read()
-            return text, fh.tell()
-    except OSError:
-        return "", offset
-
-
 def watch(ctx: Context, job) -> Any:
     """Poll until the job ends; print the local log as it grows (SageMaker: status and metric changes)."""
-    backend = ctx.backend_for(job)
-    local = job.backend == "local"
-    offset, seen = 0, (None, 0)
     try:
-        while True:
-            job = backend.refresh(job.id)
-            if local:
-                text, offset = _new_log_text(job.log_path, offset)
-                if text:
-                    print(text, end="" if text.endswith("\n") else "\n", flush=True)
-            elif (job.status, len(job.metrics)) != seen:
-                seen = (job.status, len(job.metrics))
-                print(f"{job.id}: {job.status} {_metric_summary(job.last_epoch)}".rstrip(), flush=True)
-            if not job.is_active:
-                return job
-            time.sleep(LOCAL_POLL_SECONDS if local else SAGEMAKER_POLL_SECONDS)
+        return follow(ctx.backend_for(job), job,
+                      on_log=lambda text: print(text, end="" if text.endswith("\n") else "\n", flush=True),
+                      on_change=lambda j: print(f"{j.id}: {j.status} {_metric_summary(j.last_epoch)}".rstrip(),
+                                                flush=True))
     except KeyboardInterrupt:
         print(f"\nstopped watching; {job.id} keeps running (python -m modeling jobs stop {job.id} stops it)",
               file=sys.stderr)
