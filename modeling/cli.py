@@ -63,7 +63,7 @@ def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--model-dir", type=Path, required=True, help="folder with model.pth and model_config.json")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="photos per forward pass (default 16)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
-                   help="decoding processes (default: one per spare core; 0: decode in the main process)")
+                   help="decoding processes (default: one per core, at most 4; 0: decode in the main process)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16", "fp16"),
                    help=f"auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32 is exact (default {precision})")

@@ -226,6 +226,15 @@ class TrainTransform:
         return f"TrainTransform(side={self.side}, min_scale={self.min_scale}, flip_p={self.flip_p}, {self.color_jitter})"
 
 
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(3, H, W) uint8 tensors -> one (N, 3, H, W) batch in channels_last memory, in a single copy.
+
+    `to_uint8_tensor` gives channels-last views, so stacking them as (N, H, W, 3) and permuting costs one copy,
+    and `normalize_batch(..., torch.channels_last)` then needs no reordering pass.
+    """
+    return torch.stack([img.permute(1, 2, 0) for img in images]).permute(0, 3, 1, 2)
+
+
 def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """(N, 3, H, W) uint8 -> float32 (x / 255 - mean) / std, on the batch's device, in `memory_format`."""

@@ -32,7 +32,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from modeling.artifacts import load_model_dir
 from modeling.metrics import decode_argmax, mismatch_probability
 from modeling.model import ModelSpec
-from modeling.preprocessing import EvalTransform, ImageDecodeError, load_image, normalize_batch, probe_image
+from modeling.preprocessing import (
+    EvalTransform,
+    ImageDecodeError,
+    load_image,
+    normalize_batch,
+    probe_image,
+    stack_images,
+)
 
 IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_CONTENT_TYPE = "application/json"
@@ -235,23 +242,31 @@ class ScoringModel:
     def to_input(self, img: Image.Image) -> torch.Tensor:
         return self.transform(img)
 
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) uint8 -> normalised float32 on the model's device, channels_last."""
+        return normalize_batch(batch.to(self.device, non_blocking=True), self.spec.preprocess.mean,
+                               self.spec.preprocess.std, torch.channels_last)
+
     @torch.inference_mode()
-    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """(N, 3, S, S) uint8 batch -> (N, C) float64 probabilities."""
-        if batch.shape[0] == 0:
-            return np.zeros((0, self.spec.num_classes))
-        x = normalize_batch(batch.to(self.device, non_blocking=True), self.spec.preprocess.mean,
-                            self.spec.preprocess.std, torch.channels_last)
+    def forward_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """Normalised input (see `inputs`) -> (N, C) float64 probabilities, in the scoring precision."""
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = self.model(x)
         return logits.float().softmax(dim=1).double().cpu().numpy()
 
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, 3, S, S) uint8 batch -> (N, C) float64 probabilities."""
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.spec.num_classes))
+        return self.forward_probabilities(self.inputs(batch))
+
     def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded RGB images -> (N, C) probabilities, one batch."""
         if not images:
             return np.zeros((0, self.spec.num_classes))
-        return self.probabilities(torch.stack([self.to_input(img) for img in images]))
+        return self.probabilities(stack_images([self.to_input(img) for img in images]))
 
     def predict_bytes(self, data: bytes, expected_count: int | None = None) -> dict[str, Any]:
         """One photo's bytes -> the endpoint's JSON dict; raises ImageDecodeError for a bad image."""

@@ -19,6 +19,7 @@ from modeling.preprocessing import (
     load_image,
     normalize_batch,
     probe_image,
+    stack_images,
 )
 from tests.modeling_fixtures import jpeg_bytes, png_bytes
 
@@ -138,3 +139,11 @@ def test_preprocess_config_round_trips_and_validates():
 def test_jpeg_helper_round_trip_is_lossy_but_close():
     img = load_image(io.BytesIO(jpeg_bytes(30, 30, (10, 20, 30))).getvalue())
     assert np.abs(np.asarray(img).astype(int) - (10, 20, 30)).max() < 8
+
+
+def test_stack_images_is_a_channels_last_batch_of_the_same_pixels():
+    images = [EvalTransform(24)(_striped(40 + 10 * i, 30)) for i in range(3)]
+    batch = stack_images(images)
+    assert batch.shape == (3, 3, 24, 24) and batch.dtype == torch.uint8
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.stack(images))
