@@ -53,11 +53,6 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum a tensor over all ranks, in place (no-op in a single process)."""
     if info.enabled:

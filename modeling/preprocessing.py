@@ -245,7 +245,3 @@ def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     x = batch.contiguous(memory_format=memory_format).float()
     return x.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
 
-
-def image_to_input(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
-    """One decoded image -> (3, side, side) uint8 tensor, exactly as evaluation sees it."""
-    return EvalTransform(config.image_size)(img)
