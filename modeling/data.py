@@ -24,7 +24,8 @@ class DatasetLayoutError(ValueError):
     """A data folder is not laid out as <root>/<count>/<image>; the message names the offending folder."""
 
 
-def scan_count_folders(root: str | os.PathLike, max_count: int) -> list[tuple[str, int]]:
+def scan_count_folders(root: str | os.PathLike, max_count: int, *, allow_empty: bool = False
+                       ) -> list[tuple[str, int]]:
     """[(image path, count)] under root/<count>/, sorted by (count, file name).
 
     Hidden folders (".ipynb_checkpoints") are skipped; any other folder whose name is not an integer in
@@ -41,11 +42,18 @@ def scan_count_folders(root: str | os.PathLike, max_count: int) -> list[tuple[st
         with os.scandir(entry.path) as files:
             names = sorted(f.name for f in files if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
         samples.extend((os.path.join(entry.path, name), count) for name in names)
-    if not samples:
+    if not samples and not allow_empty:
         raise DatasetLayoutError(
             f"no images found in {root}: expected <count>/<bin_id>.jpg folders named 0..{max_count}"
         )
     return samples
+
+
+def with_recounts(samples: list[tuple[str, int]], recounts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Training samples plus analysts' recounts; a recounted bin (same file stem) replaces its original,
+    whose label the recount has shown to be wrong."""
+    recounted = {Path(path).stem for path, _ in recounts}
+    return [s for s in samples if Path(s[0]).stem not in recounted] + list(recounts)
 
 
 def _folder_count(root: Path, name: str, max_count: int) -> int:
@@ -65,10 +73,15 @@ def _folder_count(root: Path, name: str, max_count: int) -> int:
 class CountFolderDataset(Dataset):
     """Photos under root/<count>/ as (uint8 image tensor, count) pairs; label == item count."""
 
-    def __init__(self, root: str | os.PathLike, max_count: int, transform: Callable, decode_side: int | None) -> None:
+    def __init__(self, root: str | os.PathLike, max_count: int, transform: Callable, decode_side: int | None,
+                 recounts_root: str | os.PathLike | None = None) -> None:
         self.root = Path(root)
         self.max_count = max_count
         self.samples = scan_count_folders(root, max_count)
+        self.recounts_root = Path(recounts_root) if recounts_root else None
+        if self.recounts_root is not None:
+            self.samples = with_recounts(self.samples,
+                                         scan_count_folders(self.recounts_root, max_count, allow_empty=True))
         self.transform = transform
         self.decode_side = decode_side
 
@@ -99,7 +112,9 @@ def dataset_fingerprint(splits: Iterable[tuple[str, str | os.PathLike, Sequence[
     rows = []
     for split, root, samples in splits:
         for path, _ in samples:
-            rel = Path(path).relative_to(root).as_posix()
+            # a recount lives outside the split root: keyed by its own <count>/<file>
+            rel = Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else \
+                "recounts/" + "/".join(Path(path).parts[-2:])
             rows.append(f"{split}\t{rel}\t{os.path.getsize(path)}")
     return hashlib.sha256("\n".join(sorted(rows)).encode("utf-8")).hexdigest()
 

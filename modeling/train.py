@@ -171,6 +171,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="training folder of <count>/<image> (SM_CHANNEL_TRAIN)")
     g.add_argument("--val", default=os.environ.get("SM_CHANNEL_VAL", "data/dataset/val"),
                    help="validation folder (SM_CHANNEL_VAL)")
+    g.add_argument("--recounts", default=os.environ.get("SM_CHANNEL_RECOUNTS", ""),
+                   help="optional folder of analysts' recounts (<count>/<bin_id>.jpg) added to the training data; "
+                        "a recounted bin replaces its photo in --train (SM_CHANNEL_RECOUNTS)")
     g.add_argument("--test", default=os.environ.get("SM_CHANNEL_TEST", ""),
                    help="optional test folder, evaluated once with the best model (SM_CHANNEL_TEST)")
     g.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"),
@@ -219,7 +222,8 @@ def build_datasets(args: argparse.Namespace, spec: ModelSpec) -> dict[str, Count
     train_tf, eval_tf = build_transforms(spec)
     side = spec.preprocess.image_size
     datasets = {
-        "train": CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side),
+        "train": CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side,
+                                    recounts_root=args.recounts or None),
         "val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side),
     }
     if args.test:

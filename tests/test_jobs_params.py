@@ -29,8 +29,9 @@ from modeling.train import get_args_parser
 
 # values different from every default, so a field that never reaches train.py cannot pass by accident
 NON_DEFAULT = dict(arch="resnet34", epochs=7, batch_size=12, lr=0.0123, momentum=0.8, weight_decay=0.0005,
-                   optimizer="adamw", lr_schedule="step", image_size=96, loss="ordinal", label_smoothing=0.1,
-                   seed=42, pretrained="imagenet", workers=3, max_count=4, best_metric="val_rmse")
+                   optimizer="adamw", lr_schedule="step", lr_step_size=2, lr_gamma=0.5, image_size=96,
+                   loss="ordinal", ordinal_weight=2.5, label_smoothing=0.1, seed=42, pretrained="imagenet",
+                   workers=3, max_count=4, best_metric="val_rmse")
 
 
 def test_every_hyperparameter_field_is_a_train_py_flag_and_arrives_unchanged():
@@ -57,10 +58,10 @@ def test_training_params_defaults_are_train_py_defaults():
 
 
 def test_extra_flags_reach_train_py_and_reserved_ones_are_refused():
-    params = TrainingParams(extra={"--lr-gamma": 0.5, "ordinal-weight": "2"})
-    assert params.to_cli_args()[-4:] == ["--lr-gamma", "0.5", "--ordinal-weight", "2"]
+    params = TrainingParams(extra={"--device": "cpu", "weights-path": "w.pth"})
+    assert params.to_cli_args()[-4:] == ["--device", "cpu", "--weights-path", "w.pth"]
     check_against_train_parser(params)
-    for flag in (*RESERVED_FLAGS, "batch-size"):
+    for flag in (*RESERVED_FLAGS, "batch-size", "lr-gamma"):
         with pytest.raises(JobError, match="extra may not hold"):
             TrainingParams(extra={flag: "x"})
     with pytest.raises(JobError, match="no flag"):
@@ -75,7 +76,7 @@ def test_invalid_values_are_refused_with_the_allowed_ones():
 
 
 def test_training_params_round_trip_through_json_dicts():
-    params = TrainingParams(train="a", val="b", include_recounts=True, instance_count=2, extra={"lr-gamma": "0.5"},
+    params = TrainingParams(train="a", val="b", include_recounts=True, instance_count=2, extra={"device": "cpu"},
                             **NON_DEFAULT)
     assert TrainingParams.from_dict(params.to_dict()) == params
     with pytest.raises(JobError, match="unknown training parameter"):

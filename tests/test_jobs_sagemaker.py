@@ -29,7 +29,6 @@ from modeling.jobs import (
     TrainingParams,
     TuningParams,
     get_backend,
-    list_jobs,
 )
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
 from tests.aws_shims import install_moto_compat, override_response, queue_endpoint_results, record_requests, throttled
@@ -270,11 +269,25 @@ def test_throttled_calls_are_retried(sm):
     assert job.external_id and job.status == "Failed"  # moto: completed, no artifact; the point is it got there
 
 
-def test_recounts_need_train_py_support_on_sagemaker(sm):
-    backend = sm.make()
-    with pytest.raises(JobError, match="--recounts"):
+def test_recounts_travel_as_their_own_channel(sm, tmp_path):
+    from app.audit import imports, reviews
+    from tests.modeling_fixtures import jpeg_bytes
+
+    with record_requests() as sent:  # no recounts yet: no channel (SageMaker refuses an empty prefix)
+        backend = sm.make()
         backend.start_training(_params(sm.bucket, include_recounts=True), actor="tester")
-    assert list_jobs(sm.engine)[0].status == "Failed"
+    assert "recounts" not in {c["ChannelName"] for c in sent.one("CreateTrainingJob")["InputDataConfig"]}
+
+    row = imports.import_upload(sm.engine, sm.workspace, "00042.jpg", jpeg_bytes(), actor="ana", expected_count=4)
+    reviews.decide(sm.engine, reviews.Decision(row["id"], reviews.CONFIRM, "ana", 1, recounted_count=2))
+    with record_requests() as sent:
+        backend = sm.make()
+        job = backend.start_training(_params(sm.bucket, include_recounts=True), actor="tester")
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in sent.one("CreateTrainingJob")["InputDataConfig"]}
+    assert channels["recounts"].rstrip("/") == f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/recounts"
+    listed = sm.s3.list_objects_v2(Bucket=sm.bucket, Prefix=f"{PREFIX}/jobs/{job.id}/recounts/")
+    assert [o["Key"].split("/recounts/")[1] for o in listed["Contents"]] == ["2/00042.jpg"]
 
 
 # ---------------------------------------------------------------- tuning
@@ -301,12 +314,12 @@ def test_tuning_job_sends_ranges_objective_limits_and_the_same_code(sm):
     assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["IntegerParameterRanges"]} == {
         "batch-size": ("16", "64")}
     assert {r["Name"]: r["Values"] for r in ranges["CategoricalParameterRanges"]} == {
-        "arch": ["resnet18", "resnet34", "resnet50"], "image-size": ["160", "224"]}
+        "arch": ["resnet18", "resnet34", "resnet50"], "image-size": ["160", "224"], "loss": ["ce", "ordinal"]}
 
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     static = definition["StaticHyperParameters"]
-    tuned = {"lr", "weight-decay", "batch-size", "arch", "image-size"}
+    tuned = {"lr", "weight-decay", "batch-size", "arch", "image-size", "loss"}
     assert tuned.isdisjoint(static)
     assert static["best-metric"] == "val_rmse"  # the kept model is the one the objective picks
     assert static["epochs"] == "3"

@@ -23,11 +23,12 @@ from modeling.jobs.search_space import (
 
 # TrainingParams fields that are train.py hyperparameters (flag = name with "-" for "_")
 HYPERPARAMETER_FIELDS = (
-    "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "lr_schedule", "image_size",
-    "loss", "label_smoothing", "seed", "pretrained", "workers", "max_count", "best_metric",
+    "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "lr_schedule", "lr_step_size",
+    "lr_gamma", "image_size", "loss", "ordinal_weight", "label_smoothing", "seed", "pretrained", "workers",
+    "max_count", "best_metric",
 )
 # train.py flags a job sets itself (channels and output folders), never through `extra`
-RESERVED_FLAGS = ("train", "val", "test", "model-dir", "output-data-dir", "checkpoint-dir")
+RESERVED_FLAGS = ("train", "val", "test", "recounts", "model-dir", "output-data-dir", "checkpoint-dir")
 OBJECTIVES = {"val_accuracy": "Maximize", "val_rmse": "Minimize"}
 STRATEGIES = ("random", "bayesian")
 
@@ -57,8 +58,11 @@ class TrainingParams:
     weight_decay: float = 1e-4
     optimizer: str = "sgd"
     lr_schedule: str = "cosine"
+    lr_step_size: int = 0  # step schedule: epochs between steps (0: a third of the epochs)
+    lr_gamma: float = 0.1  # step schedule: factor of each step
     image_size: int = 224
     loss: str = "ce"
+    ordinal_weight: float = 1.0  # weight of the squared-EMD term of the ordinal loss
     label_smoothing: float = 0.0
     seed: int = 0
     pretrained: str = "none"

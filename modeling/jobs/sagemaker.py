@@ -203,18 +203,15 @@ class SageMakerBackend(Backend):
         return trainer.with_metric_definitions(
             [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS])
 
-    def _recount_channel(self, job_id: str, params: TrainingParams) -> str:
-        """Upload the recount dataset as the "recounts" channel (train.py must read it: --recounts)."""
-        from modeling.train import get_args_parser
-
-        if "--recounts" not in get_args_parser()._option_string_actions:
-            raise JobError("include_recounts on SageMaker needs train.py to read a second training channel "
-                           "(--recounts, default SM_CHANNEL_RECOUNTS), which it does not yet; train locally with "
-                           "--include-recounts, or upload a merged dataset")
+    def _recount_channel(self, job_id: str, params: TrainingParams) -> str | None:
+        """Upload the analysts' recounts as the "recounts" channel (train.py's --recounts); None when there are
+        none, since SageMaker refuses a channel whose S3 prefix holds no objects."""
         from app.audit.export import build_recount_dataset
 
         folder = job_dir(self.workspace, job_id) / "recounts"
-        build_recount_dataset(self.engine, self.workspace, folder, max_count=params.max_count)
+        written = build_recount_dataset(self.engine, self.workspace, folder, max_count=params.max_count)
+        if not any(status.startswith("written") for status in written["status"]):
+            return None
         with aws_errors("uploading the recounts"):
             return self.aws.upload_folder(folder, self.aws.key("jobs", job_id, "recounts"))
 
@@ -248,8 +245,8 @@ class SageMakerBackend(Backend):
         job = self._create("training", {"training": params.to_dict()}, actor)
 
         def submit() -> tuple[str, dict[str, Any]]:
-            if params.include_recounts:
-                channels["recounts"] = self._recount_channel(job.id, params)
+            if params.include_recounts and (recounts := self._recount_channel(job.id, params)):
+                channels["recounts"] = recounts
             trainer = self.model_trainer(params, job.id)
             trainer.train(input_data_config=self._inputs(channels), wait=False, logs=False)
             name = trainer._latest_training_job.training_job_name
