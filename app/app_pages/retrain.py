@@ -70,10 +70,11 @@ def training_form() -> None:
             bs_range = t[1].slider("Batch size range", 8, 128, (16, 64))
             archs = t[2].multiselect("Architectures", ARCHS, default=["resnet18"])
             max_jobs = t[3].number_input("Max trials", 1, 50, 3)
-            u = st.columns(3)
-            objective = u[0].selectbox("Objective", ["val_accuracy", "val_rmse"])
-            parallel = u[1].selectbox("Trials at a time", [1, 2])
-            strategy = u[2].selectbox("Strategy", ["bayesian", "random"])
+            u = st.columns(4)
+            losses = u[0].multiselect("Losses", ["ce", "ordinal"], default=["ce", "ordinal"])
+            objective = u[1].selectbox("Objective", ["val_accuracy", "val_rmse"])
+            parallel = u[2].selectbox("Trials at a time", [1, 2])
+            strategy = u[3].selectbox("Strategy", ["bayesian", "random"])
         submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -84,7 +85,8 @@ def training_form() -> None:
         runner = get_backend(backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
         if tune:
             space = {"lr": Continuous(lr_range[0], lr_range[1], log=True),
-                     "batch_size": Integer(bs_range[0], bs_range[1]), "arch": Categorical(tuple(archs or ["resnet18"]))}
+                     "batch_size": Integer(bs_range[0], bs_range[1]), "arch": Categorical(tuple(archs or ["resnet18"])),
+                     "loss": Categorical(tuple(losses or [loss]))}
             job = runner.start_tuning(TuningParams(base=params, search_space=space, objective=objective,
                                                    max_jobs=int(max_jobs), max_parallel_jobs=int(parallel),
                                                    strategy=strategy), actor=actor)
