@@ -28,13 +28,13 @@ from modeling.registry import activate, active_version, list_versions
 
 @dataclass(frozen=True)
 class DemoPlan:
-    history_bins: int = 700
+    history_bins: int = 1200
     audit_bins: int = 300
     mismatch_rate: float = 0.12
     photo_width: int = 192
     photo_height: int = 176
     image_size: int = 96
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 0.05
 

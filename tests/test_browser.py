@@ -41,7 +41,9 @@ def app_url(seeded_workspace, tmp_path):
             pytest.skip("BINAUDIT_SKIP_BROWSER=1 and no chromium")
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     ws = tmp_path / "ws"
-    shutil.copytree(seeded_workspace, ws)
+    # BINAUDIT_BROWSER_WORKSPACE: run against a copy of another workspace (e.g. the full demo, for the README's
+    # screenshots: docs/screenshots/ come from this test run over `make run`'s workspace)
+    shutil.copytree(os.environ.get("BINAUDIT_BROWSER_WORKSPACE") or seeded_workspace, ws, symlinks=True)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "BINAUDIT_"))}
     env.update(BINAUDIT_WORKSPACE=str(ws), BINAUDIT_SECRETS=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))

@@ -99,8 +99,12 @@ def training_form() -> None:
     st.toast(f"Started {job.kind} job {job.id}")
 
 
-def status_icon(status: str) -> str:
-    return {"Completed": "✅", "Failed": "❌", "Stopped": "⏹", "InProgress": "⏳", "Pending": "🕒"}.get(status, "")
+STATUS_COLOURS = {"Completed": "green", "Failed": "red", "Stopped": "gray", "InProgress": "orange", "Pending": "gray"}
+
+
+def coloured(status: str) -> str:
+    """Markdown colour, not emoji: emoji fonts are missing on many analysts' machines."""
+    return f":{STATUS_COLOURS.get(status, 'gray')}[**{status}**]"
 
 
 @st.fragment(run_every="3s")
@@ -113,7 +117,7 @@ def jobs_ui() -> None:
     rows = []
     for j in jobs:
         last = j.last_epoch or {}
-        rows.append({"job": j.id, "kind": j.kind, "backend": j.backend, "status": f"{status_icon(j.status)} {j.status}",
+        rows.append({"job": j.id, "kind": j.kind, "backend": j.backend, "status": j.status,
                      "epoch": last.get("epoch"), "val accuracy": last.get("val_accuracy"),
                      "val RMSE": last.get("val_rmse"), "started": j.started_at, "reason": j.failure_reason or ""})
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
@@ -129,7 +133,7 @@ def jobs_ui() -> None:
 def job_detail_ui(job) -> None:
     backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
     head = st.columns([4, 1])
-    head[0].markdown(f"**{job.id}** · {job.kind} · {job.backend} · {status_icon(job.status)} {job.status}")
+    head[0].markdown(f"**{job.id}** · {job.kind} · {job.backend} · {coloured(job.status)}")
     if job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
         backend.stop(job.id, actor=current_reviewer() or "dashboard")
         st.rerun(scope="fragment")

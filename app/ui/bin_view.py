@@ -23,7 +23,7 @@ def items_frame(items: list[dict] | None) -> pd.DataFrame:
 
 
 def counts_ui(expected: int | None, prediction: dict | None, threshold: float) -> None:
-    cols = st.columns(3)
+    cols = st.columns(4)
     cols[0].metric("Expected", expected if expected is not None else "–", help="the inventory record's count")
     if prediction is None:
         cols[1].metric("Predicted", "–")
@@ -33,18 +33,20 @@ def counts_ui(expected: int | None, prediction: dict | None, threshold: float) -
                    help=f"most likely count; the count minimising squared error is {prediction['decoded_count']}")
     p = prediction.get("mismatch_probability")
     if p is not None:
-        cols[2].metric("P(mismatch)", f"{p:.0%}", help="probability that the bin does not hold the expected count")
+        cols[2].metric("Mismatch probability", f"{p:.0%}",
+                       help="probability that the bin does not hold the expected count")
         if p >= threshold:
-            st.badge("likely mismatch", icon=":material/warning:", color="red")
+            with cols[3]:
+                st.badge("likely mismatch", icon=":material/warning:", color="red")
 
 
 def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str) -> None:
     b, prediction = detail["bin"], detail["prediction"]
+    counts_ui(b["expected_count"], prediction, ctx.settings.mismatch_threshold)
     left, right = st.columns([3, 2])
     with left:
         show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {b['id']}", roots=roots)
     with right:
-        counts_ui(b["expected_count"], prediction, ctx.settings.mismatch_threshold)
         if prediction is not None:
             st.plotly_chart(probability_chart(prediction["probabilities"], expected=b["expected_count"]),
                             key=f"{key}-probs", config={"displayModeBar": False})
