@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--mismatch-rate", type=float, default=0.10)
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--height", type=int, default=176)
-    parser.add_argument("--seed", type=int, default=2024, help="seed of the held-out set (differs from training)")
+    parser.add_argument("--seed", type=int, default=90210,
+                        help="seed of the held-out set; must differ from the seed that drew the model's training bins "
+                             "(bins are a function of (seed, index): a shared seed means shared photos)")
     parser.add_argument("--train-bins", type=int, default=3000)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=15)
