@@ -15,6 +15,7 @@ CONTAINER_MODULES: tuple[str, ...] = (
     "__init__.py",
     "train.py",
     "inference.py",
+    "argtypes.py",
     "artifacts.py",
     "checkpoint.py",
     "data.py",

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeling.argtypes import non_negative_int, positive_int
+
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # modules imported before the parser is built; each registers its commands when imported
@@ -44,25 +46,11 @@ def register(command: Command) -> Command:
     return command
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
 def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
     """Flags shared by the commands that score photos with a Predictor."""
     p.add_argument("--model-dir", type=Path, required=True, help="folder with model.pth and model_config.json")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="photos per forward pass (default 16)")
-    p.add_argument("--workers", type=_non_negative_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=16, help="photos per forward pass (default 16)")
+    p.add_argument("--workers", type=non_negative_int, default=None,
                    help="decoding processes (default: one per core, at most 4; 0: decode in the main process)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16", "fp16"),

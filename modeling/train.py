@@ -36,6 +36,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
+from modeling.argtypes import image_size as image_size_arg
+from modeling.argtypes import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from modeling.artifacts import (
     ARGS_FILE,
     METRICS_FILE,
@@ -79,48 +81,6 @@ EXIT_USAGE = 2
 
 # ---------------------------------------------------------------- arguments
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
-
-
-def _image_size(text: str) -> int:
-    value = int(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"must be at least 32 px, got {text}")
-    return value
-
-
 def default_checkpoint_dir() -> str:
     """SageMaker syncs /opt/ml/checkpoints to S3 (spot training); locally checkpoints are off unless asked."""
     return SM_CHECKPOINT_DIR if os.path.isdir(SM_CHECKPOINT_DIR) else ""
@@ -135,32 +95,32 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--pretrained", default="none", choices=PRETRAINED_CHOICES,
                    help="initial weights: random, or torchvision's ImageNet weights (needs internet or the torch cache)")
     g.add_argument("--weights-path", default="", help="initial weights from a state_dict file (wins over --pretrained)")
-    g.add_argument("--max-count", type=_positive_int, default=5, help="counts 0..N: the head has N+1 classes")
-    g.add_argument("--image-size", type=_image_size, default=224, help="square side the photos are squashed to")
+    g.add_argument("--max-count", type=positive_int, default=5, help="counts 0..N: the head has N+1 classes")
+    g.add_argument("--image-size", type=image_size_arg, default=224, help="square side the photos are squashed to")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, default=10, help="total epochs (a resumed run continues to this)")
-    g.add_argument("--batch-size", type=_positive_int, default=32, help="images per step and process")
-    g.add_argument("--lr", type=_positive_float, default=0.01, help="initial learning rate")
-    g.add_argument("--momentum", type=_unit_interval, default=0.9, help="SGD momentum; AdamW's beta1")
-    g.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+    g.add_argument("--epochs", type=positive_int, default=10, help="total epochs (a resumed run continues to this)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="images per step and process")
+    g.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate")
+    g.add_argument("--momentum", type=unit_interval, default=0.9, help="SGD momentum; AdamW's beta1")
+    g.add_argument("--weight-decay", type=non_negative_float, default=1e-4,
                    help="weight decay of conv and linear weights (never of norms and biases)")
     g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="optimizer")
     g.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES,
                    help="per-epoch schedule: step (x lr-gamma every lr-step-size epochs) or cosine to zero")
-    g.add_argument("--lr-step-size", type=_non_negative_int, default=0,
+    g.add_argument("--lr-step-size", type=non_negative_int, default=0,
                    help="epochs between steps of the step schedule (0: a third of --epochs)")
-    g.add_argument("--lr-gamma", type=_positive_float, default=0.1, help="factor of each step of the step schedule")
-    g.add_argument("--label-smoothing", type=_unit_interval, default=0.0, help="label smoothing of cross-entropy")
+    g.add_argument("--lr-gamma", type=positive_float, default=0.1, help="factor of each step of the step schedule")
+    g.add_argument("--label-smoothing", type=unit_interval, default=0.0, help="label smoothing of cross-entropy")
     g.add_argument("--loss", default="ce", choices=LOSSES,
                    help="ce: cross-entropy; ordinal: cross-entropy + squared EMD over the count distribution")
-    g.add_argument("--ordinal-weight", type=_non_negative_float, default=1.0,
+    g.add_argument("--ordinal-weight", type=non_negative_float, default=1.0,
                    help="weight of the squared-EMD term of --loss ordinal")
     g.add_argument("--best-metric", default="val_accuracy", choices=tuple(BEST_METRICS),
                    help="validation metric that picks the saved model")
 
     g = p.add_argument_group("runtime")
-    g.add_argument("--workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
+    g.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes per training process")
     g.add_argument("--seed", type=int, default=0, help="random seed; same seed and data give the same run on CPU")
     g.add_argument("--device", default="auto", choices=DEVICES,
