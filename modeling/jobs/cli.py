@@ -152,6 +152,16 @@ def _should_wait(args: argparse.Namespace, ctx: Context) -> bool:
     return args.wait if args.wait is not None else ctx.backend_name == "local"
 
 
+def _announce(args: argparse.Namespace, ctx: Context, job) -> bool:
+    """Print the started job; True when the command should watch it to the end (else say how to follow it)."""
+    print(f"started {job.kind} job {job.id} on {job.backend}" + (f" ({job.external_id})" if job.external_id else ""),
+          flush=True)
+    if _should_wait(args, ctx):
+        return True
+    print(f"follow it with: python -m modeling jobs show {job.id} --refresh")
+    return False
+
+
 def _registered_line(ctx: Context, job) -> str:
     from modeling import registry
 
@@ -208,10 +218,7 @@ def training_params(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     ctx = Context(args)
     job = ctx.backend.start_training(training_params(args), actor=ctx.actor)
-    print(f"started {job.kind} job {job.id} on {job.backend}" + (f" ({job.external_id})" if job.external_id else ""),
-          flush=True)
-    if not _should_wait(args, ctx):
-        print(f"follow it with: python -m modeling jobs show {job.id} --refresh")
+    if not _announce(args, ctx, job):
         return EXIT_OK
     job = watch(ctx, job)
     if job.status == "Completed":
@@ -274,10 +281,7 @@ def _tune(args: argparse.Namespace) -> int:
                           objective=args.objective, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs,
                           strategy=args.strategy, early_stopping=args.early_stopping, seed=args.tuning_seed)
     job = ctx.backend.start_tuning(params, actor=ctx.actor)
-    print(f"started tuning job {job.id} on {job.backend}" + (f" ({job.external_id})" if job.external_id else ""),
-          flush=True)
-    if not _should_wait(args, ctx):
-        print(f"follow it with: python -m modeling jobs show {job.id} --refresh")
+    if not _announce(args, ctx, job):
         return EXIT_OK
     job = watch(ctx, job)
     _print_best(ctx, job)
