@@ -38,7 +38,8 @@ def stop_leftovers(ctx: SimpleNamespace) -> None:
     """A failed test must not leave training processes or endpoints running."""
     for job in list_jobs(ctx.engine, limit=None, active_only=True):
         if job.backend == "local" and job.parent_id is None:
-            ctx.backend.stop(job.id, actor="test-cleanup", grace_seconds=2)
+            ctx.backend.stop_grace_seconds = 2
+            ctx.backend.stop(job.id, actor="test-cleanup")
 
 
 def wait_done(backend, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS) -> JobRecord:

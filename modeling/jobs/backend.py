@@ -65,8 +65,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def refresh(self, job_id: str) -> JobRecord: ...
 
+    def stop(self, job_id: str, *, actor: str) -> JobRecord:
+        """Stop a job: a finished one is returned as it is, an endpoint is deleted, anything else is asked to stop."""
+        job = self._own_job(job_id)
+        if not job.is_active:
+            return job
+        if job.kind == "deployment":
+            return self.delete_endpoint(job.id, actor=actor)
+        store.request_stop(self.engine, job.id, actor=actor)
+        return self._stop_running(job, actor=actor)
+
     @abc.abstractmethod
-    def stop(self, job_id: str, *, actor: str) -> JobRecord: ...
+    def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
+        """Stop a training, tuning or transform job whose stop request is already recorded."""
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         return tail_lines(store.get_job(self.engine, job_id).log_path, lines)

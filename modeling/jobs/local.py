@@ -58,6 +58,7 @@ def _check_search_space(tp: TuningParams) -> None:
 
 class LocalBackend(Backend):
     name = "local"
+    stop_grace_seconds: float = STOP_GRACE_SECONDS  # SIGTERM, then SIGKILL after this long
 
     # ---------------------------------------------------------------- launching
 
@@ -254,14 +255,9 @@ class LocalBackend(Backend):
 
     # ---------------------------------------------------------------- stopping
 
-    def stop(self, job_id: str, *, actor: str, grace_seconds: float = STOP_GRACE_SECONDS) -> JobRecord:
+    def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
         """SIGTERM to the job's processes, SIGKILL after the grace period; the job ends Stopped, registering nothing."""
-        job = self._own_job(job_id)
-        if not job.is_active:
-            return job
-        if job.kind == "deployment":
-            return self.delete_endpoint(job.id, actor=actor)
-        store.request_stop(self.engine, job.id, actor=actor)
+        grace_seconds = self.stop_grace_seconds
         if job.kind == "tuning":
             for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
                 store.request_stop(self.engine, trial.id, actor=actor)

@@ -564,14 +564,8 @@ class SageMakerBackend(Backend):
 
     # ---------------------------------------------------------------- stopping and logs
 
-    def stop(self, job_id: str, *, actor: str) -> JobRecord:
-        """Ask SageMaker to stop the job (an endpoint is deleted); refresh shows Stopped once it has."""
-        job = self._own_job(job_id)
-        if not job.is_active:
-            return job
-        if job.kind == "deployment":
-            return self.delete_endpoint(job.id, actor=actor)
-        store.request_stop(self.engine, job.id, actor=actor)
+    def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
+        """Ask SageMaker to stop the job; refresh shows Stopped once it has."""
         if not job.external_id:
             return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
         sm = self.aws.client("sagemaker")
