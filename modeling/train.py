@@ -250,9 +250,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) 
 
 def replan_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
                      epochs_done: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The schedule `args` asks for, advanced past `epochs_done` epochs (a resumed run whose --epochs changed)."""
+    """The schedule `args` asks for, advanced past `epochs_done` epochs (a resumed run whose schedule changed)."""
     for group in optimizer.param_groups:
-        group["lr"] = group.get("initial_lr", args.lr)
+        # the checkpoint's optimizer state carries the old run's initial_lr, which a new scheduler keeps
+        # (setdefault): start from --lr instead, so a changed --lr takes effect (unchanged, it is the same value)
+        group["initial_lr"] = group["lr"] = args.lr
     scheduler = build_scheduler(optimizer, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here

@@ -6,6 +6,8 @@ real training run to show that run_training uses exactly those builders with the
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -24,6 +26,7 @@ from modeling.train import (
     build_transforms,
     is_better,
     parse_args,
+    replan_scheduler,
     resolve_device,
     seed_everything,
 )
@@ -72,6 +75,24 @@ def test_step_schedule_takes_step_size_and_gamma():
     assert type(sched) is torch.optim.lr_scheduler.StepLR and sched.step_size == 4 and sched.gamma == 0.5
     default = _args("--lr-schedule", "step", "--epochs", "12")
     assert build_scheduler(build_optimizer(_model(default), default), default).step_size == 4  # a third
+
+
+def test_replanned_schedule_follows_a_changed_lr():
+    """Resume after 3 of 10 cosine epochs at --lr 0.1 with --lr 0.01: the re-planned lr is 0.01's, not 0.1's."""
+    old, new = _args("--lr", "0.1", "--epochs", "10"), _args("--lr", "0.01", "--epochs", "10")
+    model = torch.nn.Linear(2, 2)  # the optimizer's two groups (weights, bias) are all the test needs
+    opt = build_optimizer(model, old)
+    sched = build_scheduler(opt, old)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    resumed = build_optimizer(model, new)
+    build_scheduler(resumed, new)
+    resumed.load_state_dict(opt.state_dict())  # as TrainState.from_checkpoint does
+    replanned = replan_scheduler(resumed, new, epochs_done=3)
+    assert replanned.base_lrs == [0.01, 0.01]
+    expected = 0.01 * (1 + math.cos(math.pi * 3 / 10)) / 2  # 0.00794
+    assert [g["lr"] for g in resumed.param_groups] == pytest.approx([expected, expected])
 
 
 def test_label_smoothing_and_loss_choice_reach_the_criterion():
