@@ -20,6 +20,10 @@ import orjson
 
 from data_tools.problems import ERROR, WARNING, Problem
 
+# ABID bins hold a few dozen items at most; a larger count is a broken record (and 2**63 would not fit a database
+# integer), so it is reported like a negative one instead of travelling on
+MAX_QUANTITY = 100_000
+
 
 def _both_cases(table: dict[str, float]) -> dict[str, float]:
     # ABID spells units "IN" and "pounds": holding both cases spares .upper() on the hot path
@@ -115,6 +119,9 @@ def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -
     if not _is_int(quantity) or quantity < 0:
         errors.append(f"item {key}: quantity {quantity!r} is not a non-negative integer")
         return None
+    if quantity > MAX_QUANTITY:
+        errors.append(f"item {key}: quantity {quantity} is not a plausible count (over {MAX_QUANTITY:,})")
+        return None
     get = raw.get
     return Item(
         key,
@@ -148,6 +155,8 @@ def parse_metadata(raw: bytes, bin_id: str, file: str) -> ParseResult:
         errors.append(f"EXPECTED_QUANTITY {expected!r} is not an integer")
     elif expected < 0:
         errors.append(f"EXPECTED_QUANTITY {expected} is negative")
+    elif expected > MAX_QUANTITY:
+        errors.append(f"EXPECTED_QUANTITY {expected} is not a plausible count (over {MAX_QUANTITY:,})")
 
     raw_items = doc.get("BIN_FCSKU_DATA")
     items: list[Item] = []

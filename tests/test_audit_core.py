@@ -397,3 +397,130 @@ def test_import_from_an_s3_prefix(aws_env, engine, ws, synth_raw, request):
     with engine.connect() as conn:
         uris = conn.execute(sa.select(db.bins.c.image_uri)).scalars().all()
     assert all(Path(u).is_file() and ws.root.resolve() in Path(u).parents for u in uris)  # copied into the workspace
+
+
+# ---------------------------------------------------------------- records survive re-imports and races
+
+
+def _uniform_scorer(during=None):
+    """A scorer answering a flat distribution; `during()` runs after the first photo, mid-run."""
+    def scorer(paths):
+        for i, _ in enumerate(paths):
+            if i == 1 and during:
+                during()
+            yield np.full(6, 1 / 6), None
+    return scorer
+
+
+def test_scoring_reads_the_bins_at_write_time(engine, ws, version, tiny_dataset):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    with engine.connect() as conn:
+        first, last = conn.execute(sa.select(sa.func.min(db.bins.c.id), sa.func.max(db.bins.c.id))).one()
+
+    def analysts_meanwhile():  # after the scorer read its page, before the chunk is written
+        reviews.send_to_queue(engine, last, actor="ana")
+        with engine.connect() as conn:
+            version_now = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == first)).scalar_one()
+        reviews.decide(engine, reviews.Decision(first, reviews.DISMISS, "bo", version_now))
+
+    score_bins(engine, ws, version, _uniform_scorer(analysts_meanwhile), progress=False, commit_every=10_000)
+    preds = _predictions(engine).set_index("bin_id")
+    assert bool(preds.loc[last, "queued"])  # the hand-queued bin is not lost from the queue
+    assert last in queue_page(engine, version.id, threshold=0.99, limit=1000)["bin_id"].tolist()
+    with engine.connect() as conn:
+        decided_at = conn.execute(sa.select(db.bins.c.decided_at).where(db.bins.c.id == first)).scalar_one()
+    # the prediction is written after the decision, so by the queue rules it is open again: the flag must agree
+    assert preds.loc[first, "created_at"] >= decided_at and not preds.loc[first, "settled"]
+
+
+def test_reuploading_a_bin_keeps_its_record_and_replaces_a_changed_photo(engine, ws, version, tiny_dataset):
+    imports.import_dataset(engine, tiny_dataset, actor="t")
+    score_bins(engine, ws, version, _uniform_scorer(), progress=False)
+    with engine.connect() as conn:
+        before = conn.execute(sa.select(db.bins).where(db.bins.c.split == "train").limit(1)).mappings().one()
+    bin_id = before["id"]
+    photo = Path(before["image_uri"]).read_bytes()
+
+    # the same photo again, no metadata: nothing about the bin is lost, its prediction stays
+    same = imports.import_upload(engine, ws, f"{bin_id}.jpg", photo, actor="ana")
+    assert (same["expected_count"], same["items"], same["split"]) == (
+        before["expected_count"], before["items"], before["split"])
+    assert (_predictions(engine)["bin_id"] == bin_id).sum() == 1
+
+    # a different photo under the same ABID name: the old prediction described another photo and goes
+    other = imports.import_upload(engine, ws, f"{bin_id}.jpg", jpeg_bytes(color=(0, 0, 255)), actor="ana",
+                                  expected_count=before["expected_count"] + 1)
+    assert other["expected_count"] == before["expected_count"] + 1 and other["items"] == before["items"]
+    assert (_predictions(engine)["bin_id"] == bin_id).sum() == 0
+    from app.audit.scoring import record_prediction
+
+    assert record_prediction(engine, version, bin_id, np.full(6, 1 / 6))
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(db.bins).where(db.bins.c.id == bin_id)).mappings().one()
+        actions = conn.execute(sa.select(db.audit_log.c.action).where(db.audit_log.c.entity_id == bin_id)).scalars()
+        assert "replace_photo" in set(actions)
+    assert stored["split"] == before["split"] and stored["expected_count"] == before["expected_count"] + 1
+
+
+def test_expected_count_change_rescores_predictions_of_models_with_other_class_counts(engine, ws, version):
+    row = imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=1)
+    from app.audit.scoring import record_prediction
+    from modeling.registry import get_version
+
+    wide_probs = np.arange(1, 12, dtype=np.float64) / np.arange(1, 12).sum()  # an 11-class model (counts 0..10)
+    with db.write_tx(engine) as conn:
+        wide_id = conn.execute(db.model_versions.insert().values(
+            name="wide", artifact_uri=str(version.model_dir), arch="resnet18", image_size=64, max_count=10,
+            config={**version.config, "class_to_count": list(range(11)), "max_count": 10}, metrics={},
+            created_at=db.utcnow())).inserted_primary_key[0]
+    assert record_prediction(engine, version, row["id"], np.full(6, 1 / 6))
+    assert record_prediction(engine, get_version(engine, wide_id), row["id"], wide_probs)
+
+    imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=7)
+    preds = _predictions(engine).set_index("model_version_id")
+    assert preds.loc[wide_id, "mismatch_probability"] == pytest.approx(1 - wide_probs[7], abs=1e-5)
+    assert preds.loc[version.id, "mismatch_probability"] == pytest.approx(1.0, abs=1e-4)  # 7 > 5: P(holds <= 5)
+    assert set(preds["expected_count"]) == {7}
+
+
+def test_recount_export_never_deletes_a_folder_it_did_not_write(engine, ws, tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("an analyst's own file")
+    from app.audit.export import ExportError
+
+    with pytest.raises(ExportError, match="refusing to replace"):
+        build_recount_dataset(engine, ws, mine)
+    assert (mine / "keep.txt").read_text() == "an analyst's own file"
+    out = tmp_path / "recounts"
+    build_recount_dataset(engine, ws, out)
+    (out / "3").mkdir()
+    (out / "3" / "stale.jpg").write_bytes(b"x")
+    build_recount_dataset(engine, ws, out)  # its own folder is rebuilt, so a stale photo does not linger
+    assert not (out / "3").exists()
+
+
+def test_unsafe_or_absurd_input_is_refused_with_a_reason(engine, ws, tiny_dataset, tmp_path, monkeypatch, capsys):
+    dataset = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, dataset)
+    manifest = (dataset / "manifest.csv").read_text().splitlines()
+    first_id = manifest[1].split(",")[0]
+    manifest[1] = manifest[1].replace(first_id, "../../escape", 1)
+    (dataset / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    report = imports.import_dataset(engine, dataset, actor="t")
+    assert report.added == len(manifest) - 2
+    assert any("../../escape" in p.reason for p in report.problems)
+
+    with pytest.raises(imports.ImportError_, match="between 0 and"):
+        imports.import_upload(engine, ws, "00557.jpg", jpeg_bytes(), actor="ana", expected_count=2**63)
+    huge = json.dumps({"BIN_FCSKU_DATA": {"A": {"asin": "A", "name": "x", "quantity": 2**63}},
+                       "EXPECTED_QUANTITY": 2**63}).encode()
+    with pytest.raises(imports.ImportError_, match="plausible"):
+        imports.import_upload(engine, ws, "00557.jpg", jpeg_bytes(), actor="ana", metadata=huge)
+
+    from app.audit.cli import main
+
+    for key, value in _cli_env(ws).items():
+        monkeypatch.setenv(key, value)
+    assert main(["import", "--folder", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

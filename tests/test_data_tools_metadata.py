@@ -70,6 +70,8 @@ def test_byte_order_mark_is_tolerated():
         (b'{"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 2.5}', "is not an integer"),
         (b'{"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": true}', "is not an integer"),
         (b'{"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": -1}', "is negative"),
+        (b'{"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 9223372036854775808}', "not a plausible count"),
+        (b'{"BIN_FCSKU_DATA": {"A": {"quantity": 100001}}, "EXPECTED_QUANTITY": 100001}', "not a plausible count"),
         (b'{"EXPECTED_QUANTITY": 0}', "missing BIN_FCSKU_DATA"),
         (b'{"BIN_FCSKU_DATA": [], "EXPECTED_QUANTITY": 0}', "BIN_FCSKU_DATA is list"),
     ],

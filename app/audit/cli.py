@@ -79,6 +79,7 @@ def _version(engine, ref: str | None):
 
 def _cmd_import(args, settings: Settings, ws: Workspace, engine) -> int:
     from app.audit.imports import ImportError_, import_abid_folder, import_dataset, import_s3_prefix
+    from data_tools.problems import DataToolsError
 
     try:
         if args.dataset:
@@ -87,7 +88,7 @@ def _cmd_import(args, settings: Settings, ws: Workspace, engine) -> int:
             report = import_abid_folder(engine, args.folder, actor="cli")
         else:
             report = import_s3_prefix(engine, ws, args.s3, actor="cli", limit=args.limit, unsigned=args.unsigned)
-    except ImportError_ as exc:
+    except (ImportError_, DataToolsError) as exc:
         raise CliError(str(exc)) from None
     print(report)
     for p in report.problems[:20]:
@@ -156,7 +157,7 @@ def _cmd_history(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.export import build_recount_dataset, export_decisions, export_queue
+    from app.audit.export import ExportError, build_recount_dataset, export_decisions, export_queue
 
     if args.what == "queue":
         version = _version(engine, None)
@@ -166,7 +167,10 @@ def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
         n = export_decisions(engine, args.out)
     else:
         version = _version(engine, None)
-        frame = build_recount_dataset(engine, ws, args.out, max_count=version.max_count)
+        try:
+            frame = build_recount_dataset(engine, ws, args.out, max_count=version.max_count)
+        except ExportError as exc:
+            raise CliError(str(exc)) from None
         n = sum(status.startswith("written") for status in frame["status"])
     print(f"wrote {n} row(s) to {args.out}")
     return 0

@@ -14,10 +14,17 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from app.audit.imports import is_safe_bin_id
 from app.audit.queue import queue_frame
 from app.audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
+
+RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild
+
+
+class ExportError(ValueError):
+    """An export that would destroy something it did not write."""
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -52,13 +59,23 @@ def recount_examples(engine: Engine) -> pd.DataFrame:
                                        "decided_at"])
 
 
+def _fresh_recount_folder(out: Path) -> None:
+    """Empty `out` for a rebuild (a changed decision must not linger), but only a folder this module wrote."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / RECOUNT_MARKER).is_file()):
+            raise ExportError(f"refusing to replace {out}: it is not a recount dataset written by BinAudit "
+                              f"(no {RECOUNT_MARKER} file); choose a new or empty folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / RECOUNT_MARKER).write_text("written by BinAudit's build_recount_dataset; rebuilt on every export\n")
+
+
 def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, max_count: int = 5) -> pd.DataFrame:
     """Copy recounted photos into `out/<count>/<bin_id>.jpg`; returns what was written and what was skipped."""
     examples = recount_examples(engine)
     with engine.connect() as conn:
         roots = image_roots(conn)
-    if out.exists():
-        shutil.rmtree(out)  # rebuilt from the decisions each time: a changed decision must not linger
+    _fresh_recount_folder(out)
     status = []
     for row in examples.itertuples(index=False):
         if row.recounted_count > max_count:
@@ -71,6 +88,9 @@ def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, ma
             continue
         if not isinstance(src, Path) or not src.is_file():
             status.append(f"skipped: photo not found locally ({row.image_uri})")
+            continue
+        if not is_safe_bin_id(row.bin_id):
+            status.append(f"skipped: bin id {row.bin_id!r} is not a plain file name")
             continue
         dest = out / str(row.recounted_count) / f"{row.bin_id}{src.suffix.lower() or '.jpg'}"
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -13,18 +13,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.audit.scoring import refresh_mismatch
+from app.audit.scoring import forget_predictions, refresh_mismatch
 from binaudit import db
-from binaudit.workspace import Workspace, register_image_root
+from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root, resolve_image
 from data_tools.layout import METADATA_DIR, scan_local
-from data_tools.metadata import BinRecord, item_dicts, parse_metadata
+from data_tools.metadata import MAX_QUANTITY, BinRecord, item_dicts, parse_metadata
 from data_tools.problems import Problem
 from modeling.preprocessing import ImageDecodeError, load_image, probe_image
 
@@ -81,12 +81,20 @@ def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, dict]:
     return {r["id"]: dict(r) for r in rows}
 
 
-def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportReport) -> None:
-    """Insert new bins and update changed ones, in chunks; every change goes to the audit log."""
+def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportReport,
+              photo_replaced: Collection[str] = ()) -> None:
+    """Insert new bins and update changed ones, in chunks; every change goes to the audit log.
+
+    Bins in `photo_replaced` got a new photo: their predictions are dropped in the same transaction.
+    """
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         with db.write_tx(engine) as conn:
             existing = _existing(conn, [r["id"] for r in chunk])
+            replaced = [r["id"] for r in chunk if r["id"] in existing and r["id"] in photo_replaced]
+            forget_predictions(conn, replaced)
+            for bin_id in replaced:
+                db.log_change(conn, actor=actor, action="replace_photo", entity="bin", entity_id=bin_id)
             new = [r for r in chunk if r["id"] not in existing]
             changed = [r for r in chunk if r["id"] in existing
                        and any(existing[r["id"]][c] != r[c] for c in _UPDATABLE if c != "updated_at")]
@@ -117,6 +125,9 @@ def import_dataset(engine: Engine, dataset: Path, *, actor: str = "system") -> I
         for m in csv.DictReader(fh):
             if not m["image_path"]:
                 continue  # a metadata-only manifest has no photos to audit
+            if not is_safe_bin_id(m["bin_id"]):
+                report.problems.append(Problem("manifest.csv", f"bin id {m['bin_id']!r} is not a plain file name"))
+                continue
             record = None
             if m.get("metadata_path"):
                 meta_file = dataset / m["metadata_path"]
@@ -128,6 +139,7 @@ def import_dataset(engine: Engine, dataset: Path, *, actor: str = "system") -> I
                                 size=(int(m["width"]), int(m["height"])) if m["width"] else None))
     with db.write_tx(engine) as conn:
         register_image_root(conn, dataset, actor=actor)
+        _record_problems(conn, report.problems)
     save_bins(engine, rows, actor=actor, report=report)
     return report
 
@@ -170,6 +182,12 @@ def import_s3_prefix(engine: Engine, workspace: Workspace, uri: str, *, actor: s
 
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def is_safe_bin_id(bin_id: str) -> bool:
+    """A bin id becomes a file name (uploads, recount datasets): letters, digits, '.', '_', '-', no path."""
+    return bool(_PLAIN_ID.fullmatch(bin_id)) and ".." not in bin_id
 
 
 def upload_bin_id(filename: str, data: bytes) -> str:
@@ -200,13 +218,38 @@ def import_upload(engine: Engine, workspace: Workspace, filename: str, data: byt
         if errors:
             raise ImportError_(f"metadata for {filename}: " + "; ".join(p.reason for p in errors))
         record = result.record
-    if expected_count is not None and expected_count < 0:
-        raise ImportError_(f"{filename}: expected count must not be negative")
+    if expected_count is not None and not 0 <= expected_count <= MAX_QUANTITY:
+        raise ImportError_(f"{filename}: expected count must lie between 0 and {MAX_QUANTITY:,}")
+    with engine.connect() as conn:
+        existing = _existing(conn, [bin_id]).get(bin_id)
+        replaced = existing is not None and not _same_photo(existing["image_uri"], data, workspace, image_roots(conn))
     suffix = ".png" if fmt == "PNG" else ".jpg"
     dest = workspace.images_dir / "uploads" / f"{bin_id}{suffix}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
     row = bin_row(record, bin_id=bin_id, image_uri=dest.relative_to(workspace.root).as_posix(), source="upload",
                   expected_count=expected_count, size=(width, height))
-    save_bins(engine, [row], actor=actor, report=ImportReport())
+    if existing is not None:
+        row = keep_known_fields(row, existing, has_metadata=record is not None, typed_count=expected_count is not None)
+    save_bins(engine, [row], actor=actor, report=ImportReport(), photo_replaced=[bin_id] if replaced else ())
     return row
+
+
+def keep_known_fields(row: dict, existing: dict, *, has_metadata: bool, typed_count: bool) -> dict:
+    """An upload of a known bin replaces only what it brings: without metadata the bin keeps its items and
+    expected count (unless one was typed); an upload never has a split, so the bin keeps its own."""
+    kept = {"split": existing["split"]}
+    if not has_metadata:
+        kept |= {"items": existing["items"], "search_text": existing["search_text"]}
+        if not typed_count:
+            kept["expected_count"] = existing["expected_count"]
+    return row | kept
+
+
+def _same_photo(image_uri: str, data: bytes, workspace: Workspace, roots: list[str]) -> bool:
+    """Whether a bin's stored photo holds exactly these bytes (False when it cannot be read here)."""
+    try:
+        path = resolve_image(image_uri, workspace, roots)
+    except UnsafePath:
+        return False
+    return isinstance(path, Path) and path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data

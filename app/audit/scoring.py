@@ -27,6 +27,8 @@ from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
 from modeling.registry import ModelVersion
 
+_IN_CHUNK = 500  # ids per IN (...) list: under every database's bound-parameter limit
+
 # A scorer maps image paths to (probabilities, None) or (None, error reason), in input order.
 Scorer = Callable[[Iterable[str]], Iterator[tuple[np.ndarray | None, str | None]]]
 
@@ -45,8 +47,6 @@ class ScoreReport:
 class _Pending:
     bin_id: str
     image_uri: str
-    expected_count: int | None
-    queued: bool
 
 
 def _pending_filter(version_id: int, retry_failed: bool) -> sa.ColumnElement[bool]:
@@ -70,7 +70,7 @@ def _iter_pending(engine: Engine, version_id: int, retry_failed: bool, page: int
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(db.bins.c.id, db.bins.c.image_uri, db.bins.c.expected_count, db.bins.c.queued)
+                sa.select(db.bins.c.id, db.bins.c.image_uri)
                 .where(db.bins.c.id > after, _pending_filter(version_id, retry_failed))
                 .order_by(db.bins.c.id).limit(page)
             ).all()
@@ -80,26 +80,45 @@ def _iter_pending(engine: Engine, version_id: int, retry_failed: bool, page: int
         after = rows[-1][0]
 
 
+def _bin_states(conn: sa.Connection, bin_ids: list[str]) -> dict[str, sa.Row]:
+    """Expected count and hand-queued flag of bins, read inside the caller's write transaction."""
+    b, states = db.bins, {}
+    for start in range(0, len(bin_ids), _IN_CHUNK):
+        rows = conn.execute(sa.select(b.c.id, b.c.expected_count, b.c.queued)
+                            .where(b.c.id.in_(bin_ids[start : start + _IN_CHUNK])))
+        states.update((r.id, r) for r in rows)
+    return states
+
+
+def _prediction_rows(conn: sa.Connection, version: ModelVersion, good: list[tuple[str, np.ndarray]],
+                     now) -> list[dict]:
+    """Prediction rows for scored bins, from the bins' state at write time (the scorer may have taken minutes)."""
+    states = _bin_states(conn, [bin_id for bin_id, _ in good])
+    good = [(bin_id, probs) for bin_id, probs in good if bin_id in states]
+    if not good:
+        return []
+    expected = [states[bin_id].expected_count for bin_id, _ in good]
+    table = score_distributions(np.stack([probs for _, probs in good]), expected,
+                                class_to_count=version.config.get("class_to_count"))
+    return [{
+        "bin_id": bin_id, "model_version_id": version.id, "predicted_count": int(t.predicted_count),
+        "decoded_count": int(t.decoded_count), "probabilities": [round(float(x), 6) for x in probs],
+        "expected_count": e,
+        "mismatch_probability": None if np.isnan(t.mismatch_probability) else float(t.mismatch_probability),
+        "argmax_differs": None if e is None else bool(t.argmax_differs), "created_at": now,
+        # a new prediction is never settled by an older decision; a hand-queued bin stays queued
+        "settled": False, "queued": bool(states[bin_id].queued),
+    } for (bin_id, probs), e, t in zip(good, expected, table.itertuples(index=False), strict=True)]
+
+
 def _write_chunk(engine: Engine, version: ModelVersion, results: list[tuple[_Pending, np.ndarray | None, str | None]],
                  report: ScoreReport) -> None:
-    good = [(b, probs) for b, probs, _ in results if probs is not None]
+    good = [(b.bin_id, probs) for b, probs, _ in results if probs is not None]
     bad = [(b, err) for b, probs, err in results if probs is None]
-    now = db.utcnow()
-    rows = []
-    if good:
-        table = score_distributions(np.stack([p for _, p in good]), [b.expected_count for b, _ in good],
-                                    class_to_count=version.config.get("class_to_count"))
-        for (b, probs), t in zip(good, table.itertuples(index=False), strict=True):
-            rows.append({
-                "bin_id": b.bin_id, "model_version_id": version.id, "predicted_count": int(t.predicted_count),
-                "decoded_count": int(t.decoded_count), "probabilities": [round(float(x), 6) for x in probs],
-                "expected_count": b.expected_count,
-                "mismatch_probability": None if np.isnan(t.mismatch_probability) else float(t.mismatch_probability),
-                "argmax_differs": None if b.expected_count is None else bool(t.argmax_differs), "created_at": now,
-                # a new prediction is never settled by an older decision; a hand-queued bin stays queued
-                "settled": False, "queued": bool(b.queued),
-            })
     with db.write_tx(engine) as conn:
+        # inside the write lock: no decision, re-import or hand-queueing can land between this read and the insert
+        now = db.utcnow()
+        rows = _prediction_rows(conn, version, good, now) if good else []
         report.scored += db.insert_ignore(conn, db.predictions, rows, key=("bin_id", "model_version_id"))
         if bad:
             conn.execute(db.problems.insert(), [
@@ -111,35 +130,51 @@ def _write_chunk(engine: Engine, version: ModelVersion, results: list[tuple[_Pen
 def refresh_mismatch(conn: sa.Connection, bin_ids: list[str]) -> int:
     """Recompute the stored predictions' mismatch figures of bins whose expected count changed.
 
-    Uses the stored probabilities; no photo is read. Runs inside the caller's transaction.
+    Uses the stored probabilities; no photo is read. Runs inside the caller's transaction. Predictions
+    of different model versions may have different class counts, so each version is scored on its own.
     """
     if not bin_ids:
         return 0
-    p, b = db.predictions, db.bins
-    rows = conn.execute(sa.select(p.c.id, p.c.probabilities, b.c.expected_count)
-                        .select_from(p.join(b, b.c.id == p.c.bin_id)).where(p.c.bin_id.in_(bin_ids))).all()
-    if not rows:
-        return 0
-    table = score_distributions(np.array([r.probabilities for r in rows], dtype=np.float64),
-                                [r.expected_count for r in rows])
-    for r, t in zip(rows, table.itertuples(index=False), strict=True):
-        known = r.expected_count is not None
-        conn.execute(p.update().where(p.c.id == r.id).values(
-            expected_count=r.expected_count,
-            mismatch_probability=float(t.mismatch_probability) if known else None,
-            argmax_differs=bool(t.argmax_differs) if known else None))
+    p, b, mv = db.predictions, db.bins, db.model_versions
+    rows = conn.execute(sa.select(p.c.id, p.c.model_version_id, p.c.probabilities, b.c.expected_count,
+                                  mv.c.config)
+                        .select_from(p.join(b, b.c.id == p.c.bin_id).join(mv, mv.c.id == p.c.model_version_id))
+                        .where(p.c.bin_id.in_(bin_ids))).all()
+    by_version: dict[int, list[sa.Row]] = {}
+    for r in rows:
+        by_version.setdefault(r.model_version_id, []).append(r)
+    for group in by_version.values():
+        table = score_distributions(np.array([r.probabilities for r in group], dtype=np.float64),
+                                    [r.expected_count for r in group],
+                                    class_to_count=group[0].config.get("class_to_count"))
+        for r, t in zip(group, table.itertuples(index=False), strict=True):
+            known = r.expected_count is not None
+            conn.execute(p.update().where(p.c.id == r.id).values(
+                expected_count=r.expected_count,
+                mismatch_probability=float(t.mismatch_probability) if known else None,
+                argmax_differs=bool(t.argmax_differs) if known else None))
     return len(rows)
+
+
+def forget_predictions(conn: sa.Connection, bin_ids: list[str]) -> None:
+    """Drop the predictions and scoring failures of bins whose photo was replaced: they describe another photo.
+
+    The next scoring run (or the upload page) predicts afresh; that prediction is newer than any
+    decision, so a decided bin can come back to the queue on the new evidence.
+    """
+    if bin_ids:
+        conn.execute(db.predictions.delete().where(db.predictions.c.bin_id.in_(bin_ids)))
+        conn.execute(db.problems.delete().where(db.problems.c.bin_id.in_(bin_ids), db.problems.c.stage == "score"))
 
 
 def record_prediction(engine: Engine, version: ModelVersion, bin_id: str, probs: np.ndarray) -> bool:
     """Store one prediction computed elsewhere (the dashboard's upload page); False if it already existed."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.bins.c.image_uri, db.bins.c.expected_count, db.bins.c.queued)
-                           .where(db.bins.c.id == bin_id)).first()
-    if row is None:
+        image_uri = conn.execute(sa.select(db.bins.c.image_uri).where(db.bins.c.id == bin_id)).scalar_one_or_none()
+    if image_uri is None:
         raise LookupError(f"no bin {bin_id!r}")
     report = ScoreReport()
-    _write_chunk(engine, version, [(_Pending(bin_id, *row), np.asarray(probs), None)], report)
+    _write_chunk(engine, version, [(_Pending(bin_id, image_uri), np.asarray(probs), None)], report)
     return report.scored == 1
 
 
