@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -49,11 +49,25 @@ def scan_count_folders(root: str | os.PathLike, max_count: int, *, allow_empty: 
     return samples
 
 
+def bin_ids(samples: Iterable[tuple[str, int]]) -> set[str]:
+    """The bins of some samples: a photo's file stem is its bin id (<count>/<bin_id>.jpg)."""
+    return {Path(path).stem for path, _ in samples}
+
+
 def with_recounts(samples: list[tuple[str, int]], recounts: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Training samples plus analysts' recounts; a recounted bin (same file stem) replaces its original,
     whose label the recount has shown to be wrong."""
-    recounted = {Path(path).stem for path, _ in recounts}
+    recounted = bin_ids(recounts)
     return [s for s in samples if Path(s[0]).stem not in recounted] + list(recounts)
+
+
+def split_held_out(recounts: list[tuple[str, int]], held_out_bins: Collection[str]
+                   ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(recounts to train on, recounts of bins in val/test). Training on a held-out bin would leak it:
+    validation would then score a photo the model was taught."""
+    held_out = set(held_out_bins)
+    keep = [r for r in recounts if Path(r[0]).stem not in held_out]
+    return keep, [r for r in recounts if Path(r[0]).stem in held_out]
 
 
 def _folder_count(root: Path, name: str, max_count: int) -> int:
@@ -74,14 +88,16 @@ class CountFolderDataset(Dataset):
     """Photos under root/<count>/ as (uint8 image tensor, count) pairs; label == item count."""
 
     def __init__(self, root: str | os.PathLike, max_count: int, transform: Callable, decode_side: int | None,
-                 recounts_root: str | os.PathLike | None = None) -> None:
+                 recounts_root: str | os.PathLike | None = None, held_out_bins: Collection[str] = ()) -> None:
         self.root = Path(root)
         self.max_count = max_count
         self.samples = scan_count_folders(root, max_count)
         self.recounts_root = Path(recounts_root) if recounts_root else None
+        self.held_out_recounts: list[tuple[str, int]] = []  # recounts left out: their bins are in val/test
         if self.recounts_root is not None:
-            self.samples = with_recounts(self.samples,
-                                         scan_count_folders(self.recounts_root, max_count, allow_empty=True))
+            recounts = scan_count_folders(self.recounts_root, max_count, allow_empty=True)
+            recounts, self.held_out_recounts = split_held_out(recounts, held_out_bins)
+            self.samples = with_recounts(self.samples, recounts)
         self.transform = transform
         self.decode_side = decode_side
 

@@ -54,7 +54,7 @@ from modeling.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from modeling.data import CountFolderDataset, DatasetLayoutError, dataset_fingerprint, manifest_sha256
+from modeling.data import CountFolderDataset, DatasetLayoutError, bin_ids, dataset_fingerprint, manifest_sha256
 from modeling.distributed import (
     DistInfo,
     ShardSampler,
@@ -133,7 +133,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="validation folder (SM_CHANNEL_VAL)")
     g.add_argument("--recounts", default=os.environ.get("SM_CHANNEL_RECOUNTS", ""),
                    help="optional folder of analysts' recounts (<count>/<bin_id>.jpg) added to the training data; "
-                        "a recounted bin replaces its photo in --train (SM_CHANNEL_RECOUNTS)")
+                        "a recounted bin replaces its photo in --train; recounts of bins in --val or --test are left out "
+                        "(SM_CHANNEL_RECOUNTS)")
     g.add_argument("--test", default=os.environ.get("SM_CHANNEL_TEST", ""),
                    help="optional test folder, evaluated once with the best model (SM_CHANNEL_TEST)")
     g.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"),
@@ -179,16 +180,16 @@ def build_transforms(spec: ModelSpec) -> tuple[TrainTransform, EvalTransform]:
 
 
 def build_datasets(args: argparse.Namespace, spec: ModelSpec) -> dict[str, CountFolderDataset]:
+    """train, val and (with --test) test; recounts of bins in val or test stay out of train (see split_held_out)."""
     train_tf, eval_tf = build_transforms(spec)
     side = spec.preprocess.image_size
-    datasets = {
-        "train": CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side,
-                                    recounts_root=args.recounts or None),
-        "val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side),
-    }
+    held_out = {"val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side)}
     if args.test:
-        datasets["test"] = CountFolderDataset(args.test, spec.max_count, eval_tf, decode_side=side)
-    return datasets
+        held_out["test"] = CountFolderDataset(args.test, spec.max_count, eval_tf, decode_side=side)
+    train = CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side,
+                               recounts_root=args.recounts or None,
+                               held_out_bins=set().union(*(bin_ids(ds.samples) for ds in held_out.values())))
+    return {"train": train, **held_out}
 
 
 def build_train_loader(dataset: CountFolderDataset, args: argparse.Namespace, info: DistInfo,
@@ -377,6 +378,14 @@ def _limit_cpu_threads(info: DistInfo, device: torch.device) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
 
+def _log_held_out_recounts(info: DistInfo, train: CountFolderDataset) -> None:
+    dropped = sorted(bin_ids(train.held_out_recounts))
+    if dropped:
+        shown = ", ".join(dropped[:10]) + (", ..." if len(dropped) > 10 else "")
+        log(info, f"recounts: {len(dropped)} left out of training because their bins are in val/test "
+                  f"(training on them would leak held-out photos): {shown}")
+
+
 def _resolved_args(args: argparse.Namespace, info: DistInfo, device: torch.device) -> dict[str, Any]:
     return {**vars(args), "world_size": info.world_size, "resolved_device": str(device)}
 
@@ -401,6 +410,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
     datasets = build_datasets(args, spec)
     resolved = _resolved_args(args, info, device)
     provenance = run_provenance(resolved, datasets, args) if info.is_main else {}
+    _log_held_out_recounts(info, datasets["train"])
 
     model = create_model(args.arch, spec.num_classes, args.pretrained, args.weights_path or None).to(device)
     rt = Runtime(device, spec, info)

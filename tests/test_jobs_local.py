@@ -47,6 +47,8 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
     add_recount(local.engine, local.workspace, replaced.stem, replaced, 4)
     add_recount(local.engine, local.workspace, "recount-new", extra, 2)
+    in_val = sorted((tiny_dataset / "val" / "2").glob("*.jpg"))[0]  # a held-out bin: must stay out of training
+    add_recount(local.engine, local.workspace, in_val.stem, in_val, 3)
 
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=2, include_recounts=True), actor="ana")
     assert job.status == "InProgress" and job.pid and job.is_active and job.kind == "training"
@@ -65,6 +67,10 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert job.output["recounts"]["recounts"] == 2 and job.output["recounts"]["replaced_by_recount"] == 1
     assert (merged / "4" / replaced.name).is_file() and not (merged / "1" / replaced.name).exists()
     assert (merged / "2" / "recount-new.jpg").is_file()
+    assert job.output["recounts"]["recounts_held_out"] == [in_val.stem]
+    assert not any(p.stem == in_val.stem for p in merged.rglob("*.jpg"))
+    runner_log = (local.workspace.jobs_dir / job.id / "runner.log").read_text()
+    assert "1 recounts left out of training because their bins are in val/test" in runner_log
     kept = sorted((tiny_dataset / "train" / "0").glob("*.jpg"))[0]
     linked = merged / "0" / kept.name
     assert linked.is_symlink() or os.stat(linked).st_ino == os.stat(kept).st_ino  # a link, not a copy

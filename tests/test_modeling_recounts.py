@@ -1,11 +1,12 @@
-"""train.py's --recounts: analysts' recounts join the training data; a recounted bin replaces its original."""
+"""train.py's --recounts: analysts' recounts join the training data; a recounted bin replaces its original;
+a recount of a bin in val or test stays out of training."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from modeling.data import CountFolderDataset, dataset_fingerprint, with_recounts
+from modeling.data import CountFolderDataset, dataset_fingerprint, split_held_out, with_recounts
 from tests.modeling_fixtures import run_python, train_cli_args
 
 
@@ -40,8 +41,32 @@ def test_an_empty_recount_folder_changes_nothing(tiny_dataset, tmp_path):
     assert with_recounts([("a/3/x.jpg", 3)], []) == [("a/3/x.jpg", 3)]
 
 
+def _recount_of_held_out(dataset: Path, split: str, out: Path) -> str:
+    """An analyst's recount of a val or test bin (as app.audit.export writes any audited bin)."""
+    original = sorted((dataset / split / "2").glob("*.jpg"))[0]
+    (out / "4").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(original, out / "4" / original.name)
+    return original.stem
+
+
+def test_recounts_of_val_and_test_bins_stay_out_of_training(tiny_dataset, tmp_path):
+    stem, _ = _recounts_from(tiny_dataset, tmp_path / "recounts")
+    val_bin = _recount_of_held_out(tiny_dataset, "val", tmp_path / "recounts")
+    test_bin = _recount_of_held_out(tiny_dataset, "test", tmp_path / "recounts")
+    held_out = {p.stem for split in ("val", "test") for p in (tiny_dataset / split).rglob("*.jpg")}
+    plain = CountFolderDataset(tiny_dataset / "train", 5, transform=lambda x: x, decode_side=32)
+    merged = CountFolderDataset(tiny_dataset / "train", 5, transform=lambda x: x, decode_side=32,
+                                recounts_root=tmp_path / "recounts", held_out_bins=held_out)
+    trained_bins = {Path(p).stem for p, _ in merged.samples}
+    assert val_bin not in trained_bins and test_bin not in trained_bins
+    assert stem in trained_bins and len(merged) == len(plain)
+    assert sorted(Path(p).stem for p, _ in merged.held_out_recounts) == sorted([val_bin, test_bin])
+    assert split_held_out([("r/4/a.jpg", 4), ("r/1/b.jpg", 1)], {"a"}) == ([("r/1/b.jpg", 1)], [("r/4/a.jpg", 4)])
+
+
 def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset, tmp_path):
     _recounts_from(tiny_dataset, tmp_path / "recounts")
+    val_bin = _recount_of_held_out(tiny_dataset, "val", tmp_path / "recounts")
     from tests.modeling_fixtures import subprocess_env
 
     env = subprocess_env(SM_CHANNEL_RECOUNTS=str(tmp_path / "recounts"))
@@ -52,3 +77,7 @@ def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset,
 
     config = json.loads((tmp_path / "model" / "model_config.json").read_text())
     assert config["resolved_args"]["recounts"] == str(tmp_path / "recounts")
+    assert "recounts: 1 left out of training because their bins are in val/test" in proc.stdout
+    assert val_bin in proc.stdout
+    plain = CountFolderDataset(tiny_dataset / "train", 5, transform=lambda x: x, decode_side=32)
+    assert sum(config["train_class_counts"]) == len(plain)  # the val bin's recount was not added

@@ -63,9 +63,13 @@ def prepare_channels(engine: Engine, workspace: Workspace, job_id: str, params: 
         from modeling.jobs.recounts import merge_training_folder
 
         merged = merge_training_folder(engine, workspace, Path(params.train),
-                                       job_dir(workspace, job_id) / "data" / "train", max_count=params.max_count)
+                                       job_dir(workspace, job_id) / "data" / "train", max_count=params.max_count,
+                                       held_out=[Path(p) for p in (params.val, params.test) if p])
         say(f"training data: {merged['base_images']} base images + {merged['recounts']} recounts "
             f"({merged['replaced_by_recount']} base images replaced by their recount)")
+        if merged["recounts_held_out"]:
+            say(f"{len(merged['recounts_held_out'])} recounts left out of training because their bins are in "
+                f"val/test (training on them would leak held-out photos): {', '.join(merged['recounts_held_out'][:10])}")
         store.merge_output(engine, job_id, recounts=merged)
         channels["train"] = merged["train_folder"]
     return channels
