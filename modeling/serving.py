@@ -46,6 +46,7 @@ JSON_CONTENT_TYPE = "application/json"
 REQUEST_CONTENT_TYPES = (*IMAGE_CONTENT_TYPES, JSON_CONTENT_TYPE)
 RESPONSE_CONTENT_TYPES = (JSON_CONTENT_TYPE,)
 MAX_INSTANCES = 64
+MAX_EXPECTED_COUNT = 2**31 - 1  # far above any bin's record, and safely inside the int64 maths of metrics.py
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -96,7 +97,7 @@ def parse_request(body: bytes | bytearray | memoryview | str, content_type: str 
 def _parse_json(raw: bytes) -> ScoringRequest:
     try:
         doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # bad JSON, bad UTF-8, or an integer past Python's 4300-digit conversion limit
         raise RequestError(f"body is not valid JSON ({exc}); send {{\"image\": \"<base64>\"}}") from None
     if isinstance(doc, dict) and "instances" in doc:
         instances = doc["instances"]
@@ -129,11 +130,22 @@ def _decode_base64(value: Any, where: str) -> bytes:
 
 
 def _expected_count(value: Any, where: str) -> int | None:
+    """An integer (or an integral float such as 4.0) in 0..MAX_EXPECTED_COUNT; JSON's NaN, Infinity and 1e400
+    are floats that are not integral, so they are refused here rather than crash int() or the metrics."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
-        raise RequestError(f"{where}\"expected_count\" must be an integer >= 0, got {value!r}")
-    return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXPECTED_COUNT:
+        raise RequestError(f"{where}\"expected_count\" must be an integer >= 0 and <= {MAX_EXPECTED_COUNT}, "
+                           f"got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A rejected value as the error message shows it: short, whatever its size."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ---------------------------------------------------------------- responses

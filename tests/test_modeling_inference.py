@@ -119,6 +119,30 @@ def test_bad_requests_say_what_was_wrong_and_what_is_accepted(body, content_type
     assert message in str(info.value)
 
 
+def _with_expected(raw_count: str) -> str:
+    """A JSON body whose expected_count is the literal text `raw_count` (NaN, Infinity, 1e400 are Python's JSON)."""
+    image = json.dumps(base64.b64encode(jpeg_bytes()).decode())
+    return f'{{"image": {image}, "expected_count": {raw_count}}}'
+
+
+@pytest.mark.parametrize("raw_count", ["NaN", "Infinity", "-Infinity", "1e400", "2.5", str(2**31),
+                                       str(10**30), "9" * 5000, '"3"', "true", "[1]"])
+def test_expected_count_out_of_range_or_not_an_integer_is_a_request_error(raw_count):
+    with pytest.raises(RequestError) as info:
+        inference.input_fn(_with_expected(raw_count), "application/json")
+    message = str(info.value)
+    assert "expected_count" in message or "not valid JSON" in message
+    assert len(message) < 400  # a huge number is not echoed in full
+
+
+@pytest.mark.parametrize(("raw_count", "count"), [("4", 4), ("4.0", 4), ("0", 0), (str(2**31 - 1), 2**31 - 1)])
+def test_integral_expected_counts_are_accepted(served, raw_count, count):
+    request = inference.input_fn(_with_expected(raw_count), "application/json")
+    assert request.expected_counts == [count] and type(request.expected_counts[0]) is int
+    answer = _invoke(served, _with_expected(raw_count), "application/json")
+    assert answer["expected_count"] == count and -1e-6 <= answer["mismatch_probability"] <= 1.0 + 1e-6
+
+
 def test_truncated_jpeg_fails_with_a_clear_message(served):
     data = inference.input_fn(jpeg_bytes(300, 200)[:700], "image/jpeg")  # the header is intact
     with pytest.raises(RequestError, match="undecodable image: truncated image"):
