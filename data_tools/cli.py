@@ -78,6 +78,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=None,
                    help="s3://bucket/prefix (default: the configured bucket and prefix + /dataset)")
     p.add_argument("--workers", type=_positive, default=32, help="concurrent requests (default 32)")
+    p.add_argument("--keep-stale", action="store_true",
+                   help="keep objects under <dest>/{train,val,test}/ that the dataset no longer has (default: "
+                        "delete them, so a relabelled bin is not in the channel under both counts)")
 
     p = sub.add_parser("stats", help="class distribution of a built dataset or an ABID-layout folder")
     p.add_argument("path", type=Path)
@@ -152,7 +155,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_upload(args: argparse.Namespace) -> int:
     from binaudit.config import ConfigError, load_settings
     from data_tools.s3 import make_s3_client, parse_s3_uri
-    from data_tools.upload import channel_uris, plan_upload, run_uploads
+    from data_tools.upload import channel_uris, delete_stale, plan_upload, run_uploads
 
     if args.dest:
         dest = parse_s3_uri(args.dest)
@@ -163,15 +166,21 @@ def _cmd_upload(args: argparse.Namespace) -> int:
             raise DataToolsError(f"{exc}, or pass --dest s3://bucket/prefix") from None
     client = make_s3_client(max_pool=args.workers)
     try:
-        uploads, unchanged = plan_upload(client, args.dataset, dest)
+        plan = plan_upload(client, args.dataset, dest)
     except DataToolsError:
         raise
     except Exception as exc:  # noqa: BLE001
         from data_tools.s3 import describe_error, fatal_reason
 
         raise DataToolsError(fatal_reason(exc) or f"cannot list {dest.uri}: {describe_error(exc)}") from None
-    report = run_uploads(client, dest.bucket, uploads, workers=args.workers)
-    print(f"{report.done} uploaded ({report.bytes / 1e6:.1f} MB), {unchanged} unchanged, "
+    report = run_uploads(client, dest.bucket, plan.uploads, workers=args.workers)
+    if args.keep_stale:
+        stale = f"{len(plan.stale)} stale kept (--keep-stale)"
+    else:  # after the uploads: a relabelled bin is never missing from the channel, only briefly doubled
+        deleted = delete_stale(client, dest, plan.stale)
+        report.failed += deleted.failed
+        stale = f"{deleted.done} stale deleted"
+    print(f"{report.done} uploaded ({report.bytes / 1e6:.1f} MB), {plan.unchanged} unchanged, {stale}, "
           f"{len(report.failed)} failed -> {dest.uri}")
     for p in report.failed[:20]:
         print(f"  failed: {p.file}: {p.reason}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from data_tools.download import Transfer, plan_download, run_transfers
+from data_tools.problems import DataToolsError
 from data_tools.s3 import S3Location, ShortRead, make_s3_client, with_retries
-from data_tools.upload import plan_upload
+from data_tools.upload import delete_stale, plan_upload
 from tests.conftest import s3_bucket_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,12 +176,60 @@ def test_upload_prints_channels_and_skips_unchanged(aws_env, tiny_dataset, tmp_p
     assert again.returncode == 0 and f"0 uploaded (0.0 MB), {len(local)} unchanged" in again.stdout
 
     copy = tmp_path / "ds"
-    import shutil
-
     shutil.copytree(tiny_dataset, copy)
     (copy / "stats.json").write_text((copy / "stats.json").read_text() + " ")
-    todo, unchanged = plan_upload(make_s3_client(), copy, S3Location(bucket, "binaudit/dataset"))
-    assert [u.key for u in todo] == ["binaudit/dataset/stats.json"] and unchanged == len(local) - 1
+    plan = plan_upload(make_s3_client(), copy, S3Location(bucket, "binaudit/dataset"))
+    assert [u.key for u in plan.uploads] == ["binaudit/dataset/stats.json"] and plan.unchanged == len(local) - 1
+    assert plan.stale == []
+
+
+def _keys(bucket: str) -> set[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_upload_deletes_stale_split_objects_and_nothing_else(aws_env, tiny_dataset, tmp_path, request):
+    bucket = s3_bucket_name(request)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    dest = f"s3://{bucket}/binaudit/dataset"
+    copy = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, copy)
+    assert _cli("upload", "--dataset", str(copy), "--dest", dest, "--workers", "4").returncode == 0
+    # outside <prefix>/{train,val,test}/: never stale, whatever the dataset holds
+    outside = {"binaudit/dataset/notes.txt", "binaudit/dataset/metadata/gone.json", "binaudit/dataset/trainx/2/a.jpg",
+               "binaudit/dataset-old/train/2/a.jpg", "binaudit/train/2/a.jpg", "elsewhere/val/1/a.jpg"}
+    for key in outside:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    # the rebuilt dataset relabels one bin 2 -> 3 and drops one val bin
+    relabelled = sorted((copy / "train" / "2").glob("*.jpg"))[0]
+    (copy / "train" / "3").mkdir(exist_ok=True)
+    relabelled.rename(copy / "train" / "3" / relabelled.name)
+    dropped = sorted((copy / "val").rglob("*.jpg"))[0]
+    dropped.unlink()
+    stale = {f"binaudit/dataset/train/2/{relabelled.name}", f"binaudit/dataset/{dropped.relative_to(copy).as_posix()}"}
+
+    kept = _cli("upload", "--dataset", str(copy), "--dest", dest, "--keep-stale")
+    assert kept.returncode == 0, kept.stderr
+    assert "1 uploaded" in kept.stdout and "2 stale kept (--keep-stale)" in kept.stdout
+    assert stale <= _keys(bucket)
+
+    cleaned = _cli("upload", "--dataset", str(copy), "--dest", dest)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "0 uploaded" in cleaned.stdout and "2 stale deleted" in cleaned.stdout
+    local = {f"binaudit/dataset/{rel}" for rel in _files(copy)}
+    assert _keys(bucket) == local | outside  # the channel holds the relabelled bin once, under its new count
+    assert f"binaudit/dataset/train/3/{relabelled.name}" in local
+
+
+def test_stale_deletion_refuses_keys_outside_the_split_prefixes():
+    dest = S3Location("bucket", "binaudit/dataset")
+    for key in ("binaudit/dataset/manifest.csv", "binaudit/dataset/trainx/1/a.jpg", "binaudit/train/1/a.jpg"):
+        with pytest.raises(DataToolsError, match="refusing to delete"):
+            delete_stale(None, dest, ["binaudit/dataset/train/1/a.jpg", key])  # refused before any request
+    root = S3Location("bucket", "")
+    with pytest.raises(DataToolsError, match="refusing to delete"):
+        delete_stale(None, root, ["metadata/a.json"])
 
 
 def test_upload_without_destination_names_the_setting(tiny_dataset, monkeypatch, tmp_path):
