@@ -6,7 +6,8 @@
 
 Paths default from SageMaker's variables (SM_CHANNEL_TRAIN, SM_CHANNEL_VAL, SM_CHANNEL_TEST, SM_MODEL_DIR,
 SM_OUTPUT_DATA_DIR; /opt/ml/checkpoints when present) with local fallbacks; below `main()` the code sees
-plain paths only. Every epoch prints exactly one line (see modeling.metric_log). `--batch-size` is per process.
+plain paths only. Every epoch prints exactly two lines, its own metrics and those of the model kept so far (see
+modeling.metric_log; tuning ranks trials by the second). `--batch-size` is per process.
 Runs only on the stdlib, torch, torchvision, pillow and numpy (the container's packages).
 """
 
@@ -64,7 +65,7 @@ from modeling.distributed import (
     init_distributed,
 )
 from modeling.losses import LOSSES, build_loss
-from modeling.metric_log import format_epoch_line
+from modeling.metric_log import format_best_line, format_epoch_line
 from modeling.metrics import DECODINGS, confusion_matrix, decode, summarize_confusion
 from modeling.model import ARCHS, PRETRAINED_CHOICES, ModelConfigError, ModelSpec, PretrainedWeightsError, create_model
 from modeling.preprocessing import EvalTransform, ImageDecodeError, PreprocessConfig, TrainTransform, normalize_batch
@@ -454,10 +455,11 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         row = epoch_metrics(epoch, lr, train, val, time.perf_counter() - start)
         log(info, format_epoch_line(epoch, row))
         state.record(epoch, row, val, model, args.best_metric)
+        kept = final_metrics(state, None)
+        log(info, format_best_line(kept))  # the kept model's figures: what a tuner ranks this run by
         if info.is_main:
             if state.best_epoch == epoch:
-                save_model(args.model_dir, state.best_state, spec,
-                           {**provenance, "final_metrics": final_metrics(state, None)})
+                save_model(args.model_dir, state.best_state, spec, {**provenance, "final_metrics": kept})
             if args.checkpoint_dir:
                 save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
 

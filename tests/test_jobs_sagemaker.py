@@ -303,7 +303,8 @@ def test_tuning_job_sends_ranges_objective_limits_and_the_same_code(sm):
     config = request["HyperParameterTuningJobConfig"]
 
     assert job.external_id == request["HyperParameterTuningJobName"] == job.id
-    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "val_rmse"}
+    # the kept model's RMSE, printed after every epoch: SageMaker's latest value is the best epoch's
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "best_val_rmse"}
     assert config["Strategy"] == "Bayesian"
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 3}
     assert config["TrainingJobEarlyStoppingType"] == "Auto"
@@ -318,6 +319,7 @@ def test_tuning_job_sends_ranges_objective_limits_and_the_same_code(sm):
 
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert "best_val_rmse" in {d["Name"] for d in METRIC_DEFINITIONS}  # the objective has a definition
     static = definition["StaticHyperParameters"]
     tuned = {"lr", "weight-decay", "batch-size", "arch", "image-size", "loss"}
     assert tuned.isdisjoint(static)

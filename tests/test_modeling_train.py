@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from modeling.metric_log import EPOCH_METRICS, parse_metric_log
+from modeling.jobs.params import trial_value
+from modeling.metric_log import BEST_DEFINITIONS, EPOCH_METRICS, parse_metric_log
 from modeling.train import main
 from tests.modeling_fixtures import REPO, TINY_ARGS, run_python, subprocess_env, train_cli_args
 
@@ -32,6 +34,14 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     epochs = parse_metric_log(result.stdout)
     assert [e["epoch"] for e in epochs] == [1, 2] and len(_epoch_lines(result.stdout)) == 2
     assert all(set(e) == {"epoch", *EPOCH_METRICS} for e in epochs)
+    # after each epoch line, the kept model's line: SageMaker's tuner reads its latest value, the local tuner
+    # ranks by trial_value, and both are the best epoch's
+    lines = result.stdout.splitlines()
+    best_lines = [lines[i + 1] for i, line in enumerate(lines) if line.startswith("epoch=")]
+    assert all(line.startswith("best_val_accuracy=") for line in best_lines)
+    for definition in BEST_DEFINITIONS:
+        latest = float(re.findall(definition["Regex"], best_lines[-1])[0])
+        assert latest == pytest.approx(trial_value(epochs, definition["Name"].removeprefix("best_")), abs=1e-9)
 
     state = torch.load(model_dir / "model.pth", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values()) and state["fc.weight"].shape[0] == 6

@@ -6,7 +6,8 @@ Strategies:
                random; each later trial draws around the best finished trial so far (Gaussian steps in the
                log-scaled unit range for numbers, the best value kept ~70% of the time for categories).
 Each trial is a training job of its own (parent_id = the tuning job) and registers a model version when it
-completes. A trial's objective is its best epoch's value, the model train.py keeps. The tuning job's output names
+completes. A trial's objective is its best epoch's value, the model train.py keeps (SageMaker ranks by the same
+figure: the best_<objective> line train.py prints; see modeling.metric_log). The tuning job's output names
 the best trial. Early stopping (optional): a trial whose objective after an epoch is worse than the median of the
 finished trials at that epoch is stopped (status Stopped, nothing registered), as SageMaker's "Auto" does.
 """

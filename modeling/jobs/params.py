@@ -20,6 +20,7 @@ from modeling.jobs.search_space import (
     space_from_json,
     space_to_json,
 )
+from modeling.metric_log import objective_metric_name
 
 # TrainingParams fields that are train.py hyperparameters (flag = name with "-" for "_")
 HYPERPARAMETER_FIELDS = (
@@ -151,7 +152,9 @@ class TuningParams:
     """A tuning run: trials of `base` with the search space's parameters drawn by the strategy.
 
     objective: val_accuracy (maximised) or val_rmse (minimised); a trial's value is its best epoch's, which is the
-    model train.py keeps (its --best-metric is set to the objective).
+    model train.py keeps (its --best-metric is set to the objective). Both backends rank by that value: locally
+    `trial_value`, on SageMaker the `objective_metric` (best_val_accuracy or best_val_rmse) that train.py prints
+    for the kept model after every epoch, whose latest value is the best epoch's.
     max_parallel_jobs: the local backend runs 1 or 2 trials at a time.
     strategy: random, or bayesian (SageMaker's Bayesian optimisation; locally: random first trials, then draws
     around the best trial so far).
@@ -191,6 +194,11 @@ class TuningParams:
         """"Maximize" or "Minimize", as SageMaker spells it."""
         return OBJECTIVES[self.objective]
 
+    @property
+    def objective_metric(self) -> str:
+        """The metric SageMaker's tuner ranks by: best_<objective>, the kept model's (see modeling.metric_log)."""
+        return objective_metric_name(self.objective)
+
     def is_better(self, value: float, than: float | None) -> bool:
         if than is None:
             return True
@@ -215,7 +223,10 @@ class TuningParams:
 
 
 def trial_value(metrics: list[dict[str, Any]], objective: str) -> float | None:
-    """A trial's objective: its best epoch's value (max accuracy or min RMSE), None before any epoch."""
+    """A trial's objective: its best epoch's value (max accuracy or min RMSE), None before any epoch.
+
+    The same figure as the last best_<objective> line train.py prints (its --best-metric is the objective), which
+    is what SageMaker's tuner ranks by; NaN epochs never win in either."""
     values = [row[objective] for row in metrics if isinstance(row.get(objective), (int, float))]
     values = [v for v in values if v == v]  # NaN never wins
     if not values:

@@ -6,7 +6,9 @@
                 type and count (count > 1: torchrun, which train.py runs as DistributedDataParallel), spot with S3
                 checkpoints when settings.use_spot, max runtime. Started with wait=False; `refresh` polls it.
     tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space (log-scale ranges), objective
-                val_accuracy (Maximize) or val_rmse (Minimize), early stopping "Auto" when asked.
+                best_val_accuracy (Maximize) or best_val_rmse (Minimize): the figures of the model train.py keeps,
+                printed after every epoch, so SageMaker's "latest value" is the best epoch's, as the local tuner
+                ranks; early stopping "Auto" when asked.
     endpoints   sagemaker.serve.model_builder.ModelBuilder with inference.py, deployed without waiting; invoke,
                 delete (endpoint, endpoint config and model) and a listing of every live endpoint in the region.
     transform   the same model, batch-transformed over an S3 prefix of photos (one JSON answer per photo).
@@ -268,7 +270,8 @@ class SageMakerBackend(Backend):
             if self._compute(params.base)[1] > 1:  # tuning runs the container's legacy launcher, not torchrun
                 trainer.hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
             tuner = HyperparameterTuner(
-                model_trainer=trainer, objective_metric_name=params.objective, objective_type=params.objective_type,
+                model_trainer=trainer, objective_metric_name=params.objective_metric,
+                objective_type=params.objective_type,
                 hyperparameter_ranges={flag_name(k): to_sagemaker_range(p) for k, p in params.search_space.items()},
                 metric_definitions=[dict(d) for d in METRIC_DEFINITIONS], strategy=STRATEGY_NAMES[params.strategy],
                 max_jobs=params.max_jobs, max_parallel_jobs=params.max_parallel_jobs,
