@@ -96,7 +96,9 @@ class AwsContext:
         return f"s3://{self.bucket}/{key}"
 
     def upload_folder(self, folder: Path, key_prefix: str) -> str:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        """Upload the files under `folder`; hidden ones (local bookkeeping such as markers) stay here."""
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
             self.upload_file(path, f"{key_prefix}/{path.relative_to(folder).as_posix()}")
         return f"s3://{self.bucket}/{key_prefix}"
 
