@@ -159,5 +159,6 @@ def mismatch_probability(probs: np.ndarray, expected: int | np.ndarray) -> np.nd
     max_count = p.shape[1] - 1
     in_range = e <= max_count
     p_at_e = np.take_along_axis(p, np.minimum(e, max_count)[:, None], axis=1)[:, 0]
-    out = np.where(in_range, 1.0 - p_at_e, p.sum(axis=1))
+    # clipped: rounding in a softmax (or in stored probabilities) can sum to 1 + 1e-7, and a probability is <= 1
+    out = np.clip(np.where(in_range, 1.0 - p_at_e, p.sum(axis=1)), 0.0, 1.0)
     return float(out[0]) if single and np.ndim(expected) == 0 else out
