@@ -1,14 +1,14 @@
 """The log lines that report metrics and the regexes that read them back: an interface, so both live here.
 
-After every epoch train.py prints two lines:
+After every epoch train.py prints exactly one line (wrapped here):
 
     epoch=3 train_loss=0.9123 train_accuracy=0.6100 val_loss=1.0200 val_accuracy=0.5567 val_rmse=0.9300 val_mae=0.6100
-    best_val_accuracy=0.5567 best_val_rmse=0.9300
+        best_val_accuracy=0.5567 best_val_rmse=0.9300
 
-The first is that epoch's; the second is the model train.py keeps (the best epoch so far by --best-metric). Tuning
-ranks trials by the second: SageMaker takes the latest value a trial emits of its objective metric, so the objective
-is `best_<metric>` (see objective_metric_name), and printing it every epoch keeps SageMaker's early stopping, which
-compares objective values epoch by epoch, working.
+`format_epoch_line` writes that epoch's figures; `format_best_line` appends those of the model train.py keeps (the
+best epoch so far by --best-metric). Tuning ranks trials by the latter: SageMaker takes the latest value a trial
+emits of its objective metric, so the objective is `best_<metric>` (see objective_metric_name), and printing it every
+epoch keeps SageMaker's early stopping, which compares objective values epoch by epoch, working.
 
 SageMaker's metric definitions (tuning objectives, CloudWatch) and the local jobs layer use METRIC_DEFINITIONS;
 tests prove they match what `format_epoch_line` and `format_best_line` print.

@@ -453,10 +453,10 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         broadcast_buffers(model, info)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
         val = evaluate(model, criterion, val_loader, rt)
         row = epoch_metrics(epoch, lr, train, val, time.perf_counter() - start)
-        log(info, format_epoch_line(epoch, row))
         state.record(epoch, row, val, model, args.best_metric)
         kept = final_metrics(state, None)
-        log(info, format_best_line(kept))  # the kept model's figures: what a tuner ranks this run by
+        # one line per epoch: that epoch's figures, then the kept model's (what a tuner ranks this run by)
+        log(info, f"{format_epoch_line(epoch, row)} {format_best_line(kept)}")
         if info.is_main:
             if state.best_epoch == epoch:
                 save_model(args.model_dir, state.best_state, spec, {**provenance, "final_metrics": kept})

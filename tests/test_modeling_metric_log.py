@@ -89,8 +89,11 @@ def test_epoch_and_best_regexes_never_read_each_others_line():
     best_line = format_best_line({"val_accuracy": 0.1, "val_rmse": 2.0})
     assert not any(re.search(d["Regex"], best_line) for d in EPOCH_DEFINITIONS)
     assert not any(re.search(d["Regex"], epoch_line) for d in BEST_DEFINITIONS)
-    parsed = parse_metric_log("\n".join([epoch_line, best_line]))
+    parsed = parse_metric_log(f"{epoch_line} {best_line}")  # train.py prints them as one line
     assert len(parsed) == 1 and parsed[0]["val_accuracy"] == pytest.approx(0.5567)
+    assert parsed[0]["val_rmse"] == pytest.approx(VALUES["val_rmse"])  # not best_val_rmse's 2.0
+    for definition in BEST_DEFINITIONS:
+        assert len(re.findall(definition["Regex"], f"{epoch_line} {best_line}")) == 1
 
 
 def test_objective_metric_names_the_best_line_metric():

@@ -34,11 +34,10 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     epochs = parse_metric_log(result.stdout)
     assert [e["epoch"] for e in epochs] == [1, 2] and len(_epoch_lines(result.stdout)) == 2
     assert all(set(e) == {"epoch", *EPOCH_METRICS} for e in epochs)
-    # after each epoch line, the kept model's line: SageMaker's tuner reads its latest value, the local tuner
-    # ranks by trial_value, and both are the best epoch's
-    lines = result.stdout.splitlines()
-    best_lines = [lines[i + 1] for i, line in enumerate(lines) if line.startswith("epoch=")]
-    assert all(line.startswith("best_val_accuracy=") for line in best_lines)
+    # each epoch line ends with the kept model's figures: SageMaker's tuner reads their latest value, the local
+    # tuner ranks by trial_value, and both are the best epoch's
+    best_lines = _epoch_lines(result.stdout)
+    assert all(" best_val_accuracy=" in line and " best_val_rmse=" in line for line in best_lines)
     for definition in BEST_DEFINITIONS:
         latest = float(re.findall(definition["Regex"], best_lines[-1])[0])
         assert latest == pytest.approx(trial_value(epochs, definition["Name"].removeprefix("best_")), abs=1e-9)
