@@ -147,7 +147,7 @@ def test_queue_confirm_uses_the_recount_and_reports_conflicts(ws):
     nxt = at.radio(key="queue_current").value
     expected = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[nxt, "expected_count"]
     recount = 0 if expected != 0 else 1
-    at.number_input(key=f"recount-{nxt}").set_value(recount).run()
+    at.number_input(key=f"recount-{nxt}").set_value(recount)  # a form: the value goes with the submit, one run
     at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
     assert not at.exception
     with engine.connect() as conn:
@@ -242,3 +242,76 @@ def test_reviewer_comes_from_the_login_when_oidc_is_configured(ws, monkeypatch):
     with ws.open().connect() as conn:
         decided_by = conn.execute(sa.select(db.bins.c.decided_by).where(db.bins.c.id == current)).scalar()
     assert decided_by == "Ana Analyst"
+
+
+def test_pages_show_bins_without_a_mismatch_probability(ws):
+    at = open_page("upload", reviewer="ana")
+    at.file_uploader[0].set_value([("shelf.png", jpeg_bytes(90, 80), "image/jpeg"),
+                                   ("shelf.png", jpeg_bytes(90, 80), "image/jpeg")]).run()  # picked twice
+    assert not at.exception, [e.value for e in at.exception]
+    assert [m.label for m in at.metric].count("Predicted count") == 1
+    at.button(key=next(b.key for b in at.button if b.key and b.key.startswith("queue-shelf"))).click().run()
+
+    at.switch_page("app_pages/browse.py").run()
+    at.text_input(key="f_text").set_value("shelf").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("shelf-") and "predicted" in c.value for c in at.caption)
+
+    engine = ws.open()
+    version = active_version(engine)
+    for row in queue_page(engine, version.id, threshold=0.0, limit=1000).itertuples():  # hand-queued bins rank last
+        if not row.bin_id.startswith("shelf-"):
+            decide(engine, Decision(row.bin_id, DISMISS, "ben", int(row.row_version)))
+    at.switch_page("app_pages/queue.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = at.radio(key="queue_current").options
+    assert any(label.startswith("shelf-") and label.endswith("sent by hand") for label in labels), labels
+
+
+def test_queue_confirm_needs_a_typed_recount_and_a_conflict_clears_the_note(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    at = open_page("queue", reviewer="ana")
+    current = at.radio(key="queue_current").value
+    assert at.number_input(key=f"recount-{current}").value is None  # never the model's guess by default
+    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+    assert any("needs the recounted quantity" in w.value for w in at.warning)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.bins.c.decision).where(db.bins.c.id == current)).scalar() is None
+
+    at.text_input(key="queue_note").set_value(f"note for {current}").run()
+    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))  # after the page showed the bin
+    at.button(key="btn-dismiss").click().run()
+    assert any("decided meanwhile" in w.value for w in at.warning)
+    assert at.radio(key="queue_current").value != current and at.text_input(key="queue_note").value == ""
+
+
+def test_evaluation_of_a_version_without_a_confusion_matrix(ws):
+    version = active_version(ws.open())
+    path = version.model_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for result in [metrics["final"], *metrics["final"].get("decodings", {}).values()]:
+        result.pop("confusion_matrix", None)
+        result.pop("per_class", None)
+        result.pop("within_one", None)
+    path.write_text(json.dumps(metrics))
+    at = open_page("evaluation")
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Within one"] == "–"
+    assert any("no confusion matrix" in c.value for c in at.caption)
+
+
+def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
+    from modeling.jobs.store import create_job
+
+    engine = ws.open()
+    for _ in range(35):  # newer than the demo's training job
+        create_job(engine, kind="transform", backend="local", params={}, actor="t", status="Completed")
+    sagemaker_job = create_job(engine, kind="training", backend="sagemaker", params={}, actor="t", status="InProgress")
+    at = open_page("retrain", reviewer="ana")
+    assert not at.exception, [e.value for e in at.exception]
+    options = at.selectbox(key="retrain_job").options
+    assert sagemaker_job.id in options and any(o.startswith("train-") and o != sagemaker_job.id for o in options)
+    # the newest job is SageMaker's and AWS is not configured here: a warning, not a broken fragment
+    assert any("not configured here" in w.value for w in at.warning)

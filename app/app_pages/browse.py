@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from app.audit.browse import BinFilter, bin_detail, browse_count, browse_page
@@ -45,10 +46,11 @@ def filters_ui() -> tuple[BinFilter, str, str]:
 
 
 def caption(row) -> str:
-    expected = "–" if row.expected_count is None or row.expected_count != row.expected_count else int(row.expected_count)
-    if row.predicted_count is None or row.predicted_count != row.predicted_count:
+    # pd.isna: a column can hold None (all rows unknown) or NaN (mixed), and None != None is False
+    expected = "–" if pd.isna(row.expected_count) else int(row.expected_count)
+    if pd.isna(row.predicted_count):
         return f"{row.bin_id} · expected {expected} · not scored"
-    p = "" if row.mismatch_probability != row.mismatch_probability else f" · {row.mismatch_probability:.0%}"
+    p = "" if pd.isna(row.mismatch_probability) else f" · {row.mismatch_probability:.0%}"
     return f"{row.bin_id} · expected {expected} · predicted {int(row.predicted_count)}{p}"
 
 
@@ -64,7 +66,9 @@ def detail_ui(bin_id: str) -> None:
             try:
                 send_to_queue(ctx.engine, bin_id, actor=current_reviewer() or "dashboard",
                               expected_version=detail["bin"]["row_version"])
-                st.toast(f"Bin {bin_id} is in the review queue.")
+                st.toast(f"Bin {bin_id} is in the review queue." if detail.get("prediction") else
+                         f"Bin {bin_id} is marked for review: it enters the queue once the active model has scored it "
+                         "(Retrain page, or python -m app.audit score).")
             except ReviewConflict as exc:
                 st.warning(str(exc))
         if head[2].button("Close", key="detail-close"):

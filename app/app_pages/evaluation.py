@@ -31,6 +31,10 @@ normalise = top[3].toggle("Row-normalised matrix", value=True, key="eval_normali
 decoding = decoding or "argmax"
 
 
+def _shown(value: float | None, spec: str) -> str:
+    return "–" if value is None else spec.format(value)
+
+
 def version_ui(version: ModelVersion, key: str) -> None:
     metrics = version_metrics(version)
     final = metrics.get("final") or {}
@@ -45,20 +49,27 @@ def version_ui(version: ModelVersion, key: str) -> None:
                f"best epoch {metrics.get('best_epoch', '?')} by {metrics.get('best_metric', '?')}")
     m = st.columns(4)
     ref = ABID_RESNET34_SCRATCH
-    m[0].metric("Accuracy", f"{result['accuracy']:.1%}",
-                delta=f"{result['accuracy'] - ref['accuracy']:+.1%} vs ABID ref." if abid else None)
-    m[1].metric("RMSE", f"{result['rmse']:.3f}", delta=f"{result['rmse'] - ref['rmse']:+.3f} vs ABID ref." if abid else None,
+    acc, rmse = result.get("accuracy"), result.get("rmse")
+    m[0].metric("Accuracy", _shown(acc, "{:.1%}"),
+                delta=f"{acc - ref['accuracy']:+.1%} vs ABID ref." if abid and acc is not None else None)
+    m[1].metric("RMSE", _shown(rmse, "{:.3f}"),
+                delta=f"{rmse - ref['rmse']:+.3f} vs ABID ref." if abid and rmse is not None else None,
                 delta_color="inverse")
-    m[2].metric("MAE", f"{result['mae']:.3f}")
-    m[3].metric("Within one", f"{result['within_one']:.1%}")
-    st.plotly_chart(confusion_figure(result["confusion_matrix"], normalise=normalise), key=f"{key}-cm",
-                    config={"displayModeBar": False})
-    st.markdown("**Per count** (the abid_challenge table)")
-    st.dataframe(per_class_frame(result["per_class"], ref["per_class_accuracy"] if abid else None),
-                 hide_index=True, width="stretch",
-                 column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
-                                "ABID reference accuracy": st.column_config.NumberColumn(format="percent"),
-                                "rmse": st.column_config.NumberColumn(format="%.3f")})
+    m[2].metric("MAE", _shown(result.get("mae"), "{:.3f}"))
+    m[3].metric("Within one", _shown(result.get("within_one"), "{:.1%}"))
+    # metrics.json from an older or outside training run may lack the matrix or the table: show what there is
+    if result.get("confusion_matrix") is not None:
+        st.plotly_chart(confusion_figure(result["confusion_matrix"], normalise=normalise), key=f"{key}-cm",
+                        config={"displayModeBar": False})
+    if result.get("per_class") is not None:
+        st.markdown("**Per count** (the abid_challenge table)")
+        st.dataframe(per_class_frame(result["per_class"], ref["per_class_accuracy"] if abid else None),
+                     hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "ABID reference accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "rmse": st.column_config.NumberColumn(format="%.3f")})
+    if result.get("confusion_matrix") is None or result.get("per_class") is None:
+        st.caption("This version's metrics.json has no confusion matrix or per-count table.")
     history = metrics.get("history") or []
     if history:
         st.markdown("**Training curves**")

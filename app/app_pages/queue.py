@@ -1,12 +1,14 @@
 """The mismatch queue: the most likely stock mismatches first; decide each in one or two clicks.
 
-Dismiss and Unsure are one click; Confirm mismatch is one click with the recount pre-filled with the
-predicted count (type another number and press Enter to submit). A decided bin leaves the queue;
-if another analyst decided it first, nothing is overwritten and the page says who did.
+Dismiss and Unsure are one click; Confirm mismatch is the recount typed and Enter (or the button). The
+recount starts empty on purpose: it becomes a training label, so it must be the analyst's count, never the
+model's guess accepted by a click. A decided bin leaves the queue; if another analyst decided it first,
+nothing is overwritten and the page says who did.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app.audit.browse import bin_detail
@@ -55,6 +57,15 @@ current = rows.set_index("bin_id").loc[st.session_state[CURRENT]]
 reviewer = current_reviewer()
 
 
+def queue_label(bin_id: str, probability) -> str:
+    return f"{bin_id} · sent by hand" if pd.isna(probability) else f"{bin_id} · {probability:.0%}"
+
+
+def typed_recount(key: str) -> int | None:
+    value = st.session_state.get(key)
+    return None if value is None else int(value)
+
+
 def record(decision: str, recount: int | None = None) -> None:
     """Button callback: store the decision against the row version this page showed."""
     try:
@@ -65,6 +76,7 @@ def record(decision: str, recount: int | None = None) -> None:
         st.session_state.pop(CURRENT, None)  # the next bin in rank order comes up
     except ReviewConflict as exc:
         st.session_state[FLASH] = ("conflict", str(exc))
+        st.session_state[NOTE] = ""  # the note was about this bin; the next one starts blank
         st.session_state.pop(CURRENT, None)
     except ReviewError as exc:
         st.session_state[FLASH] = ("conflict", f"Not recorded: {exc}")
@@ -73,7 +85,7 @@ def record(decision: str, recount: int | None = None) -> None:
 left, right = st.columns([1, 3])
 with left:
     st.radio("Queue (most likely mismatch first)", ids, key=CURRENT,
-             format_func=lambda b: f"{b} · {rows.set_index('bin_id').loc[b, 'mismatch_probability']:.0%}")
+             format_func=lambda b: queue_label(b, rows.set_index("bin_id").loc[b, "mismatch_probability"]))
 with right:
     if not reviewer:
         st.warning("Enter your name in the sidebar to record decisions.", icon=":material/person:")
@@ -82,10 +94,10 @@ with right:
     a.button("Dismiss: record is right", on_click=record, args=(DISMISS,), disabled=not reviewer,
              icon=":material/check:", width="stretch", key="btn-dismiss")
     with b.form("confirm", border=False, enter_to_submit=True):
-        recount = st.number_input("Recounted quantity", min_value=0, step=1, value=int(current.predicted_count),
-                                  key=f"recount-{current.name}")
+        st.number_input("Recounted quantity", min_value=0, step=1, value=None, key=f"recount-{current.name}",
+                        placeholder=f"count the items (model says {int(current.predicted_count)})")
         st.form_submit_button("Confirm mismatch", type="primary", disabled=not reviewer, icon=":material/close:",
-                              on_click=lambda: record(CONFIRM, int(st.session_state[f"recount-{current.name}"])),
+                              on_click=lambda: record(CONFIRM, typed_recount(f"recount-{current.name}")),
                               width="stretch")
     c.button("Unsure", on_click=record, args=(UNSURE,), disabled=not reviewer, icon=":material/help:",
              width="stretch", key="btn-unsure")

@@ -110,7 +110,9 @@ def coloured(status: str) -> str:
 @st.fragment(run_every="3s")
 def jobs_ui() -> None:
     refresh_active(ctx.engine, settings=ctx.settings, workspace=ctx.workspace)
-    jobs = [j for j in list_jobs(ctx.engine, limit=30) if j.kind in ("training", "tuning") and not j.parent_id]
+    # filtered in the query: transform jobs or tuning trials must not push training jobs off the list
+    jobs = sorted((j for kind in ("training", "tuning") for j in list_jobs(ctx.engine, kind, 30, top_level=True)),
+                  key=lambda j: (j.created_at, j.id), reverse=True)[:30]
     if not jobs:
         st.caption("No training jobs yet.")
         return
@@ -131,10 +133,14 @@ def jobs_ui() -> None:
 
 
 def job_detail_ui(job) -> None:
-    backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
     head = st.columns([4, 1])
     head[0].markdown(f"**{job.id}** · {job.kind} · {job.backend} · {coloured(job.status)}")
-    if job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
+    try:
+        backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
+    except ConfigError as exc:  # a SageMaker job viewed where AWS is not configured: show what is stored
+        st.warning(f"{job.backend} is not configured here, so this job cannot be refreshed or stopped: {exc}")
+        backend = None
+    if backend and job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
         backend.stop(job.id, actor=current_reviewer() or "dashboard")
         st.rerun(scope="fragment")
     if job.failure_reason:
@@ -148,7 +154,8 @@ def job_detail_ui(job) -> None:
     if job.kind == "tuning" and job.output.get("best_trial"):
         st.success(f"Best trial: {job.output['best_trial']}")
     with st.expander("Log (last 40 lines)", expanded=job.is_active):
-        st.code(backend.log_tail(job.id, 40) or "(no output yet)", language=None)
+        st.code((backend.log_tail(job.id, 40) if backend else "(log not available here)") or "(no output yet)",
+                language=None)
     if job.status == "Completed" and job.model_version_id is not None:
         promotion_ui(job.model_version_id)
 

@@ -18,8 +18,10 @@ from app.audit.scoring import record_prediction
 from app.ui.charts import probability_chart
 from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
+from app.ui.images import show_photo
 
 IMAGE_TYPES = ("jpg", "jpeg", "png")
+PREVIEW_SIDE = 480
 RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
 
 ctx = app_context()
@@ -48,12 +50,22 @@ def score_upload(name: str, data: bytes, meta: bytes | None, typed: int | None) 
                         metadata=meta, expected_count=typed, max_pixels=ctx.settings.max_image_pixels)
     answer = predictor.predict_bytes(data, row["expected_count"])
     record_prediction(ctx.engine, version, row["id"], answer["probabilities"])
-    return {"bin_id": row["id"], "items": row["items"], **answer}
+    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"], **answer}
 
 
-for photo in photos:
-    data = photo.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:16]
+def distinct(files: list) -> list[tuple]:
+    """(file, bytes, digest) once per name and content: the same file picked twice is shown once."""
+    seen, out = set(), []
+    for f in files:
+        data = f.getvalue()
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        if (f.name, digest) not in seen:
+            seen.add((f.name, digest))
+            out.append((f, data, digest))
+    return out
+
+
+for photo, data, digest in distinct(photos):
     meta = metadata.get(Path(photo.name).stem)
     with st.container(border=True):
         left, right = st.columns([2, 3])
@@ -71,7 +83,9 @@ for photo in photos:
         if "error" in result:
             left.error(result["error"], icon=":material/error:")
             continue
-        left.image(data, caption=f"{photo.name} → bin {result['bin_id']}", width="stretch")
+        # the stored copy, through the thumbnail cache: st.image would re-encode the full photo on every rerun
+        with left:
+            show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE, caption=f"{photo.name} → bin {result['bin_id']}")
         expected = result.get("expected_count")
         m = right.columns(3)
         m[0].metric("Predicted count", result["predicted_count"])
