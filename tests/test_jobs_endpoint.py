@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import shutil
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from modeling import registry
 from modeling.jobs import EndpointError
+from modeling.jobs.local_endpoint import MAX_BODY_BYTES, InvocationHandler
 from modeling.jobs.processes import process_alive
 from modeling.serving import ScoringModel, parse_request
 from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
@@ -98,6 +103,56 @@ def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(loca
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/ping", timeout=5)
     assert local.backend.list_endpoints() == []
+
+
+def _raw_post(url: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict]:
+    """A POST with exactly these headers (http.client adds no Content-Length of its own with putheader)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/invocations")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_local_endpoint_answers_a_bad_content_length_with_a_status_not_a_dropped_connection(local):
+    url = local.backend.deploy(local.version.id, actor="ana", wait=True).output["endpoint_url"]
+    photo = jpeg_bytes()
+    for length, status, said in (("abc", 400, "Content-Length must be a number"), ("-5", 400, "got '-5'"),
+                                 ("+7", 400, "got '+7'"), ("1" * 5000, 413, f"at most {MAX_BODY_BYTES}"),
+                                 (str(MAX_BODY_BYTES + 1), 413, f"at most {MAX_BODY_BYTES}")):
+        got, answer = _raw_post(url, {"Content-Type": "image/jpeg", "Content-Length": length}, photo)
+        assert (got, said in answer["error"]) == (status, True), (length, answer)
+    got, answer = _raw_post(url, {"Content-Type": "image/jpeg"}, photo)
+    assert got == 411 and "Content-Length" in answer["error"]
+    got, answer = _raw_post(url, {"Content-Type": "image/jpeg", "Content-Length": str(len(photo))}, photo)
+    assert got == 200 and "predicted_count" in answer  # the server is still up and answering
+
+
+class _FailingModel:
+    def answer(self, request):
+        raise RuntimeError("CUDA error: out of memory")
+
+
+def test_an_unexpected_error_is_a_500_with_json(tmp_path):
+    """The real handler in a real server, its model failing in a way no request check foresees."""
+    handler = type("Handler", (InvocationHandler,), {"model": _FailingModel(), "log_message": lambda *a: None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        photo = jpeg_bytes()
+        status, answer = _raw_post(f"http://127.0.0.1:{server.server_address[1]}",
+                                   {"Content-Type": "image/jpeg", "Content-Length": str(len(photo))}, photo)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 500 and answer == {"error": "RuntimeError: CUDA error: out of memory"}
 
 
 def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(local, tiny_dataset, tmp_path):

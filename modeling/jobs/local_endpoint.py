@@ -6,7 +6,8 @@ Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the containe
     GET  /ping          200 once the model is loaded
     POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
                         {"instances": [...]}) -> 200 application/json; a request the model cannot answer -> 4xx with
-                        {"error": "<what was wrong and what is accepted>"}
+                        {"error": "<what was wrong and what is accepted>"}; no or a malformed Content-Length ->
+                        411 / 400, a body over MAX_BODY_BYTES -> 413, anything unexpected -> 500 {"error": ...}
 
 It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the ready file. SIGTERM shuts it down.
 """
@@ -14,11 +15,14 @@ It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
+import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,15 +65,41 @@ class InvocationHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}; use GET /ping or POST /invocations")
 
     def do_POST(self) -> None:
+        # whatever goes wrong, the client gets a JSON answer: a dropped connection tells it nothing
+        try:
+            self._invoke()
+        except Exception as exc:
+            traceback.print_exc()  # into endpoint.log
+            with contextlib.suppress(OSError):  # the client hung up: nobody is left to answer
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _body_length(self) -> int | None:
+        """The declared body length; None after answering 411/400/413 for a missing, malformed or too large one."""
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            self._error(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length header")
+            return None
+        digits = declared.strip()
+        if not re.fullmatch(r"[0-9]+", digits):  # int() would take "-5", "1_000", "+7"
+            self._error(HTTPStatus.BAD_REQUEST, f"Content-Length must be a number of bytes, got {declared[:40]!r}")
+            return None
+        # a digit string too long for int() (Python refuses 4300+ digits) is too large anyway
+        length = int(digits) if len(digits) <= 18 else MAX_BODY_BYTES + 1
+        if length > MAX_BODY_BYTES:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"body of {digits[:18]}{'...' if len(digits) > 18 else ''} bytes; at most {MAX_BODY_BYTES}")
+            return None
+        return length
+
+    def _invoke(self) -> None:
         from modeling.inference import input_fn, output_fn, predict_fn
         from modeling.serving import RequestError
 
         if self.path.split("?")[0] != "/invocations":
             self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}; use POST /invocations")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {MAX_BODY_BYTES}")
+        length = self._body_length()
+        if length is None:
             return
         body = self.rfile.read(length)
         try:
