@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,10 @@ from modeling.jobs import (
     list_jobs,
     promote,
     refresh_active,
+    store,
 )
+from modeling.jobs.jobdirs import job_dir
+from modeling.jobs.local import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
 from modeling.jobs.processes import process_alive
 from modeling.metric_log import parse_metric_log
 from tests.test_jobs_support import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
@@ -150,6 +155,61 @@ def test_restart_finds_the_jobs_and_fails_a_job_whose_process_died(local, tiny_d
         f"the training process exited without a result (pid {job.pid} not running)")
     again = get_backend("local", settings=local.settings, workspace=local.workspace, engine=engine)
     assert again.refresh(job.id).status == "Failed" and registry.list_versions(engine) == []
+
+
+def _job_with_pid(local, kind: str, pid: int, tmp_path: Path):
+    job = store.create_job(local.engine, kind=kind, backend="local", params={}, actor="ana",
+                           log_path=str(tmp_path / "x.log"))
+    return store.mark_started(local.engine, job.id, pid=pid)
+
+
+@pytest.mark.parametrize(("kind", "module"), [("training", RUNNER_MODULE), ("deployment", ENDPOINT_MODULE)])
+def test_a_pid_reused_by_another_jobs_process_is_not_this_jobs(local, tmp_path, kind, module):
+    """After a container restart the pid a job recorded can run ANOTHER job's runner or endpoint (same module in
+    its command line, another job id): the job must not look alive, and stopping it must not kill the other job."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", module,
+                              "train-20260101-000000-beef"], start_new_session=True)
+    try:
+        wait_for(lambda: module.encode() in Path(f"/proc/{other.pid}/cmdline").read_bytes(), what="exec")
+        dead, stopped = (_job_with_pid(local, kind, other.pid, tmp_path) for _ in range(2))
+        assert process_alive(other.pid, module) and not process_alive(other.pid, module, job_id=dead.id)
+
+        refreshed = local.backend.refresh(dead.id)
+        assert refreshed.status == "Failed" and f"pid {other.pid} not running" in refreshed.failure_reason
+        local.backend.stop_grace_seconds = 2
+        assert local.backend.stop(stopped.id, actor="ana").status == "Stopped"
+        assert other.poll() is None  # the other job's process was not signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _sleeping_train_py(model_dir: Path) -> subprocess.Popen:
+    """A process whose command line is a train.py run's (the runner names the job's folder in --model-dir)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", TRAIN_MODULE,
+                             "--model-dir", str(model_dir)], start_new_session=True)
+    wait_for(lambda: TRAIN_MODULE.encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), what="exec")
+    return proc
+
+
+def test_stopping_a_trial_signals_its_own_train_py_and_no_other_jobs(local):
+    tuning = store.create_job(local.engine, kind="tuning", backend="local", params={}, actor="ana")
+    trials = [store.create_job(local.engine, kind="training", backend="local", params={}, actor="ana",
+                               parent_id=tuning.id) for _ in range(2)]
+    other = _sleeping_train_py(job_dir(local.workspace, "train-20260101-000000-beef") / "model")
+    own = _sleeping_train_py(job_dir(local.workspace, trials[1].id) / "model")
+    try:
+        local.backend.stop_grace_seconds = 2
+        reused = store.mark_started(local.engine, trials[0].id, pid=other.pid)  # its pid now runs another job
+        assert local.backend.stop(reused.id, actor="ana").status == "Stopped"
+        assert other.poll() is None
+        store.mark_started(local.engine, trials[1].id, pid=own.pid)
+        assert local.backend.stop(trials[1].id, actor="ana").status == "Stopped"
+        own.wait(timeout=10)  # ended (sleeping 120 s): signalled; its status was reaped by the liveness check
+    finally:
+        for proc in (other, own):
+            proc.kill()
+            proc.wait()
 
 
 def test_local_backend_refuses_what_it_cannot_run(local, tiny_dataset):

@@ -56,6 +56,11 @@ def _check_search_space(tp: TuningParams) -> None:
             check_against_train_parser(tp.base.replace(**{name: value}))
 
 
+def _runner_job_id(job: JobRecord) -> str:
+    """The job id in the runner's command line: a trial runs in its tuning job's runner."""
+    return job.parent_id or job.id
+
+
 class LocalBackend(Backend):
     name = "local"
     stop_grace_seconds: float = STOP_GRACE_SECONDS  # SIGTERM, then SIGKILL after this long
@@ -123,7 +128,7 @@ class LocalBackend(Backend):
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri}
         job = self._create("deployment", spec, actor, output={"endpoint_status": "Creating", **spec})
         folder = job_dir(self.workspace, job.id)
-        job = self._launch(job, ["-m", ENDPOINT_MODULE, "--model-dir", version.artifact_uri,
+        job = self._launch(job, ["-m", ENDPOINT_MODULE, "--job-id", job.id, "--model-dir", version.artifact_uri,
                                  "--ready-file", str(folder / ENDPOINT_FILE)], Path(job.log_path))
         return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
 
@@ -174,7 +179,7 @@ class LocalBackend(Backend):
             return job
         store.request_stop(self.engine, job.id, actor=actor)
         if job.pid:
-            terminate(job.pid, group=True, markers=(ENDPOINT_MODULE,), grace_seconds=5.0)
+            terminate(job.pid, group=True, markers=(ENDPOINT_MODULE,), job_ids=(job.id,), grace_seconds=5.0)
         return store.finish_job(self.engine, job.id, "Stopped", actor=actor,
                                 output={"endpoint_status": "Deleted"})[0]
 
@@ -211,7 +216,7 @@ class LocalBackend(Backend):
                 return store.finish_job(self.engine, job.id, "Failed",
                                         failure_reason="the job was never started (no process was recorded)")[0]
             return job
-        if process_alive(runner_pid, marker=RUNNER_MODULE):
+        if process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
             return job
         return self._finish_orphan(store.get_job(self.engine, job.id), runner_pid)
 
@@ -239,7 +244,7 @@ class LocalBackend(Backend):
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
         ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
-        if not process_alive(job.pid, marker=ENDPOINT_MODULE):
+        if not process_alive(job.pid, marker=ENDPOINT_MODULE, job_id=job.id):
             job = store.get_job(self.engine, job.id)
             if not job.is_active:
                 return job
@@ -258,14 +263,16 @@ class LocalBackend(Backend):
     def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
         """SIGTERM to the job's processes, SIGKILL after the grace period; the job ends Stopped, registering nothing."""
         grace_seconds = self.stop_grace_seconds
+        job_ids = [job.id]  # a tuning job's group also runs its trials' train.py, named by the trials' ids
         if job.kind == "tuning":
             for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
                 store.request_stop(self.engine, trial.id, actor=actor)
+                job_ids.append(trial.id)
         if job.pid:
             # a trial shares its tuning runner's process group: signal its train.py alone
             trial = job.parent_id is not None
             terminate(job.pid, group=not trial, markers=(TRAIN_MODULE,) if trial else (RUNNER_MODULE, TRAIN_MODULE),
-                      grace_seconds=grace_seconds)
+                      job_ids=job_ids, grace_seconds=grace_seconds)
         return self._await_stopped(job, actor, grace_seconds)
 
     def _await_stopped(self, job: JobRecord, actor: str, grace_seconds: float) -> JobRecord:
@@ -276,7 +283,7 @@ class LocalBackend(Backend):
             current = store.get_job(self.engine, job.id)
             if not current.is_active:
                 return current
-            if not process_alive(runner_pid, marker=RUNNER_MODULE):
+            if not process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
                 break
             time.sleep(0.1)
         for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):

@@ -8,6 +8,7 @@ runner and the train.py it started) with one signal.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,10 +65,23 @@ def _proc_file(pid: int, name: str) -> bytes | None:
         return None
 
 
-def process_alive(pid: int | None, marker: str | None = None) -> bool:
-    """Whether pid runs (not a zombie) and, where /proc tells, its command line contains `marker`.
+def names_job(cmdline: bytes, job_ids: Sequence[str]) -> bool:
+    """Whether a command line names one of the jobs: as an argument of its own (the runner's JOB_ID, the endpoint's
+    --job-id) or as a folder of a path argument (train.py's --model-dir <workspace>/jobs/<id>/model)."""
+    tokens = set(re.split(rb"[\0/=]", cmdline))
+    return any(job_id.encode() in tokens for job_id in job_ids)
 
-    The marker guards against a recycled pid: after a reboot "pid 4242" may be some other program.
+
+def _runs(cmdline: bytes, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
+    return any(m.encode() in cmdline for m in markers) and (not job_ids or names_job(cmdline, job_ids))
+
+
+def process_alive(pid: int | None, marker: str | None = None, *, job_id: str | None = None) -> bool:
+    """Whether pid runs (not a zombie) and, where /proc tells, its command line contains `marker` (and `job_id`).
+
+    The marker guards against a recycled pid: after a reboot "pid 4242" may be some other program. The job id
+    guards against a pid recycled by another of our own jobs (after a container restart pid 4242 may be another
+    job's runner), which would make a dead job look alive.
     """
     if not pid or pid <= 0:
         return False
@@ -85,7 +99,7 @@ def process_alive(pid: int | None, marker: str | None = None) -> bool:
     if marker is not None:
         cmdline = _proc_file(pid, "cmdline")
         # empty: the process is exiting (its memory, argv included, is already released): still ours, not gone yet
-        if cmdline and marker.encode() not in cmdline:
+        if cmdline and not _runs(cmdline, (marker,), (job_id,) if job_id else ()):
             return False
     return True
 
@@ -100,10 +114,10 @@ def _signal(pid: int, sig: int, group: bool) -> None:
         pass
 
 
-def _cmdline_has(pid: int, markers: tuple[str, ...]) -> bool:
+def _cmdline_has(pid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
     """None: no /proc entry to read (trust the pid); empty: exiting (see process_alive)."""
     cmdline = _proc_file(pid, "cmdline")
-    return not cmdline or any(m.encode() in cmdline for m in markers)
+    return not cmdline or _runs(cmdline, markers, job_ids)
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -121,27 +135,33 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _group_is_ours(pgid: int, markers: tuple[str, ...]) -> bool:
-    """A live group whose leader or a member runs our code (one of `markers` in its command line)."""
-    if any(process_alive(pgid, m) for m in markers):
+def _is_ours(pid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
+    return any(process_alive(pid, m) for m in markers) and _cmdline_has(pid, markers, job_ids)
+
+
+def _group_is_ours(pgid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
+    """A live group whose leader or a member runs our code for the job (a marker and a job id in its command line)."""
+    if _is_ours(pgid, markers, job_ids):
         return True
     if not Path("/proc").is_dir():
         return process_alive(pgid)
-    return any(_cmdline_has(pid, markers) for pid in _group_members(pgid))
+    return any(_cmdline_has(pid, markers, job_ids) for pid in _group_members(pgid))
 
 
-def terminate(pid: int, *, group: bool, markers: tuple[str, ...], grace_seconds: float = 10.0) -> bool:
+def terminate(pid: int, *, group: bool, markers: Sequence[str], job_ids: Sequence[str],
+              grace_seconds: float = 10.0) -> bool:
     """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill.
 
-    Only a process (or group) whose command line contains one of `markers` (the module it runs) is signalled:
-    pids are recycled, and a stale job record must never stop somebody else's program.
+    Only a process (or group) whose command line contains one of `markers` (the module it runs) and one of
+    `job_ids` is signalled: pids are recycled, by other programs and by our other jobs alike, and a stale job
+    record must never stop somebody else's program or another job.
     """
     if group:
         def alive() -> bool:
-            return _group_is_ours(pid, markers)
+            return _group_is_ours(pid, markers, job_ids)
     else:
         def alive() -> bool:
-            return any(process_alive(pid, m) for m in markers)
+            return _is_ours(pid, markers, job_ids)
     if not alive():
         return False
     _signal(pid, signal.SIGTERM, group)

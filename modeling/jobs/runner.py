@@ -100,8 +100,9 @@ def run_train_process(engine: Engine, workspace: Workspace, job: JobRecord, chan
     params = TrainingParams.from_dict(job.params["training"])
     folder = job_dir(workspace, job.id)
     log_path = Path(job.log_path or folder / "train.log")
-    # no --checkpoint-dir: a local run is not resumed, and a resnet checkpoint per epoch is 100+ MB of writes
-    cmd = [sys.executable, "-m", "modeling.train", *params.to_cli_args()]
+    # no --checkpoint-dir: a local run is not resumed, and a resnet checkpoint per epoch is 100+ MB of writes.
+    # --model-dir repeats SM_MODEL_DIR so the job id is in train.py's command line: a stop checks it (pid reuse)
+    cmd = [sys.executable, "-m", "modeling.train", *params.to_cli_args(), "--model-dir", str(folder / "model")]
     proc = _start_child(cmd, train_env(channels, params, folder), log_path)
     if job.parent_id:  # a trial: its pid is train.py's, so a stop of the trial alone can reach it
         store.mark_started(engine, job.id, pid=proc.pid)
