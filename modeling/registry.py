@@ -140,17 +140,37 @@ def get_version(engine: Engine, ref: int | str) -> ModelVersion:
         return _row_to_version(row, _active_id(conn))
 
 
+def missing_files(version: ModelVersion) -> list[str]:
+    """The files a version needs to load (model.pth, model_config.json) that are not in its folder any more."""
+    return [name for name in MODEL_FILES[:2] if not (version.model_dir / name).is_file()]
+
+
 def active_version(engine: Engine) -> ModelVersion | None:
     with engine.connect() as conn:
         active = _active_id(conn)
     return get_version(engine, active) if active is not None else None
 
 
-def activate(engine: Engine, ref: int | str, *, actor: str = "system", reason: str = "") -> ModelVersion:
-    """Make a version the one that scores bins (no comparison: see modeling.jobs.promotion for that)."""
+class ActiveVersionChanged(RegistryError):
+    """Another activation came first: a decision made against the previous active version no longer holds."""
+
+
+_ANY = object()
+
+
+def activate(engine: Engine, ref: int | str, *, actor: str = "system", reason: str = "",
+             expected_active: int | None | object = _ANY) -> ModelVersion:
+    """Make a version the one that scores bins (no comparison: see modeling.jobs.promotion for that).
+
+    expected_active: activate only if this version id (None: no version) is still the active one, checked in the
+    same write transaction, so a promotion decided against it cannot overwrite a version activated meanwhile.
+    """
     version = get_version(engine, ref)
     with db.write_tx(engine) as conn:
         previous = _active_id(conn)
+        if expected_active is not _ANY and previous != expected_active:
+            raise ActiveVersionChanged(f"the active version changed while deciding (now id {previous}, "
+                                       f"expected {expected_active})")
         db.set_state(conn, ACTIVE_KEY, version.id)
         conn.execute(db.model_versions.update().where(db.model_versions.c.id == version.id)
                      .values(promoted_at=db.utcnow()))

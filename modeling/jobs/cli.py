@@ -532,7 +532,7 @@ def _models(args: argparse.Namespace) -> int:
         return EXIT_OK
     result = promote(ctx.engine, args.version, metric=args.metric, force=args.force, actor=ctx.actor,
                      val_dir=args.val)
-    if not result.promoted and result.previous is not None and result.previous.id != result.version.id:
+    if not result.promoted and not result.version.active:  # refused (worse, or its files are gone): exit 2
         raise CliError(result.reason)
     print(f"{result.version.name}: {'active' if result.version.active else 'not promoted'} ({result.reason})")
     return EXIT_OK

@@ -21,6 +21,7 @@ from modeling.jobs.params import OBJECTIVES
 from modeling.jobs.records import JobError
 
 METRICS = {"val_accuracy": "accuracy", "val_rmse": "rmse"}
+ACTIVATION_ATTEMPTS = 3  # decisions re-made when another activation comes first
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,32 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class Unscored:
+    """The active version when it cannot be scored (its files are gone or unreadable)."""
+
+    version_id: int
+    name: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Comparison:
     val_dir: str
     candidate: Scores
     active: Scores | None
+    unscored_active: Unscored | None = None  # set (and `active` None) when the active version could not be scored
+
+    @property
+    def active_id(self) -> int | None:
+        """The version compared against (None: there was no active version)."""
+        if self.active is not None:
+            return self.active.version_id
+        return self.unscored_active.version_id if self.unscored_active is not None else None
 
     def candidate_is_not_worse(self, metric: str) -> bool:
         """Ties go to the candidate (a retrained model on newer data is preferred at equal quality)."""
+        if self.unscored_active is not None:
+            return False  # nothing to compare with: only a forced promotion replaces it
         if self.active is None:
             return True
         cand, act = self.candidate.value(metric), self.active.value(metric)
@@ -59,6 +79,9 @@ class Comparison:
         text = f"{self.candidate.name} {label} {self.candidate.value(metric):.4f}"
         if self.active is not None:
             text += f" vs active {self.active.name} {self.active.value(metric):.4f}"
+        if self.unscored_active is not None:
+            text += (f" vs active {self.unscored_active.name}, which could not be scored "
+                     f"({self.unscored_active.error})")
         return f"{text} on {self.val_dir} ({self.candidate.n_scored} photos)"
 
 
@@ -97,17 +120,64 @@ def default_val_dir(version: registry.ModelVersion) -> Path:
                    f"pass the validation folder to compare on (--val DIR)")
 
 
+def _files_missing(version: registry.ModelVersion) -> str | None:
+    missing = registry.missing_files(version)
+    return f"{', '.join(missing)} missing from {version.model_dir}" if missing else None
+
+
+def _score_candidate(candidate: registry.ModelVersion, folder: Path, batch_size: int,
+                     workers: int | None) -> Scores:
+    from modeling.model import ModelConfigError
+
+    gone = _files_missing(candidate)
+    if gone:
+        raise JobError(f"{candidate.name} cannot be scored or activated: {gone}")
+    try:
+        return score_version(candidate, folder, batch_size=batch_size, workers=workers)
+    except ModelConfigError as exc:
+        raise JobError(f"{candidate.name} cannot be scored: {exc}") from None
+
+
+def _score_active(active: registry.ModelVersion, folder: Path, batch_size: int,
+                  workers: int | None) -> Scores | Unscored:
+    """The active version's scores; Unscored when its files are gone or broken (a forced promotion may replace it)."""
+    from modeling.model import ModelConfigError
+
+    gone = _files_missing(active)
+    if gone:
+        return Unscored(active.id, active.name, gone)
+    try:
+        return score_version(active, folder, batch_size=batch_size, workers=workers)
+    except ModelConfigError as exc:
+        return Unscored(active.id, active.name, str(exc))
+
+
+def _compare(candidate: registry.ModelVersion, active: registry.ModelVersion | None, val_dir: str | Path | None,
+             batch_size: int, workers: int | None) -> Comparison:
+    folder = Path(val_dir) if val_dir is not None else default_val_dir(candidate)
+    scores = _score_candidate(candidate, folder, batch_size, workers)
+    if active is None or active.id == candidate.id:
+        return Comparison(str(folder), scores, None)
+    other = _score_active(active, folder, batch_size, workers)
+    if isinstance(other, Unscored):
+        return Comparison(str(folder), scores, None, other)
+    return Comparison(str(folder), scores, other)
+
+
 def compare_with_active(engine: Engine, candidate_version_id: int | str, val_dir: str | Path | None = None, *,
                         batch_size: int = 32, workers: int | None = 0) -> Comparison:
     """Evaluate the candidate and the active version (if any, and not the candidate) on the same folder."""
     candidate = registry.get_version(engine, candidate_version_id)
-    folder = Path(val_dir) if val_dir is not None else default_val_dir(candidate)
-    active = registry.active_version(engine)
-    active_scores = None
-    if active is not None and active.id != candidate.id:
-        active_scores = score_version(active, folder, batch_size=batch_size, workers=workers)
-    return Comparison(str(folder), score_version(candidate, folder, batch_size=batch_size, workers=workers),
-                      active_scores)
+    return _compare(candidate, registry.active_version(engine), val_dir, batch_size, workers)
+
+
+def _still_holds(comparison: Comparison | None, candidate: registry.ModelVersion, active: registry.ModelVersion,
+                 val_dir: str | Path | None) -> bool:
+    """A ready comparison decides only if it is about this candidate against the version active NOW (a dashboard
+    keeps one while others promote), and on the folder asked for."""
+    return (comparison is not None and comparison.candidate.version_id == candidate.id
+            and comparison.active_id == active.id
+            and (val_dir is None or Path(comparison.val_dir) == Path(val_dir)))
 
 
 def _log_refusal(engine: Engine, candidate: registry.ModelVersion, actor: str, details: dict[str, Any]) -> None:
@@ -116,28 +186,60 @@ def _log_refusal(engine: Engine, candidate: registry.ModelVersion, actor: str, d
                       details=details)
 
 
+def _refusal_hint(comparison: Comparison, metric: str) -> str:
+    if comparison.unscored_active is not None:
+        return (f"the active version {comparison.unscored_active.name} cannot be compared with; to replace it "
+                f"anyway use --force (the Force checkbox on the dashboard)")
+    return f"the candidate is worse by {metric} (force to promote anyway)"
+
+
+def _decide(engine: Engine, candidate: registry.ModelVersion, previous: registry.ModelVersion | None,
+            comparison: Comparison | None, metric: str, force: bool, actor: str) -> PromotionResult:
+    """Activate or refuse. Activation happens only while `previous` is still the active version (checked in the
+    activation's transaction); otherwise registry.ActiveVersionChanged, and the caller decides again."""
+    if previous is None:
+        version = registry.activate(engine, candidate.id, actor=actor, reason="first model: no active version",
+                                    expected_active=None)
+        return PromotionResult(True, version, None, None, "first model: activated without comparison")
+    assert comparison is not None
+    summary = comparison.describe(metric)
+    if comparison.candidate_is_not_worse(metric) or force:
+        why = summary
+        if not comparison.candidate_is_not_worse(metric):
+            why = (f"forced although {'not compared' if comparison.unscored_active else 'worse'}: {summary}")
+        version = registry.activate(engine, candidate.id, actor=actor, reason=f"promoted by {metric}: {why}",
+                                    expected_active=previous.id)
+        return PromotionResult(True, version, previous, comparison, why)
+    _log_refusal(engine, candidate, actor, {"metric": metric, "comparison": summary, "active": previous.id})
+    return PromotionResult(False, candidate, previous, comparison,
+                           f"refused: {summary}; {_refusal_hint(comparison, metric)}")
+
+
 def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "val_accuracy", force: bool = False,
             actor: str, val_dir: str | Path | None = None, comparison: Comparison | None = None,
             batch_size: int = 32, workers: int | None = 0) -> PromotionResult:
     """Activate the candidate unless it is worse than the active version by `metric` (force overrides).
 
-    comparison: a ready Comparison (from compare_with_active) to decide on instead of evaluating again.
+    comparison: a ready Comparison (from compare_with_active) to decide on instead of evaluating again; used only
+    while it is about this candidate and the version active now, else both are evaluated again. A candidate whose
+    model files are gone is refused (never activated); an active version whose files are gone cannot be compared
+    with, so only a forced promotion replaces it.
     """
     _check_metric(metric)
     candidate = registry.get_version(engine, candidate_version_id)
-    previous = registry.active_version(engine)
-    if previous is None:
-        version = registry.activate(engine, candidate.id, actor=actor, reason="first model: no active version")
-        return PromotionResult(True, version, None, None, "first model: activated without comparison")
-    if previous.id == candidate.id:
-        return PromotionResult(False, candidate, previous, None, f"{candidate.name} is already the active version")
-    if comparison is None:
-        comparison = compare_with_active(engine, candidate.id, val_dir, batch_size=batch_size, workers=workers)
-    summary = comparison.describe(metric)
-    if comparison.candidate_is_not_worse(metric) or force:
-        why = summary if comparison.candidate_is_not_worse(metric) else f"forced although worse: {summary}"
-        version = registry.activate(engine, candidate.id, actor=actor, reason=f"promoted by {metric}: {why}")
-        return PromotionResult(True, version, previous, comparison, why)
-    _log_refusal(engine, candidate, actor, {"metric": metric, "comparison": summary, "active": previous.id})
-    return PromotionResult(False, candidate, previous, comparison,
-                           f"refused: {summary}; the candidate is worse by {metric} (force to promote anyway)")
+    gone = _files_missing(candidate)
+    if gone:
+        _log_refusal(engine, candidate, actor, {"metric": metric, "missing": gone})
+        return PromotionResult(False, candidate, registry.active_version(engine), None,
+                               f"refused: {candidate.name} cannot be activated, its model files are gone ({gone})")
+    for _ in range(ACTIVATION_ATTEMPTS):
+        previous = registry.active_version(engine)
+        if previous is not None and previous.id == candidate.id:
+            return PromotionResult(False, candidate, previous, None, f"{candidate.name} is already the active version")
+        if previous is not None and not _still_holds(comparison, candidate, previous, val_dir):
+            comparison = _compare(candidate, previous, val_dir, batch_size, workers)
+        try:
+            return _decide(engine, candidate, previous, comparison, metric, force, actor)
+        except registry.ActiveVersionChanged:
+            continue  # another version was activated while deciding: decide against that one
+    raise JobError("the active model version kept changing during the promotion; try again")
