@@ -140,6 +140,14 @@ def get_version(engine: Engine, ref: int | str) -> ModelVersion:
         return _row_to_version(row, _active_id(conn))
 
 
+def version_for_job(engine: Engine, job_id: str) -> ModelVersion | None:
+    """The version a job registered, if it did (the oldest, should there be several)."""
+    with engine.connect() as conn:
+        version_id = conn.execute(sa.select(sa.func.min(db.model_versions.c.id))
+                                  .where(db.model_versions.c.job_id == job_id)).scalar()
+    return get_version(engine, version_id) if version_id is not None else None
+
+
 def missing_files(version: ModelVersion) -> list[str]:
     """The files a version needs to load (model.pth, model_config.json) that are not in its folder any more."""
     return [name for name in MODEL_FILES[:2] if not (version.model_dir / name).is_file()]

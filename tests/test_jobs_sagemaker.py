@@ -10,7 +10,9 @@ import base64
 import io
 import json
 import tarfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -226,6 +228,33 @@ def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
     assert (version.model_dir / "model.pth").read_bytes() == b"placeholder weights"
     assert (version.val_accuracy, version.val_rmse) == (0.4615, 1.2)
     assert job.output["model_version"] == version.name and job.output["model_data"] == artifact
+
+
+def test_two_refreshers_of_a_completed_job_register_one_version(sm, model_dir, monkeypatch):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    artifact = sm.sagemaker.describe_training_job(TrainingJobName=job.external_id)["ModelArtifacts"][
+        "S3ModelArtifacts"]
+    bucket, key = artifact[5:].split("/", 1)
+    sm.s3.put_object(Bucket=bucket, Key=key, Body=_model_tarball(model_dir))
+    real_register = registry.register_model
+
+    def slow_register(*args, **kwargs):
+        time.sleep(0.5)  # a real model takes a while to download and copy: both refreshers are in here at once
+        return real_register(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "register_model", slow_register)
+    together = threading.Barrier(2)
+
+    def refresh(refresher):
+        together.wait()
+        return refresher.refresh(job.id)
+
+    with ThreadPoolExecutor(2) as pool:  # the dashboard's fragment and a CLI watching, each with its own backend
+        list(pool.map(refresh, [sm.make(), sm.make()]))
+    versions = [v for v in registry.list_versions(sm.engine) if v.job_id == job.id]
+    assert len(versions) == 1
+    assert backend.refresh(job.id).status == "Completed" and backend.refresh(job.id).model_version_id == versions[0].id
 
 
 def test_failed_training_job_reason_is_surfaced(sm):

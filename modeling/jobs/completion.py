@@ -1,7 +1,8 @@
 """Ending a local training run: status, metrics from its log, the failure reason, the model version.
 
 Called by the runner when train.py exits, and by `refresh` when the runner died after writing the exit record
-(never both: refresh only finishes a job whose runner is gone). A failed or stopped run registers nothing.
+(refresh only finishes a job whose runner is gone, and several refreshers may: registering goes to whoever claims
+the job first, see store.claim_registration). A failed or stopped run registers nothing.
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
     if returncode != 0:
         return store.finish_job(engine, job.id, "Failed", metrics=metrics,
                                 failure_reason=failure_reason(read_text(job.log_path), returncode))[0]
-    try:
-        version = _register(engine, workspace, job, model_dir)
-    except registry.RegistryError as exc:
-        return store.finish_job(engine, job.id, "Failed", metrics=metrics,
-                                failure_reason=f"train.py finished but its model could not be registered: {exc}")[0]
-    return store.finish_job(engine, job.id, "Completed", metrics=metrics, output=version_summary(version))[0]
+    with store.registration_claim(engine, job.id) as mine:
+        if not mine:  # another caller (the runner, a second refresher) is registering it
+            return store.get_job(engine, job.id)
+        try:
+            # a version already there was registered by a caller that crashed before finishing the job
+            version = registry.version_for_job(engine, job.id) or _register(engine, workspace, job, model_dir)
+        except registry.RegistryError as exc:
+            return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
+                f"train.py finished but its model could not be registered: {exc}"))[0]
+        return store.finish_job(engine, job.id, "Completed", metrics=metrics, output=version_summary(version))[0]

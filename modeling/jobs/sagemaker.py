@@ -327,15 +327,20 @@ class SageMakerBackend(Backend):
         if not artifact_uri:
             return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
                 f"{training_job_name} completed on SageMaker but reported no model artifact"))[0]
-        try:
-            with aws_errors(f"downloading {artifact_uri}"):
-                version = self._register_artifact(job, artifact_uri, training_job_name)
-        except (JobError, ConfigError, registry.RegistryError, OSError, ValueError) as exc:
-            return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
-                f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
-                f"registered: {exc}"))[0]
-        return store.finish_job(self.engine, job.id, "Completed",
-                                output={**extra_output, "model_data": artifact_uri, **version_summary(version)})[0]
+        with store.registration_claim(self.engine, job.id) as mine:
+            if not mine:  # another refresher (the dashboard, a CLI watching) is registering it
+                return store.get_job(self.engine, job.id)
+            try:
+                with aws_errors(f"downloading {artifact_uri}"):
+                    # a version already there was registered by a refresher that crashed before finishing the job
+                    version = (registry.version_for_job(self.engine, job.id)
+                               or self._register_artifact(job, artifact_uri, training_job_name))
+            except (JobError, ConfigError, registry.RegistryError, OSError, ValueError) as exc:
+                return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
+                    f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
+                    f"registered: {exc}"))[0]
+            return store.finish_job(self.engine, job.id, "Completed",
+                                    output={**extra_output, "model_data": artifact_uri, **version_summary(version)})[0]
 
     # ---------------------------------------------------------------- endpoints
 

@@ -8,9 +8,13 @@ leave it alone.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
+import os
 import secrets
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +23,8 @@ from sqlalchemy.engine import Engine
 from binaudit import db
 from modeling.jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, JobError, JobRecord, check_kind, check_status
 
+CLAIM_KEY = "registering"  # in a job's output while one caller registers its model
+REGISTRATION_CLAIM_SECONDS = 900  # after this long a claim is taken to be its holder's crash, and may be taken over
 ID_PREFIXES = {"training": "train", "tuning": "tune", "deployment": "deploy", "transform": "transform"}
 _COLUMNS = ("id", "kind", "backend", "status", "params", "created_at", "started_at", "ended_at", "log_path",
             "metrics", "failure_reason", "pid", "external_id", "parent_id", "output", "stop_requested", "row_version")
@@ -150,8 +156,11 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
                                       "row_version": db.jobs.c.row_version + 1}
             if metrics is not None:
                 values["metrics"] = _jsonable(metrics)
-            if output:
-                values["output"] = _jsonable({**(row.output or {}), **output})
+            current = row.output or {}
+            if output or CLAIM_KEY in current:  # an ended job has nothing left to register: its claim goes
+                merged = {**current, **(output or {})}
+                merged.pop(CLAIM_KEY, None)
+                values["output"] = _jsonable(merged)
             conn.execute(db.jobs.update().where(db.jobs.c.id == job_id).values(**values))
             db.log_change(conn, actor=actor, action="finish_job", entity="job", entity_id=job_id,
                           details={"status": status, "failure_reason": failure_reason})
@@ -168,3 +177,62 @@ def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:
             raise JobError(f"no job {job_id!r}")
         db.log_change(conn, actor=actor, action="stop_job", entity="job", entity_id=job_id)
     return get_job(engine, job_id)
+
+
+# ---------------------------------------------------------------- registering a completed job's model, once
+
+def _claim_expired(claim: Mapping[str, Any], now: dt.datetime, ttl_seconds: float) -> bool:
+    try:
+        since = dt.datetime.fromisoformat(str(claim.get("since")))
+    except ValueError:
+        return True
+    return (now - since).total_seconds() > ttl_seconds
+
+
+def claim_registration(engine: Engine, job_id: str, *, ttl_seconds: float = REGISTRATION_CLAIM_SECONDS
+                       ) -> str | None:
+    """Make the caller the one that registers an active job's model; a token, or None if the job ended or another
+    caller holds a claim younger than ttl_seconds.
+
+    Two refreshers (the dashboard and a CLI watching) can see the same job complete; registering is not undoable,
+    so it goes to whoever claims first. The UPDATE is conditional on the row_version read, so exactly one caller
+    wins, on SQLite and PostgreSQL alike. A claim of a caller that crashed expires: the next refresh retries.
+    """
+    token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    now = db.utcnow()
+    with db.write_tx(engine) as conn:
+        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.output, db.jobs.c.row_version)
+                           .where(db.jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobError(f"no job {job_id!r}")
+        claim = (row.output or {}).get(CLAIM_KEY)
+        if row.status not in ACTIVE_STATUSES or (claim and not _claim_expired(claim, now, ttl_seconds)):
+            return None
+        output = {**(row.output or {}), CLAIM_KEY: {"by": token, "since": now.isoformat()}}
+        result = conn.execute(db.jobs.update()
+                              .where(db.jobs.c.id == job_id, db.jobs.c.row_version == row.row_version)
+                              .values(output=_jsonable(output), row_version=db.jobs.c.row_version + 1))
+    return token if result.rowcount == 1 else None
+
+
+def release_registration(engine: Engine, job_id: str, token: str) -> None:
+    """Give a claim back (registering failed without ending the job), so the next refresh can retry at once."""
+    with db.write_tx(engine) as conn:
+        output = conn.execute(sa.select(db.jobs.c.output).where(db.jobs.c.id == job_id)).scalar_one_or_none() or {}
+        if (output.get(CLAIM_KEY) or {}).get("by") == token:
+            output = {k: v for k, v in output.items() if k != CLAIM_KEY}
+            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
+                         .values(output=output, row_version=db.jobs.c.row_version + 1))
+
+
+@contextlib.contextmanager
+def registration_claim(engine: Engine, job_id: str) -> Iterator[bool]:
+    """`with registration_claim(engine, job.id) as mine:` register only if mine; finish_job clears the claim, an
+    exception gives it back."""
+    token = claim_registration(engine, job_id)
+    try:
+        yield token is not None
+    except BaseException:
+        if token is not None:
+            release_registration(engine, job_id, token)
+        raise

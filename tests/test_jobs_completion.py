@@ -1,0 +1,106 @@
+"""A completed local run is registered once, however many refreshers see it complete at the same time."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from modeling import registry
+from modeling.jobs import JobRecord, store
+from modeling.jobs.jobdirs import job_dir, write_exit_record
+from tests.modeling_fixtures import tiny_model
+from tests.test_jobs_support import make_local, stop_leftovers, tiny_params
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset, tmp_path_factory):
+    return tiny_model(tiny_dataset, tmp_path_factory)
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    ctx = make_local(tmp_path, monkeypatch)
+    yield ctx
+    stop_leftovers(ctx)
+
+
+def _completed_run_nobody_recorded(local, tiny_dataset, model_dir) -> JobRecord:
+    """A training job whose train.py completed (model saved, exit record written) and whose runner died before
+    recording it: the next refresh finishes it and registers the model."""
+    job_id = store.new_job_id("training")
+    folder = job_dir(local.workspace, job_id)
+    shutil.copytree(model_dir, folder / "model")
+    (folder / "train.log").write_text("")
+    write_exit_record(folder, 0)
+    runner = subprocess.Popen([sys.executable, "-c", ""])
+    runner.wait()
+    job = store.create_job(local.engine, kind="training", backend="local", job_id=job_id, actor="ana",
+                           params={"training": tiny_params(tiny_dataset).to_dict()},
+                           log_path=str(folder / "train.log"), output={"requested_by": "ana"})
+    return store.mark_started(local.engine, job.id, pid=runner.pid)
+
+
+def _versions_of(engine, job_id: str) -> list[registry.ModelVersion]:
+    return [v for v in registry.list_versions(engine) if v.job_id == job_id]
+
+
+def test_two_refreshers_of_a_completed_run_register_one_version(local, tiny_dataset, tiny_model_dir, monkeypatch):
+    job = _completed_run_nobody_recorded(local, tiny_dataset, tiny_model_dir)
+    real_register = registry.register_model
+
+    def slow_register(*args, **kwargs):
+        time.sleep(0.5)  # copying a real model takes a while: both refreshers are in here at once
+        return real_register(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "register_model", slow_register)
+    together = threading.Barrier(2)
+
+    def refresh() -> JobRecord:  # the dashboard's fragment and a CLI `jobs --refresh`
+        together.wait()
+        return local.backend.refresh(job.id)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result() for f in [pool.submit(refresh) for _ in range(2)]]
+
+    versions = _versions_of(local.engine, job.id)
+    assert len(versions) == 1
+    final = store.get_job(local.engine, job.id)
+    assert final.status == "Completed" and final.model_version_id == versions[0].id
+    assert store.CLAIM_KEY not in final.output
+    assert {r.status for r in results} <= {"Completed", "InProgress"}  # the loser saw it still being registered
+
+
+def test_a_live_claim_is_left_alone_and_an_expired_one_is_taken_over_without_registering_twice(
+        local, tiny_dataset, tiny_model_dir):
+    job = _completed_run_nobody_recorded(local, tiny_dataset, tiny_model_dir)
+    store.merge_output(local.engine, job.id, **{store.CLAIM_KEY: {"by": "elsewhere", "since": "2999-01-01"}})
+    assert local.backend.refresh(job.id).status == "InProgress" and _versions_of(local.engine, job.id) == []
+
+    # a refresher claimed the job, registered its model and crashed before finishing the job
+    registered = registry.register_model(local.engine, job_dir(local.workspace, job.id) / "model",
+                                         local.workspace.models_dir, job_id=job.id)
+    store.merge_output(local.engine, job.id, **{store.CLAIM_KEY: {"by": "gone", "since": "2020-01-01T00:00:00"}})
+    job = local.backend.refresh(job.id)
+    assert job.status == "Completed" and job.model_version_id == registered.id
+    assert [v.id for v in _versions_of(local.engine, job.id)] == [registered.id]
+
+
+def test_a_claim_is_given_back_when_registering_raises(local, tiny_dataset, tiny_model_dir, monkeypatch):
+    job = _completed_run_nobody_recorded(local, tiny_dataset, tiny_model_dir)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    real_register = registry.register_model
+    monkeypatch.setattr(registry, "register_model", disk_full)
+    with pytest.raises(OSError):
+        local.backend.refresh(job.id)
+    assert store.CLAIM_KEY not in store.get_job(local.engine, job.id).output
+    monkeypatch.setattr(registry, "register_model", real_register)
+    assert local.backend.refresh(job.id).status == "Completed"  # the next refresh retries at once
