@@ -8,6 +8,8 @@
 - `override_response(operation, **fields)`: edits a parsed response (a failed training job's status and reason,
   which moto cannot produce).
 - `queue_endpoint_results(server, results)`: what moto's invoke_endpoint answers next.
+- `on_request(operation, action)`: runs `action()` just before an operation is sent (something another user does
+  meanwhile, e.g. pressing Stop while a job is being submitted); the call then goes to moto unchanged.
 
 Handlers go into botocore.handlers.BUILTIN_HANDLERS, which every botocore session reads when it is created: install
 them before the backend (and its boto3 session) is built.
@@ -78,6 +80,15 @@ def record_requests(service: str = "sagemaker") -> Iterator[Recorder]:
     recorder = Recorder()
     with _handler(f"provide-client-params.{service}", recorder):
         yield recorder
+
+
+@contextlib.contextmanager
+def on_request(operation: str, action: Any, service: str = "sagemaker") -> Iterator[None]:
+    def run(**_: Any) -> None:
+        action()
+
+    with _handler(f"before-call.{service}.{operation}", run):
+        yield
 
 
 class _Body:

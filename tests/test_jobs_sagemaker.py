@@ -30,10 +30,19 @@ from modeling.jobs import (
     JobError,
     TrainingParams,
     TuningParams,
+    aws,
     get_backend,
+    list_jobs,
 )
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
-from tests.aws_shims import install_moto_compat, override_response, queue_endpoint_results, record_requests, throttled
+from tests.aws_shims import (
+    install_moto_compat,
+    on_request,
+    override_response,
+    queue_endpoint_results,
+    record_requests,
+    throttled,
+)
 from tests.conftest import s3_bucket_name
 from tests.modeling_fixtures import jpeg_bytes
 
@@ -296,6 +305,27 @@ def test_throttled_calls_are_retried(sm):
         job = backend.refresh(job.id)
     assert create.hits == 1 and describe.hits == 2
     assert job.external_id and job.status == "Failed"  # moto: completed, no artifact; the point is it got there
+
+
+def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, monkeypatch):
+    # moto has no StopTrainingJob: it answers 500, which must be reported (not retried for a minute)
+    monkeypatch.setattr(aws, "RETRIES", {"mode": "standard", "max_attempts": 1})
+    made = {}
+
+    def press_stop() -> None:  # another user stops the job while the SDK is creating it (no AWS name yet)
+        (job,) = list_jobs(sm.engine, active_only=True)
+        assert made["backend"].stop(job.id, actor="bo").status == "Stopped"
+
+    with record_requests() as sent, on_request("CreateTrainingJob", press_stop):
+        backend = made["backend"] = sm.make()
+        with pytest.raises(JobError, match="stopped while being submitted") as err:
+            backend.start_training(_params(sm.bucket), actor="tester")
+    name = sent.one("CreateTrainingJob")["TrainingJobName"]
+    assert sent.one("StopTrainingJob") == {"TrainingJobName": name}
+    assert f"stopping {name}: AWS refused (500)" in str(err.value)
+    (job,) = list_jobs(sm.engine)
+    assert job.status == "Stopped" and job.external_id == name
+    assert "stop it in the SageMaker console" in job.failure_reason
 
 
 def test_recounts_travel_as_their_own_channel(sm, tmp_path):

@@ -61,6 +61,7 @@ STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
 TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
                    "Failed": "Failed", "Stopped": "Stopped"}
 ENDPOINT_FINAL_FAILURE = ("Failed",)
+STOPPABLE_KINDS = ("training", "tuning", "transform")  # a deployment is deleted, not stopped
 LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs", "transform": "/aws/sagemaker/TransformJobs",
               "deployment": "/aws/sagemaker/Endpoints"}
 
@@ -240,7 +241,22 @@ class SageMakerBackend(Backend):
             store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
             raise JobError(f"starting the {what}: {exc}") from None
         store.merge_output(self.engine, job.id, **output)
-        return store.mark_started(self.engine, job.id, external_id=external_id)
+        job = store.mark_started(self.engine, job.id, external_id=external_id)
+        if job.kind in STOPPABLE_KINDS and (not job.is_active or job.stop_requested):
+            # stopped while being submitted: the stop found no AWS job to stop, and this one would run (and bill)
+            # with nobody watching it
+            self._stop_submitted(job)
+        return job
+
+    def _stop_submitted(self, job: JobRecord) -> None:
+        """Stop the AWS job of a job that was stopped during its submission; a failure is recorded and raised."""
+        try:
+            self._stop_aws_job(job)
+        except (ConfigError, JobError) as exc:
+            reason = (f"stopped while being submitted, but stopping {job.external_id} on SageMaker failed ({exc}); "
+                      f"it may still run and bill: stop it in the SageMaker console")
+            store.update_job(self.engine, job.id, failure_reason=reason)
+            raise JobError(f"{job.id}: {reason}") from None
 
     def start_training(self, params: TrainingParams, *, actor: str) -> JobRecord:
         channels = self._channels(params)
@@ -574,15 +590,19 @@ class SageMakerBackend(Backend):
 
     def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
         """Ask SageMaker to stop the job; refresh shows Stopped once it has."""
-        if not job.external_id:
+        job = store.get_job(self.engine, job.id)  # read after the stop request: the submission may have named it since
+        if not job.external_id:  # still being submitted: _submit sees the stop request and stops the AWS job
             return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
+        self._stop_aws_job(job)
+        return store.get_job(self.engine, job.id)
+
+    def _stop_aws_job(self, job: JobRecord) -> None:
         sm = self.aws.client("sagemaker")
         calls = {"training": lambda: sm.stop_training_job(TrainingJobName=job.external_id),
                  "tuning": lambda: sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.external_id),
                  "transform": lambda: sm.stop_transform_job(TransformJobName=job.external_id)}
         with aws_errors(f"stopping {job.external_id}"):
             calls[job.kind]()
-        return store.get_job(self.engine, job.id)
 
     def _log_text(self, kind: str, name: str, lines: int) -> str:
         """The newest log lines of a job's CloudWatch streams (the first stream is rank 0, which prints metrics)."""
