@@ -221,13 +221,19 @@ def test_completed_job_without_artifact_fails_clearly_and_registers_nothing(sm):
     assert registry.list_versions(sm.engine) == []
 
 
-def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
+def _training_job_with_artifact(sm, model_dir):
+    """A training job moto completed, with the model.tar.gz a real job would have written (moto writes none)."""
     backend = sm.make()
     job = backend.start_training(_params(sm.bucket), actor="tester")
     artifact = sm.sagemaker.describe_training_job(TrainingJobName=job.external_id)["ModelArtifacts"][
         "S3ModelArtifacts"]
     bucket, key = artifact[5:].split("/", 1)
     sm.s3.put_object(Bucket=bucket, Key=key, Body=_model_tarball(model_dir))
+    return backend, job, artifact
+
+
+def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
+    backend, job, artifact = _training_job_with_artifact(sm, model_dir)
 
     job = backend.refresh(job.id)
     assert job.status == "Completed", job.failure_reason
@@ -240,12 +246,7 @@ def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
 
 
 def test_two_refreshers_of_a_completed_job_register_one_version(sm, model_dir, monkeypatch):
-    backend = sm.make()
-    job = backend.start_training(_params(sm.bucket), actor="tester")
-    artifact = sm.sagemaker.describe_training_job(TrainingJobName=job.external_id)["ModelArtifacts"][
-        "S3ModelArtifacts"]
-    bucket, key = artifact[5:].split("/", 1)
-    sm.s3.put_object(Bucket=bucket, Key=key, Body=_model_tarball(model_dir))
+    backend, job, artifact = _training_job_with_artifact(sm, model_dir)
     real_register = registry.register_model
 
     def slow_register(*args, **kwargs):
