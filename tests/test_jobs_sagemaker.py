@@ -471,6 +471,23 @@ def test_deploy_invoke_list_and_delete_endpoint(sm, version):
     assert backend.list_endpoints() == [] or job.external_id not in {e["name"] for e in backend.list_endpoints()}
 
 
+def test_a_deployment_stopped_while_being_submitted_leaves_no_endpoint(sm, version):
+    made = {}
+
+    def press_stop() -> None:  # another user stops the deployment while the SDK is creating it (no AWS name yet)
+        (job,) = list_jobs(sm.engine, active_only=True)
+        assert made["backend"].stop(job.id, actor="bo").status == "Stopped"
+
+    with record_requests() as sent, on_request("CreateModel", press_stop):
+        backend = made["backend"] = sm.make()
+        job = backend.deploy(version.id, actor="tester")
+    name = sent.one("CreateEndpoint")["EndpointName"]
+    assert sent.one("DeleteEndpoint") == {"EndpointName": name}
+    assert job.status == "Stopped" and job.external_id == name and job.output["endpoint_status"] == "Deleted"
+    assert name not in {e["EndpointName"] for e in sm.sagemaker.list_endpoints()["Endpoints"]}
+    assert job.output["model_name"] not in {m["ModelName"] for m in sm.sagemaker.list_models()["Models"]}
+
+
 def test_endpoints_created_outside_binaudit_are_listed(sm):
     sm.sagemaker.create_model(ModelName="stray-model", ExecutionRoleArn=ROLE,
                               PrimaryContainer={"Image": "123.dkr.ecr.us-east-1.amazonaws.com/x:1"})

@@ -61,7 +61,6 @@ STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
 TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
                    "Failed": "Failed", "Stopped": "Stopped"}
 ENDPOINT_FINAL_FAILURE = ("Failed",)
-STOPPABLE_KINDS = ("training", "tuning", "transform")  # a deployment is deleted, not stopped
 LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs", "transform": "/aws/sagemaker/TransformJobs",
               "deployment": "/aws/sagemaker/Endpoints"}
 
@@ -242,16 +241,21 @@ class SageMakerBackend(Backend):
             raise JobError(f"starting the {what}: {exc}") from None
         store.merge_output(self.engine, job.id, **output)
         job = store.mark_started(self.engine, job.id, external_id=external_id)
-        if job.kind in STOPPABLE_KINDS and (not job.is_active or job.stop_requested):
-            # stopped while being submitted: the stop found no AWS job to stop, and this one would run (and bill)
-            # with nobody watching it
+        if not job.is_active or job.stop_requested:
+            # stopped while being submitted: the stop found nothing on AWS to stop, and what the submission made
+            # would run (and bill) with nobody watching it
             self._stop_submitted(job)
+            job = store.get_job(self.engine, job.id)
         return job
 
     def _stop_submitted(self, job: JobRecord) -> None:
-        """Stop the AWS job of a job that was stopped during its submission; a failure is recorded and raised."""
+        """Stop the AWS job (delete the endpoint) of a job stopped during its submission; a failure is recorded
+        and raised."""
         try:
-            self._stop_aws_job(job)
+            if job.kind == "deployment":
+                self.delete_endpoint(job.id, actor="system")
+            else:
+                self._stop_aws_job(job)
         except (ConfigError, JobError) as exc:
             reason = (f"stopped while being submitted, but stopping {job.external_id} on SageMaker failed ({exc}); "
                       f"it may still run and bill: stop it in the SageMaker console")
@@ -421,8 +425,26 @@ class SageMakerBackend(Backend):
             if error_code(exc) not in ("ValidationException", "ResourceNotFound"):
                 raise
 
+    def _deployment_being_submitted(self, job_or_endpoint: str) -> JobRecord | None:
+        try:
+            job = store.get_job(self.engine, job_or_endpoint)
+        except JobError:
+            return None
+        if job.backend == self.name and job.kind == "deployment" and job.is_active and not job.external_id:
+            return job
+        return None
+
     def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord | None:
-        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter."""
+        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter.
+
+        A deployment still being submitted has nothing on AWS yet: it is marked Stopped now, and the
+        submission deletes what it created as soon as it is named (see _submit).
+        """
+        pending = self._deployment_being_submitted(job_or_endpoint)
+        if pending is not None:
+            store.request_stop(self.engine, pending.id, actor=actor)
+            return store.finish_job(self.engine, pending.id, "Stopped", actor=actor,
+                                    failure_reason="stopped while its endpoint was being created")[0]
         name, job = self._endpoint_name(job_or_endpoint)
         sm = self.aws.client("sagemaker")
         with aws_errors(f"deleting endpoint {name}"):
@@ -445,10 +467,10 @@ class SageMakerBackend(Backend):
         if job is None:
             return None
         store.request_stop(self.engine, job.id, actor=actor)
-        store.finish_job(self.engine, job.id, "Stopped", actor=actor,
-                         output={"endpoint_status": "Deleted", "deleted": {"endpoint": name,
-                                                                           "endpoint_config": config_name,
-                                                                           "models": models}})
+        deleted = {"endpoint_status": "Deleted",
+                   "deleted": {"endpoint": name, "endpoint_config": config_name, "models": models}}
+        if not store.finish_job(self.engine, job.id, "Stopped", actor=actor, output=deleted)[1]:
+            store.merge_output(self.engine, job.id, **deleted)  # it ended earlier (stopped during submission)
         return store.get_job(self.engine, job.id)
 
     def list_endpoints(self) -> list[dict[str, Any]]:
