@@ -2,11 +2,13 @@
 
 Contents (all loadable with `torch.load(..., weights_only=True)`): model, optimizer, scheduler and scaler
 state, the last finished epoch, the resolved args, the best epoch so far (its weights and evaluation) and
-the history, and the RNG states of torch, CUDA, numpy and Python.
+the history, and the RNG states of torch, CUDA, numpy and Python. Beside it, checkpoint.json holds the epoch
+in plain JSON, so the jobs layer and the dashboard can say where a resume continues without importing torch.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pth"
+CHECKPOINT_INFO_NAME = "checkpoint.json"  # modeling.jobs.jobdirs reads it (names repeated there: no torch import)
 
 
 class CheckpointError(RuntimeError):
@@ -52,7 +55,16 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    _write_info(path.parent, state)
     return path
+
+
+def _write_info(directory: Path, state: dict[str, Any]) -> None:
+    """The epoch (and the planned epochs) in JSON, written after the checkpoint: at worst one epoch behind it."""
+    info = {"epoch": state.get("epoch"), "epochs": (state.get("args") or {}).get("epochs")}
+    tmp = directory / (CHECKPOINT_INFO_NAME + ".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    os.replace(tmp, directory / CHECKPOINT_INFO_NAME)
 
 
 def load_checkpoint(directory: str | os.PathLike | None) -> dict[str, Any] | None:

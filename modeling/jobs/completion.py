@@ -2,7 +2,8 @@
 
 Called by the runner when train.py exits, and by `refresh` when the runner died after writing the exit record
 (refresh only finishes a job whose runner is gone, and several refreshers may: registering goes to whoever claims
-the job first, see store.claim_registration). A failed or stopped run registers nothing.
+the job first, see store.claim_registration). A failed or stopped run registers nothing and keeps its checkpoint
+(a local training job can be resumed from it); a completed one's checkpoint is deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 from binaudit.workspace import Workspace
 from modeling import registry
 from modeling.jobs import store
-from modeling.jobs.jobdirs import job_dir, read_text
+from modeling.jobs.jobdirs import job_dir, read_text, remove_checkpoint
 from modeling.jobs.records import JobRecord
 from modeling.metric_log import parse_metric_log
 
@@ -79,4 +80,7 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
         except registry.RegistryError as exc:
             return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
                 f"train.py finished but its model could not be registered: {exc}"))[0]
+        # the registered model is what is kept (a Failed or Stopped run keeps its checkpoint to resume); deleted
+        # before the job reads Completed, so whoever sees it Completed sees the space freed
+        remove_checkpoint(folder)
         return store.finish_job(engine, job.id, "Completed", metrics=metrics, output=version_summary(version))[0]

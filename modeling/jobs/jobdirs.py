@@ -5,6 +5,8 @@
     model/           SM_MODEL_DIR: what train.py writes
     output/          SM_OUTPUT_DATA_DIR
     data/            the merged training folder when recounts are included
+    checkpoints/     train.py's --checkpoint-dir (a training job's, not a trial's): checkpoint.pth every epoch and
+                     checkpoint.json with its epoch; deleted once the model is registered, kept to resume otherwise
     exit.json        {"returncode": N}: written by the runner when train.py ends, before the database update
     endpoint.json    {"url": ..., "pid": ...}: written by a local endpoint once it listens
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,32 @@ LOG_FILES = {"training": "train.log", "tuning": "tuning.log", "transform": "tran
              "deployment": "endpoint.log"}
 
 
+# train.py's names (modeling/checkpoint.py), repeated here because that module imports torch
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "checkpoint.pth"
+CHECKPOINT_INFO_FILE = "checkpoint.json"
+
+
 def job_dir(workspace: Workspace, job_id: str) -> Path:
     return workspace.jobs_dir / job_id
+
+
+def checkpoint_dir(folder: Path) -> Path:
+    return folder / CHECKPOINT_DIR
+
+
+def checkpoint_info(folder: Path) -> dict[str, Any] | None:
+    """{"epoch": N, "epochs": M} of the job folder's resume checkpoint ({} if it predates checkpoint.json); None
+    when there is no checkpoint."""
+    directory = checkpoint_dir(folder)
+    if not (directory / CHECKPOINT_FILE).is_file():
+        return None
+    return read_json(directory / CHECKPOINT_INFO_FILE) or {}
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a job's checkpoints (100+ MB for a resnet) once its registered model is what is kept."""
+    shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -28,7 +28,7 @@ from binaudit.config import PROJECT_ROOT
 from binaudit.workspace import Workspace
 from modeling.jobs import store
 from modeling.jobs.completion import finish_training_run
-from modeling.jobs.jobdirs import job_dir, read_text, write_exit_record
+from modeling.jobs.jobdirs import checkpoint_dir, job_dir, read_text, write_exit_record
 from modeling.jobs.params import TrainingParams
 from modeling.jobs.processes import child_env
 from modeling.jobs.records import JobError, JobRecord
@@ -94,15 +94,23 @@ def _start_child(cmd: list[str], env: dict[str, str], log_path: Path) -> subproc
     return proc
 
 
+def _checkpoint_args(job: JobRecord, folder: Path) -> list[str]:
+    """A training job checkpoints every epoch so a stopped or dead run can be resumed (LocalBackend.resume_training);
+    a tuning trial does not: it is never resumed, and 100+ MB of writes per epoch per trial would buy nothing."""
+    if job.parent_id:
+        return []
+    return ["--checkpoint-dir", str(checkpoint_dir(folder))]
+
+
 def run_train_process(engine: Engine, workspace: Workspace, job: JobRecord, channels: Mapping[str, str],
                       *, early_stop: EarlyStopRule | None = None) -> JobRecord:
     """Run train.py for `job` (a training job or a tuning trial) and record the outcome."""
     params = TrainingParams.from_dict(job.params["training"])
     folder = job_dir(workspace, job.id)
     log_path = Path(job.log_path or folder / "train.log")
-    # no --checkpoint-dir: a local run is not resumed, and a resnet checkpoint per epoch is 100+ MB of writes.
     # --model-dir repeats SM_MODEL_DIR so the job id is in train.py's command line: a stop checks it (pid reuse)
-    cmd = [sys.executable, "-m", "modeling.train", *params.to_cli_args(), "--model-dir", str(folder / "model")]
+    cmd = [sys.executable, "-m", "modeling.train", *params.to_cli_args(), "--model-dir", str(folder / "model"),
+           *_checkpoint_args(job, folder)]
     proc = _start_child(cmd, train_env(channels, params, folder), log_path)
     if job.parent_id:  # a trial: its pid is train.py's, so a stop of the trial alone can reach it
         store.mark_started(engine, job.id, pid=proc.pid)
