@@ -1,8 +1,9 @@
-"""The local backend end to end on tiny synthetic data: train, tune, fail, stop, restart, promote."""
+"""The local backend end to end on tiny synthetic data: train, tune, fail, stop, restart, resume, promote."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from modeling.jobs import (
     refresh_active,
     store,
 )
-from modeling.jobs.jobdirs import job_dir
+from modeling.jobs.jobdirs import checkpoint_dir, checkpoint_info, job_dir
 from modeling.jobs.local import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
 from modeling.jobs.processes import process_alive
 from modeling.metric_log import parse_metric_log
@@ -66,6 +67,7 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     version = registry.get_version(local.engine, job.model_version_id)
     assert version.job_id == job.id and version.name == job.output["model_version"]
     assert version.val_accuracy is not None and version.val_rmse is not None
+    assert not checkpoint_dir(job_dir(local.workspace, job.id)).exists()  # checkpointed, deleted once registered
 
     # the merged training folder: links to the base set, the recounts in their recounted class
     merged = local.workspace.jobs_dir / job.id / "data" / "train"
@@ -223,3 +225,65 @@ def test_local_backend_refuses_what_it_cannot_run(local, tiny_dataset):
         bad_space = {"image_size": Integer(8, 64)}  # 8 px is below train.py's minimum
         local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), search_space=bad_space), actor="a")
     assert list_jobs(local.engine) == []  # nothing was started
+
+
+def _checkpoint_epoch(local, job_id: str) -> int:
+    return (checkpoint_info(job_dir(local.workspace, job_id)) or {}).get("epoch") or 0
+
+
+def _first_epoch_line(log_path: str) -> int:
+    return int(re.search(r"^epoch=(\d+) ", Path(log_path).read_text(), re.M).group(1))
+
+
+def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset):
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=4), actor="ana")
+    wait_for(lambda: _checkpoint_epoch(local, job.id) >= 1, timeout=120, what="the first epoch's checkpoint")
+    stopped = local.backend.stop(job.id, actor="ana")
+    assert stopped.status == "Stopped", stopped.failure_reason  # 4 epochs take seconds: stopped half-way
+    after = _checkpoint_epoch(local, job.id)
+    assert 1 <= after < 4 and registry.list_versions(local.engine) == []
+
+    resumed = local.backend.resume_training(job.id, actor="ben")
+    assert resumed.id != job.id and resumed.kind == "training" and resumed.is_active
+    assert resumed.params == {**stopped.params, "resumed_from": job.id}
+    assert resumed.output["resumed_from"] == job.id and resumed.output["resumed_after_epoch"] == after
+    assert not checkpoint_dir(job_dir(local.workspace, job.id)).exists()  # moved: each job owns its files
+    with local.engine.connect() as conn:
+        created = conn.execute(sa.select(db.audit_log.c.actor, db.audit_log.c.details).where(
+            db.audit_log.c.entity_id == resumed.id, db.audit_log.c.action == "create_job")).one()
+    assert created.actor == "ben" and created.details["resumed_from"] == job.id
+
+    done = wait_done(local.backend, resumed.id)
+    assert done.status == "Completed", done.failure_reason
+    log = Path(done.log_path).read_text()
+    assert f"resuming from {checkpoint_dir(job_dir(local.workspace, done.id))} after epoch {after}" in log
+    assert f"epochs {after + 1}..4" in log and _first_epoch_line(done.log_path) == after + 1
+    assert [m["epoch"] for m in done.metrics] == list(range(after + 1, 5))
+    version = registry.get_version(local.engine, done.model_version_id)
+    assert version.job_id == done.id and version.val_accuracy is not None
+    assert not checkpoint_dir(job_dir(local.workspace, done.id)).exists()  # the registered model is what is kept
+
+    with pytest.raises(JobError, match=f"job {done.id} completed .*nothing to resume"):
+        local.backend.resume_training(done.id, actor="ana")
+    with pytest.raises(JobError, match=f"job {job.id} was resumed as {done.id}"):
+        local.backend.resume_training(job.id, actor="ana")
+
+
+def test_resume_refuses_jobs_it_cannot_continue(local, tmp_path):
+    def record(kind: str, status: str, **kwargs):
+        return store.create_job(local.engine, kind=kind, backend="local", params={"training": {}}, actor="ana",
+                                status=status, **kwargs)
+
+    never_checkpointed = record("training", "Failed")
+    with pytest.raises(JobError, match=f"job {never_checkpointed.id} has no checkpoint to resume from"):
+        local.backend.resume_training(never_checkpointed.id, actor="ana")
+    running = record("training", "InProgress")  # just created: no process yet, but not given up on
+    with pytest.raises(JobError, match="is still InProgress; stop it first"):
+        local.backend.resume_training(running.id, actor="ana")
+    for job in (record("transform", "Failed"), record("training", "Stopped", parent_id=running.id),
+                store.create_job(local.engine, kind="training", backend="sagemaker", params={}, actor="ana",
+                                 status="Stopped")):
+        with pytest.raises(JobError, match="only local training jobs can be resumed"):
+            local.backend.resume_training(job.id, actor="ana")
+    assert [j.id for j in list_jobs(local.engine, kind="training", backend="local")
+            if j.params.get("resumed_from")] == []  # nothing was started

@@ -3,13 +3,15 @@
 Training, tuning and batch transform run in a detached `modeling.jobs.runner` process (its own session); the
 runner writes the outcome to the database itself. Deployment starts `modeling.jobs.local_endpoint`, an HTTP server
 on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
-and notices a runner that died without recording a result (Failed, with the pid in the reason).
+and notices a runner that died without recording a result (Failed, with the pid in the reason). A training job
+checkpoints every epoch into its folder; `resume_training` continues a Failed or Stopped one from there as a new job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +23,17 @@ from modeling import registry
 from modeling.jobs import store
 from modeling.jobs.backend import Backend
 from modeling.jobs.completion import finish_training_run
-from modeling.jobs.jobdirs import ENDPOINT_FILE, LOG_FILES, job_dir, read_exit_code, read_json, read_text, tail_lines
+from modeling.jobs.jobdirs import (
+    ENDPOINT_FILE,
+    LOG_FILES,
+    checkpoint_dir,
+    checkpoint_info,
+    job_dir,
+    read_exit_code,
+    read_json,
+    read_text,
+    tail_lines,
+)
 from modeling.jobs.params import TrainingParams, TuningParams, check_against_train_parser
 from modeling.jobs.processes import process_alive, spawn_detached, terminate
 from modeling.jobs.records import EndpointError, JobError, JobRecord
@@ -71,14 +83,14 @@ class LocalBackend(Backend):
         return ["-m", RUNNER_MODULE, job_id, "--workspace", str(self.workspace.root),
                 "--database-url", self.workspace.database_url]
 
-    def _create(self, kind: str, params: dict[str, Any], actor: str, output: dict[str, Any] | None = None
-                ) -> JobRecord:
-        job_id = store.new_job_id(kind)
+    def _create(self, kind: str, params: dict[str, Any], actor: str, output: dict[str, Any] | None = None,
+                *, job_id: str | None = None, details: dict[str, Any] | None = None) -> JobRecord:
+        job_id = job_id or store.new_job_id(kind)
         folder = job_dir(self.workspace, job_id)
         folder.mkdir(parents=True, exist_ok=True)
         return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor,
                                 job_id=job_id, log_path=str(folder / LOG_FILES[kind]),
-                                output={"requested_by": actor, **(output or {})})
+                                output={"requested_by": actor, **(output or {})}, details=details)
 
     def _launch(self, job: JobRecord, args: list[str], log_file: Path) -> JobRecord:
         try:
@@ -94,6 +106,64 @@ class LocalBackend(Backend):
         check_against_train_parser(params)
         job = self._create("training", {"training": params.to_dict()}, actor)
         return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
+
+    # ---------------------------------------------------------------- resuming
+
+    def resume_training(self, job_id: str, *, actor: str) -> JobRecord:
+        """A new training job with the same params that continues a Failed or Stopped one from its checkpoint.
+
+        The checkpoint folder moves into the new job's folder, so each job owns its files (the old job keeps its
+        log, metrics and record); the new one records `resumed_from` in its params, output and audit entry.
+        """
+        old = self._resumable(job_id)
+        new_id = store.new_job_id("training")
+        info = self._take_checkpoint(old, new_id)
+        try:
+            job = self._create("training", {**old.params, "resumed_from": old.id}, actor, job_id=new_id,
+                               output={"resumed_from": old.id, "resumed_after_epoch": info.get("epoch")},
+                               details={"resumed_from": old.id})
+        except BaseException:  # not recorded: the checkpoint goes back to the job that can still be resumed
+            os.rename(checkpoint_dir(job_dir(self.workspace, new_id)), checkpoint_dir(job_dir(self.workspace, old.id)))
+            raise
+        return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
+
+    def _resumable(self, job_id: str) -> JobRecord:
+        job = store.get_job(self.engine, job_id)
+        if job.backend != self.name or job.kind != "training" or job.parent_id:
+            what = "a tuning trial" if job.parent_id else f"a {job.backend} {job.kind} job"
+            raise JobError(f"job {job.id} is {what}; only local training jobs can be resumed")
+        job = self.refresh(job.id)  # an InProgress record whose process died ends Failed here
+        if job.is_active:
+            raise JobError(f"job {job.id} is still {job.status}; stop it first (python -m modeling jobs stop {job.id})")
+        if job.status == "Completed":
+            raise JobError(f"job {job.id} completed (model version {job.output.get('model_version', '?')}); "
+                           f"there is nothing to resume")
+        if checkpoint_info(job_dir(self.workspace, job.id)) is None:
+            raise JobError(self._no_checkpoint(job.id))
+        return job
+
+    def _take_checkpoint(self, old: JobRecord, new_id: str) -> dict[str, Any]:
+        """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint.
+
+        The rename is atomic: of two resumes of one job at once (two analysts, two clicks) exactly one gets it.
+        """
+        folder = job_dir(self.workspace, new_id)
+        folder.mkdir(parents=True)
+        try:
+            os.rename(checkpoint_dir(job_dir(self.workspace, old.id)), checkpoint_dir(folder))
+        except FileNotFoundError:
+            folder.rmdir()
+            raise JobError(self._no_checkpoint(old.id)) from None
+        return checkpoint_info(folder) or {}
+
+    def _no_checkpoint(self, job_id: str) -> str:
+        for later in store.list_jobs(self.engine, kind="training", backend=self.name, limit=None):
+            if later.params.get("resumed_from") == job_id:
+                return f"job {job_id} was resumed as {later.id}; its checkpoint moved there"
+        return (f"job {job_id} has no checkpoint to resume from (it ended before its first epoch did, or it ran "
+                f"before local jobs kept checkpoints)")
+
+    # ---------------------------------------------------------------- tuning and transform
 
     def start_tuning(self, params: TuningParams, *, actor: str) -> JobRecord:
         if params.max_parallel_jobs > MAX_LOCAL_PARALLEL_TRIALS:

@@ -50,7 +50,9 @@ def _record(row: Mapping[str, Any]) -> JobRecord:
 
 def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, Any], actor: str,
                parent_id: str | None = None, job_id: str | None = None, status: str = "Pending",
-               log_path: str | None = None, output: Mapping[str, Any] | None = None) -> JobRecord:
+               log_path: str | None = None, output: Mapping[str, Any] | None = None,
+               details: Mapping[str, Any] | None = None) -> JobRecord:
+    """A new job; `details` go into its create_job audit entry (e.g. the job a resumed run continues)."""
     job_id = job_id or new_job_id(kind)
     with db.write_tx(engine) as conn:
         conn.execute(db.jobs.insert().values(
@@ -59,7 +61,7 @@ def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, 
             output=_jsonable(dict(output or {})), stop_requested=False, row_version=1,
         ))
         db.log_change(conn, actor=actor, action="create_job", entity="job", entity_id=job_id,
-                      details={"kind": kind, "backend": backend, "parent_id": parent_id})
+                      details={"kind": kind, "backend": backend, "parent_id": parent_id, **(details or {})})
     return get_job(engine, job_id)
 
 
