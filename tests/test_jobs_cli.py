@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from binaudit.workspace import Workspace
 from modeling import registry
 from modeling.jobs import get_job, list_jobs, trial_value
 from tests.modeling_fixtures import REPO, subprocess_env
+from tests.test_jobs_support import wait_for
 
 TINY = ["--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--workers", "0"]
 
@@ -80,9 +83,34 @@ def test_tune_runs_three_trials_and_reports_the_best(tiny_dataset, tmp_path):
     assert job.model_version_id == get_job(engine, best.group(1)).model_version_id
     assert registry.get_version(engine, best.group(4)).id == job.model_version_id
     for t in trials:
+        assert not (ws / "jobs" / t.id / "checkpoints").exists()  # trials are never resumed: no checkpoints
         hp = t.params["training"]
         assert hp["best_metric"] == "val_rmse" and 0.001 <= hp["lr"] <= 0.2 and 8 <= hp["batch_size"] <= 24
         assert json.loads(best.group(3)).keys() == {"lr", "batch_size"}
+
+
+def test_a_training_job_killed_half_way_is_resumed_with_jobs_resume(tiny_dataset, tmp_path):
+    ws = tmp_path / "ws"
+    started = _run(["train", *_data(tiny_dataset), *TINY, "--epochs", "4", "--no-wait"], ws)  # the last --epochs wins
+    assert started.returncode == 0, started.stderr
+    job_id = re.search(r"^started training job (train-\S+) on local$", started.stdout, re.M).group(1)
+    info = ws / "jobs" / job_id / "checkpoints" / "checkpoint.json"
+    wait_for(info.is_file, timeout=120, what="the first epoch's checkpoint")
+    engine = Workspace(ws, f"sqlite:///{ws / 'binaudit.db'}").open()
+    os.killpg(get_job(engine, job_id).pid, signal.SIGKILL)  # the machine goes down: nobody records anything
+    epoch = json.loads(info.read_text())["epoch"]
+
+    resumed = _run(["jobs", "resume", job_id], ws)
+    assert resumed.returncode == 0, resumed.stderr
+    new_id = re.search(rf"^resuming {job_id} after epoch {epoch} as (train-\S+)$", resumed.stdout, re.M).group(1)
+    epochs = [int(e) for e in re.findall(r"^epoch=(\d+) ", resumed.stdout, re.M)]  # the new job's log, streamed
+    assert epochs == list(range(epoch + 1, 5)) and epochs[0] > 1
+    assert re.search(rf"registered model version v1 .* from job {new_id}$", resumed.stdout, re.M)
+    assert get_job(engine, job_id).status == "Failed" and get_job(engine, new_id).params["resumed_from"] == job_id
+
+    again = _run(["jobs", "resume", new_id], ws)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"error: job {new_id} completed (model version v1); there is nothing to resume")
 
 
 def test_errors_are_one_line_and_exit_2(tiny_dataset, tmp_path, monkeypatch, capsys):
@@ -97,6 +125,7 @@ def test_errors_are_one_line_and_exit_2(tiny_dataset, tmp_path, monkeypatch, cap
                           (["train", "--val", "v"], "a training job needs a train folder"),
                           (["models", "promote", "v9"], "no model version 'v9'"),
                           (["jobs", "stop", "train-nope"], "no job 'train-nope'"),
+                          (["jobs", "resume"], "jobs resume needs a JOB_ID"),
                           (["tune", *_data(tiny_dataset), "--search-space", "{bad"], "not valid JSON"),
                           (["tune", *_data(tiny_dataset), "--max-parallel-jobs", "3"], "1 or 2 trials"),
                           (["train", *_data(tiny_dataset), "--backend", "sagemaker"], "BINAUDIT_AWS_REGION")):

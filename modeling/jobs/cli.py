@@ -7,7 +7,7 @@
     python -m modeling deploy v3 | deploy --list | deploy --delete JOB        endpoints (they bill on SageMaker)
     python -m modeling invoke JOB --image photo.jpg [--expected-count 3]
     python -m modeling transform --model v3 --input photos/ --output out.jsonl
-    python -m modeling jobs [--refresh] | jobs show|log|stop JOB
+    python -m modeling jobs [--refresh] | jobs show|log|stop JOB | jobs resume JOB [--no-wait]
 
 `--backend local|sagemaker` (default: the `backend` setting, "local"). Errors: one line `error: ...`, exit 2;
 a job that ended Failed or Stopped exits 1.
@@ -148,15 +148,15 @@ def _outcome(job) -> int:
     return EXIT_PARTIAL
 
 
-def _should_wait(args: argparse.Namespace, ctx: Context) -> bool:
-    return args.wait if args.wait is not None else ctx.backend_name == "local"
+def _should_wait(args: argparse.Namespace, ctx: Context, backend_name: str | None = None) -> bool:
+    return args.wait if args.wait is not None else (backend_name or ctx.backend_name) == "local"
 
 
 def _announce(args: argparse.Namespace, ctx: Context, job) -> bool:
     """Print the started job; True when the command should watch it to the end (else say how to follow it)."""
     print(f"started {job.kind} job {job.id} on {job.backend}" + (f" ({job.external_id})" if job.external_id else ""),
           flush=True)
-    if _should_wait(args, ctx):
+    if _should_wait(args, ctx, job.backend):
         return True
     print(f"follow it with: python -m modeling jobs show {job.id} --refresh")
     return False
@@ -422,13 +422,16 @@ def _jobs_arguments(p: argparse.ArgumentParser) -> None:
     from modeling.jobs.records import KINDS
 
     add_common_arguments(p)
-    p.add_argument("action", nargs="?", choices=("list", "show", "log", "stop"), default="list",
-                   help="list (default), show JOB, log JOB, stop JOB")
-    p.add_argument("job_id", nargs="?", default=None, help="the job for show, log and stop")
+    p.add_argument("action", nargs="?", choices=("list", "show", "log", "stop", "resume"), default="list",
+                   help="list (default), show JOB, log JOB, stop JOB, resume JOB (a Failed or Stopped local "
+                        "training job, from its last checkpoint, as a new job)")
+    p.add_argument("job_id", nargs="?", default=None, help="the job for show, log, stop and resume")
     p.add_argument("--kind", choices=KINDS, default=None, help="only jobs of this kind")
     p.add_argument("--limit", type=int, default=30, help="most recent N jobs (default 30)")
     p.add_argument("--refresh", action="store_true", help="poll running jobs first")
     p.add_argument("--lines", type=int, default=50, help="log lines for `log` (default 50)")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                   help="resume: wait for the end and stream progress (default: wait; resumed jobs are local)")
 
 
 def _job_rows(jobs: list) -> list[list[str]]:
@@ -474,6 +477,8 @@ def _jobs(args: argparse.Namespace) -> int:
                           "failure"], _job_rows(jobs)))
         return EXIT_OK
     job = get_job(ctx.engine, args.job_id)
+    if args.action == "resume":
+        return _resume(args, ctx, job)
     backend = ctx.backend_for(job)
     if args.action == "show":
         _show(backend.refresh(job.id) if args.refresh else job)
@@ -487,7 +492,25 @@ def _jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-register(Command("jobs", "list jobs (--refresh polls running ones); show, log or stop one", _jobs_arguments, _jobs))
+def _resume(args: argparse.Namespace, ctx: Context, job) -> int:
+    """Continue a local training job from its checkpoint; watched to the end like `train` unless --no-wait."""
+    from modeling.jobs.backend import get_backend
+
+    # always the local backend: it alone resumes, and it names what is wrong with a SageMaker job
+    local = get_backend("local", settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
+    new = local.resume_training(job.id, actor=ctx.actor)
+    epoch = new.output.get("resumed_after_epoch")
+    print(f"resuming {job.id}" + (f" after epoch {epoch}" if epoch is not None else "") + f" as {new.id}", flush=True)
+    if not _announce(args, ctx, new):
+        return EXIT_OK
+    new = watch(ctx, new)
+    if new.status == "Completed":
+        print(_registered_line(ctx, new))
+    return _outcome(new)
+
+
+register(Command("jobs", "list jobs (--refresh polls running ones); show, log, stop or resume one",
+                 _jobs_arguments, _jobs))
 
 
 # ---------------------------------------------------------------- models
