@@ -315,3 +315,33 @@ def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
     assert sagemaker_job.id in options and any(o.startswith("train-") and o != sagemaker_job.id for o in options)
     # the newest job is SageMaker's and AWS is not configured here: a warning, not a broken fragment
     assert any("not configured here" in w.value for w in at.warning)
+
+
+def test_retrain_resumes_a_stopped_job_from_its_checkpoint(ws):
+    from modeling.jobs import TrainingParams, get_job
+    from modeling.jobs.jobdirs import checkpoint_dir, job_dir
+    from modeling.jobs.store import create_job
+
+    engine = ws.open()
+    data = ws.root / "demo" / "dataset"
+    params = TrainingParams(train=str(data / "train"), val=str(data / "val"), arch="resnet18", image_size=32,
+                            epochs=3, batch_size=16, workers=0)
+    stopped = create_job(engine, kind="training", backend="local", params={"training": params.to_dict()},
+                         actor="ana", status="Stopped", log_path=str(job_dir(ws, "x") / "train.log"))
+    saved = checkpoint_dir(job_dir(ws, stopped.id))
+    saved.mkdir(parents=True)
+    (saved / "checkpoint.pth").write_bytes(b"not a checkpoint")  # train.py refuses it: the new job fails fast
+    (saved / "checkpoint.json").write_text('{"epoch": 2, "epochs": 3}')
+
+    at = open_page("retrain", reviewer="ana")
+    assert at.selectbox(key="retrain_job").value == stopped.id  # the newest job
+    assert any("continues this job after epoch 2 of 3" in i.value for i in at.info)
+    at.button(key=f"resume-{stopped.id}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    new_id = at.selectbox(key="retrain_job").value
+    assert new_id != stopped.id and get_job(engine, new_id).params["resumed_from"] == stopped.id
+    assert any(c.value.startswith(f"Resumed from {stopped.id} after epoch 2") for c in at.caption)
+    assert (checkpoint_dir(job_dir(ws, new_id)) / "checkpoint.pth").is_file() and not saved.exists()
+
+    job = _wait_for_job(engine, new_id)  # the runner handed train.py the moved checkpoint
+    assert job.status == "Failed" and "cannot read checkpoint" in job.failure_reason

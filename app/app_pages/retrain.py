@@ -28,9 +28,11 @@ from modeling.jobs import (
     promote,
     refresh_active,
 )
+from modeling.jobs.jobdirs import checkpoint_info, job_dir
 from modeling.registry import get_version
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
+SELECT_NEXT = "retrain_select_next"  # a job to select on the next run (the selectbox's own key is locked by then)
 ARCHS, IMAGE_SIZES = ("resnet18", "resnet34", "resnet50"), (64, 96, 128, 160, 224)
 
 ctx = app_context()
@@ -126,6 +128,8 @@ def jobs_ui() -> None:
         "val accuracy": st.column_config.NumberColumn(format="percent"),
         "val RMSE": st.column_config.NumberColumn(format="%.3f")})
     ids = [j.id for j in jobs]
+    if st.session_state.get(SELECT_NEXT) in ids:
+        st.session_state[SELECTED] = st.session_state.pop(SELECT_NEXT)
     if st.session_state.get(SELECTED) not in ids:
         st.session_state[SELECTED] = ids[0]
     st.selectbox("Job", ids, key=SELECTED)
@@ -143,8 +147,14 @@ def job_detail_ui(job) -> None:
     if backend and job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
         backend.stop(job.id, actor=current_reviewer() or "dashboard")
         st.rerun(scope="fragment")
+    if job.output.get("resumed_from"):
+        epoch = job.output.get("resumed_after_epoch")
+        st.caption(f"Resumed from {job.output['resumed_from']}" + (f" after epoch {epoch}" if epoch else "")
+                   + ": the epochs before it are in that job's curves.")
     if job.failure_reason:
         st.error(job.failure_reason)
+    if backend:
+        resume_ui(job, backend, head[1])
     if job.metrics:
         cols = st.columns(2)
         cols[0].plotly_chart(curves_figure(job.metrics, ["train_loss", "val_loss"], title="loss"),
@@ -158,6 +168,27 @@ def job_detail_ui(job) -> None:
                 language=None)
     if job.status == "Completed" and job.model_version_id is not None:
         promotion_ui(job.model_version_id)
+
+
+def resume_ui(job, backend, column) -> None:
+    """A Failed or Stopped local training job with a checkpoint: continue it as a new job."""
+    if job.backend != "local" or job.kind != "training" or job.parent_id or job.status not in ("Failed", "Stopped"):
+        return
+    info = checkpoint_info(job_dir(ctx.workspace, job.id))
+    if info is None:
+        return
+    where = (f"after epoch {info['epoch']}" + (f" of {info['epochs']}" if info.get("epochs") else "")
+             if info.get("epoch") else "from its last completed epoch")
+    st.info(f"A checkpoint is kept: **Resume** continues this job {where}, as a new job with the same settings.")
+    if not column.button("Resume", icon=":material/play_arrow:", key=f"resume-{job.id}"):
+        return
+    try:
+        new = backend.resume_training(job.id, actor=current_reviewer() or "dashboard")
+    except JobError as exc:
+        st.error(f"Not resumed: {exc}")
+        return
+    st.session_state[SELECT_NEXT] = new.id  # the new job shows where it came from (a toast would not survive rerun)
+    st.rerun()  # the whole page: a fragment-scoped rerun is refused when the click came in a full run
 
 
 def promotion_ui(version_id: int) -> None:
