@@ -7,6 +7,7 @@ botocore provide-client-params handler, or read back from moto's S3), and how th
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import tarfile
@@ -308,19 +309,26 @@ def test_throttled_calls_are_retried(sm):
     assert job.external_id and job.status == "Failed"  # moto: completed, no artifact; the point is it got there
 
 
-def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, monkeypatch):
-    # moto has no StopTrainingJob: it answers 500, which must be reported (not retried for a minute)
-    monkeypatch.setattr(aws, "RETRIES", {"mode": "standard", "max_attempts": 1})
+@contextlib.contextmanager
+def _stop_pressed_during(sm, operation: str):
+    """A backend whose job another user stops while the SDK sends `operation` (the job has no AWS name yet)."""
     made = {}
 
-    def press_stop() -> None:  # another user stops the job while the SDK is creating it (no AWS name yet)
+    def press_stop() -> None:
         (job,) = list_jobs(sm.engine, active_only=True)
         assert made["backend"].stop(job.id, actor="bo").status == "Stopped"
 
-    with record_requests() as sent, on_request("CreateTrainingJob", press_stop):
-        backend = made["backend"] = sm.make()
-        with pytest.raises(JobError, match="stopped while being submitted") as err:
-            backend.start_training(_params(sm.bucket), actor="tester")
+    with on_request(operation, press_stop):
+        made["backend"] = sm.make()
+        yield made["backend"]
+
+
+def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, monkeypatch):
+    # moto has no StopTrainingJob: it answers 500, which must be reported (not retried for a minute)
+    monkeypatch.setattr(aws, "RETRIES", {"mode": "standard", "max_attempts": 1})
+    with (record_requests() as sent, _stop_pressed_during(sm, "CreateTrainingJob") as backend,
+          pytest.raises(JobError, match="stopped while being submitted") as err):
+        backend.start_training(_params(sm.bucket), actor="tester")
     name = sent.one("CreateTrainingJob")["TrainingJobName"]
     assert sent.one("StopTrainingJob") == {"TrainingJobName": name}
     assert f"stopping {name}: AWS refused (500)" in str(err.value)
@@ -472,14 +480,7 @@ def test_deploy_invoke_list_and_delete_endpoint(sm, version):
 
 
 def test_a_deployment_stopped_while_being_submitted_leaves_no_endpoint(sm, version):
-    made = {}
-
-    def press_stop() -> None:  # another user stops the deployment while the SDK is creating it (no AWS name yet)
-        (job,) = list_jobs(sm.engine, active_only=True)
-        assert made["backend"].stop(job.id, actor="bo").status == "Stopped"
-
-    with record_requests() as sent, on_request("CreateModel", press_stop):
-        backend = made["backend"] = sm.make()
+    with record_requests() as sent, _stop_pressed_during(sm, "CreateModel") as backend:
         job = backend.deploy(version.id, actor="tester")
     name = sent.one("CreateEndpoint")["EndpointName"]
     assert sent.one("DeleteEndpoint") == {"EndpointName": name}

@@ -218,6 +218,11 @@ def training_params(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     ctx = Context(args)
     job = ctx.backend.start_training(training_params(args), actor=ctx.actor)
+    return _follow_training(args, ctx, job)
+
+
+def _follow_training(args: argparse.Namespace, ctx: Context, job) -> int:
+    """Announce a started training job; when waiting, watch it and name the model version it registered."""
     if not _announce(args, ctx, job):
         return EXIT_OK
     job = watch(ctx, job)
@@ -501,12 +506,7 @@ def _resume(args: argparse.Namespace, ctx: Context, job) -> int:
     new = local.resume_training(job.id, actor=ctx.actor)
     epoch = new.output.get("resumed_after_epoch")
     print(f"resuming {job.id}" + (f" after epoch {epoch}" if epoch is not None else "") + f" as {new.id}", flush=True)
-    if not _announce(args, ctx, new):
-        return EXIT_OK
-    new = watch(ctx, new)
-    if new.status == "Completed":
-        print(_registered_line(ctx, new))
-    return _outcome(new)
+    return _follow_training(args, ctx, new)
 
 
 register(Command("jobs", "list jobs (--refresh polls running ones); show, log, stop or resume one",
