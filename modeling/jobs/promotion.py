@@ -125,40 +125,29 @@ def _files_missing(version: registry.ModelVersion) -> str | None:
     return f"{', '.join(missing)} missing from {version.model_dir}" if missing else None
 
 
-def _score_candidate(candidate: registry.ModelVersion, folder: Path, batch_size: int,
-                     workers: int | None) -> Scores:
+def _try_score(version: registry.ModelVersion, folder: Path, batch_size: int,
+               workers: int | None) -> Scores | Unscored:
+    """The version's scores on `folder`; Unscored when its files are gone or broken."""
     from modeling.model import ModelConfigError
 
-    gone = _files_missing(candidate)
+    gone = _files_missing(version)
     if gone:
-        raise JobError(f"{candidate.name} cannot be scored or activated: {gone}")
+        return Unscored(version.id, version.name, gone)
     try:
-        return score_version(candidate, folder, batch_size=batch_size, workers=workers)
+        return score_version(version, folder, batch_size=batch_size, workers=workers)
     except ModelConfigError as exc:
-        raise JobError(f"{candidate.name} cannot be scored: {exc}") from None
-
-
-def _score_active(active: registry.ModelVersion, folder: Path, batch_size: int,
-                  workers: int | None) -> Scores | Unscored:
-    """The active version's scores; Unscored when its files are gone or broken (a forced promotion may replace it)."""
-    from modeling.model import ModelConfigError
-
-    gone = _files_missing(active)
-    if gone:
-        return Unscored(active.id, active.name, gone)
-    try:
-        return score_version(active, folder, batch_size=batch_size, workers=workers)
-    except ModelConfigError as exc:
-        return Unscored(active.id, active.name, str(exc))
+        return Unscored(version.id, version.name, str(exc))
 
 
 def _compare(candidate: registry.ModelVersion, active: registry.ModelVersion | None, val_dir: str | Path | None,
              batch_size: int, workers: int | None) -> Comparison:
     folder = Path(val_dir) if val_dir is not None else default_val_dir(candidate)
-    scores = _score_candidate(candidate, folder, batch_size, workers)
+    scores = _try_score(candidate, folder, batch_size, workers)
+    if isinstance(scores, Unscored):  # nothing to promote; an unscorable ACTIVE one only needs --force to replace
+        raise JobError(f"{candidate.name} cannot be scored or activated: {scores.error}")
     if active is None or active.id == candidate.id:
         return Comparison(str(folder), scores, None)
-    other = _score_active(active, folder, batch_size, workers)
+    other = _try_score(active, folder, batch_size, workers)
     if isinstance(other, Unscored):
         return Comparison(str(folder), scores, None, other)
     return Comparison(str(folder), scores, other)
