@@ -90,6 +90,14 @@ def _bin_states(conn: sa.Connection, bin_ids: list[str]) -> dict[str, sa.Row]:
     return states
 
 
+def _mismatch_fields(t, expected: int | None) -> dict:
+    """A prediction's record-dependent columns from a score_distributions row (None when nothing is expected)."""
+    known = expected is not None
+    return {"expected_count": expected,
+            "mismatch_probability": float(t.mismatch_probability) if known else None,
+            "argmax_differs": bool(t.argmax_differs) if known else None}
+
+
 def _prediction_rows(conn: sa.Connection, version: ModelVersion, good: list[tuple[str, np.ndarray]],
                      now) -> list[dict]:
     """Prediction rows for scored bins, from the bins' state at write time (the scorer may have taken minutes)."""
@@ -103,9 +111,7 @@ def _prediction_rows(conn: sa.Connection, version: ModelVersion, good: list[tupl
     return [{
         "bin_id": bin_id, "model_version_id": version.id, "predicted_count": int(t.predicted_count),
         "decoded_count": int(t.decoded_count), "probabilities": [round(float(x), 6) for x in probs],
-        "expected_count": e,
-        "mismatch_probability": None if np.isnan(t.mismatch_probability) else float(t.mismatch_probability),
-        "argmax_differs": None if e is None else bool(t.argmax_differs), "created_at": now,
+        **_mismatch_fields(t, e), "created_at": now,
         # a new prediction is never settled by an older decision; a hand-queued bin stays queued
         "settled": False, "queued": bool(states[bin_id].queued),
     } for (bin_id, probs), e, t in zip(good, expected, table.itertuples(index=False), strict=True)]
@@ -148,11 +154,7 @@ def refresh_mismatch(conn: sa.Connection, bin_ids: list[str]) -> int:
                                     [r.expected_count for r in group],
                                     class_to_count=group[0].config.get("class_to_count"))
         for r, t in zip(group, table.itertuples(index=False), strict=True):
-            known = r.expected_count is not None
-            conn.execute(p.update().where(p.c.id == r.id).values(
-                expected_count=r.expected_count,
-                mismatch_probability=float(t.mismatch_probability) if known else None,
-                argmax_differs=bool(t.argmax_differs) if known else None))
+            conn.execute(p.update().where(p.c.id == r.id).values(**_mismatch_fields(t, r.expected_count)))
     return len(rows)
 
 
