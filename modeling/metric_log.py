@@ -59,12 +59,12 @@ def format_best_line(kept: dict[str, float]) -> str:
     """`best_val_accuracy=... best_val_rmse=...`: the kept model's validation figures, 4 decimals."""
     missing = [m for m in BEST_LINE_METRICS if m not in kept]
     if missing:
-        raise KeyError(f"best line needs {', '.join(missing)}")
+        raise KeyError(f"best figures need {', '.join(missing)}")
     return " ".join(f"{_BEST_PREFIX}{name}={_fmt(float(kept[name]))}" for name in BEST_LINE_METRICS)
 
 
 def parse_metric_log(text: str) -> list[dict[str, float]]:
-    """One dict per epoch line in a log (other lines, best lines included, ignored), with "epoch" and every
+    """One dict per epoch line in a log (other lines ignored; the best_* figures are not read), with "epoch" and every
     metric found."""
     regexes = [(d["Name"], re.compile(d["Regex"])) for d in EPOCH_DEFINITIONS]
     epochs = []

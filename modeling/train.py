@@ -6,8 +6,8 @@
 
 Paths default from SageMaker's variables (SM_CHANNEL_TRAIN, SM_CHANNEL_VAL, SM_CHANNEL_TEST, SM_MODEL_DIR,
 SM_OUTPUT_DATA_DIR; /opt/ml/checkpoints when present) with local fallbacks; below `main()` the code sees
-plain paths only. Every epoch prints exactly two lines, its own metrics and those of the model kept so far (see
-modeling.metric_log; tuning ranks trials by the second). `--batch-size` is per process.
+plain paths only. Every epoch prints exactly one line: its own metrics, then those of the model kept so far (see
+modeling.metric_log; tuning ranks trials by the latter). `--batch-size` is per process.
 Runs only on the stdlib, torch, torchvision, pillow and numpy (the container's packages).
 """
 

@@ -1,4 +1,4 @@
-"""The epoch and best lines are an interface: SageMaker's regexes and the local log parser must read what is
+"""The epoch line and its best_* figures are an interface: SageMaker's regexes and the local log parser must read what is
 printed."""
 
 from __future__ import annotations
