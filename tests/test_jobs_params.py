@@ -88,7 +88,7 @@ def test_tuning_params_validate_and_round_trip():
                       strategy="random", early_stopping=True, seed=3)
     assert tp.objective_type == "Minimize"
     assert tp.base.best_metric == "val_rmse"  # the model train.py keeps is the one the objective ranks
-    assert tp.objective_metric == "best_val_rmse"  # SageMaker ranks by the kept model's line, as trial_value does
+    assert tp.objective_metric == "best_val_rmse"  # SageMaker ranks by the kept model's figure, as trial_value does
     assert TuningParams.from_dict(tp.to_dict()) == tp
     with pytest.raises(JobError, match="val_accuracy, val_rmse"):
         TuningParams(base=TrainingParams(), objective="loss")

@@ -7,7 +7,7 @@ Strategies:
                log-scaled unit range for numbers, the best value kept ~70% of the time for categories).
 Each trial is a training job of its own (parent_id = the tuning job) and registers a model version when it
 completes. A trial's objective is its best epoch's value, the model train.py keeps (SageMaker ranks by the same
-figure: the best_<objective> line train.py prints; see modeling.metric_log). The tuning job's output names
+figure: the best_<objective> figure on each epoch line; see modeling.metric_log). The tuning job's output names
 the best trial. Early stopping (optional): a trial whose objective after an epoch is worse than the median of the
 finished trials at that epoch is stopped (status Stopped, nothing registered), as SageMaker's "Auto" does.
 """
