@@ -225,8 +225,8 @@ class TuningParams:
 def trial_value(metrics: list[dict[str, Any]], objective: str) -> float | None:
     """A trial's objective: its best epoch's value (max accuracy or min RMSE), None before any epoch.
 
-    The same figure as the last best_<objective> figure train.py prints at the end of an epoch line (its --best-metric is the objective), which
-    is what SageMaker's tuner ranks by; NaN epochs never win in either."""
+    The same figure as the last best_<objective> that train.py prints at the end of an epoch line (its
+    --best-metric is the objective), which is what SageMaker's tuner ranks by; NaN epochs never win in either."""
     values = [row[objective] for row in metrics if isinstance(row.get(objective), (int, float))]
     values = [v for v in values if v == v]  # NaN never wins
     if not values:
