@@ -28,7 +28,6 @@ from modeling.jobs import (
     promote,
     refresh_active,
 )
-from modeling.jobs.jobdirs import checkpoint_info, job_dir
 from modeling.registry import get_version
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
@@ -172,9 +171,7 @@ def job_detail_ui(job) -> None:
 
 def resume_ui(job, backend, column) -> None:
     """A Failed or Stopped local training job with a checkpoint: continue it as a new job."""
-    if job.backend != "local" or job.kind != "training" or job.parent_id or job.status not in ("Failed", "Stopped"):
-        return
-    info = checkpoint_info(job_dir(ctx.workspace, job.id))
+    info = backend.resume_checkpoint(job)
     if info is None:
         return
     where = (f"after epoch {info['epoch']}" + (f" of {info['epochs']}" if info.get("epochs") else "")

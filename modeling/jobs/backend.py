@@ -75,6 +75,11 @@ class Backend(abc.ABC):
         store.request_stop(self.engine, job.id, actor=actor)
         return self._stop_running(job, actor=actor)
 
+    def resume_checkpoint(self, job: JobRecord) -> dict[str, Any] | None:
+        """{"epoch": ..., "epochs": ...} of the checkpoint a Failed or Stopped job could resume from; None when it
+        cannot be resumed (the local backend)."""
+        return None
+
     def resume_training(self, job_id: str, *, actor: str) -> JobRecord:
         """Continue a Failed or Stopped training job from its checkpoint as a new job (the local backend)."""
         raise JobError(f"only local training jobs can be resumed; job {job_id} ran on {self.name} (SageMaker "

@@ -138,9 +138,15 @@ class LocalBackend(Backend):
         if job.status == "Completed":
             raise JobError(f"job {job.id} completed (model version {job.output.get('model_version', '?')}); "
                            f"there is nothing to resume")
-        if checkpoint_info(job_dir(self.workspace, job.id)) is None:
+        if self.resume_checkpoint(job) is None:
             raise JobError(self._no_checkpoint(job.id))
         return job
+
+    def resume_checkpoint(self, job: JobRecord) -> dict[str, Any] | None:
+        if (job.backend != self.name or job.kind != "training" or job.parent_id
+                or job.status not in ("Failed", "Stopped")):
+            return None
+        return checkpoint_info(job_dir(self.workspace, job.id))
 
     def _take_checkpoint(self, old: JobRecord, new_id: str) -> dict[str, Any]:
         """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint.
