@@ -53,7 +53,8 @@ if rows.empty:
 ids = rows["bin_id"].tolist()
 if st.session_state.get(CURRENT) not in ids:
     st.session_state[CURRENT] = ids[0]
-current = rows.set_index("bin_id").loc[st.session_state[CURRENT]]
+by_id = rows.set_index("bin_id")
+current = by_id.loc[st.session_state[CURRENT]]
 reviewer = current_reviewer()
 
 
@@ -85,7 +86,7 @@ def record(decision: str, recount: int | None = None) -> None:
 left, right = st.columns([1, 3])
 with left:
     st.radio("Queue (most likely mismatch first)", ids, key=CURRENT,
-             format_func=lambda b: queue_label(b, rows.set_index("bin_id").loc[b, "mismatch_probability"]))
+             format_func=lambda b: queue_label(b, by_id.loc[b, "mismatch_probability"]))
 with right:
     if not reviewer:
         st.warning("Enter your name in the sidebar to record decisions.", icon=":material/person:")
