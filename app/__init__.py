@@ -1,1 +1,1 @@
-"""BinAudit's analyst-facing side: the audit core (`app.audit`) and the Streamlit dashboard."""
+"""BinAudit's analyst-facing side: the audit core (`audit`) and the Streamlit dashboard."""

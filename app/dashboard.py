@@ -1,7 +1,7 @@
 """BinAudit's dashboard: `streamlit run app/dashboard.py` (`make run` starts it after seeding a demo).
 
 Pages live in app/app_pages/ (not pages/: st.navigation replaces the legacy folder mechanism);
-they stay thin and call the audit core (app.audit), the registry and the jobs layer.
+they stay thin and call the audit core (audit), the registry and the jobs layer.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from app.audit.imports import import_abid_folder
-from app.audit.scorers import local_scorer
-from app.audit.scoring import score_bins
+from audit.imports import import_abid_folder
+from audit.scorers import local_scorer
+from audit.scoring import score_bins
 from binaudit.workspace import Workspace
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate
@@ -50,7 +50,7 @@ def _say(message: str) -> None:
 
 
 def workspace_is_empty(engine: Engine) -> bool:
-    from app.audit.overview import overview
+    from audit.overview import overview
 
     return overview(engine, None, threshold=1.0).bins == 0 and not list_versions(engine)
 
@@ -58,8 +58,8 @@ def workspace_is_empty(engine: Engine) -> bool:
 def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
     """A local training job like any other (it shows on the Retrain page); returns the registered version id."""
     from binaudit.config import load_settings
-    from modeling.jobs import TrainingParams, get_backend
-    from modeling.jobs.follow import follow
+    from jobs import TrainingParams, get_backend
+    from jobs.backends import follow
 
     backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
     params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.audit.mismatch import average_precision, precision_recall_at, score_distributions
+from audit.mismatch import average_precision, precision_recall_at, score_distributions
 from bench import OUT
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate, read_truth

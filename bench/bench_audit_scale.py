@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from app.audit.browse import BinFilter, browse_count, browse_page
-from app.audit.overview import overview
-from app.audit.queue import queue_page, queue_size
+from audit.browse import BinFilter, browse_count, browse_page
+from audit.overview import overview
+from audit.queue import queue_page, queue_size
 from bench import OUT, best_of
 from binaudit import db
 

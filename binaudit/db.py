@@ -141,7 +141,7 @@ predictions = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     # Queue facts copied from the bin so the queue is one index walk over this table (no join to filter):
     # settled: a decision on the bin came at or after this prediction; queued: an analyst sent the bin by hand.
-    # Written only by app.audit.reviews and app.audit.scoring, which keep them equal to what bins says.
+    # Written only by audit.reviews and audit.scoring, which keep them equal to what bins says.
     sa.Column("settled", sa.Boolean, nullable=False, default=False),
     sa.Column("queued", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("bin_id", "model_version_id", name="uq_prediction_bin_model"),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pth"
-CHECKPOINT_INFO_NAME = "checkpoint.json"  # modeling.jobs.jobdirs reads it (names repeated there: no torch import)
+CHECKPOINT_INFO_NAME = "checkpoint.json"  # jobs.jobdirs reads it (names repeated there: no torch import)
 
 
 class CheckpointError(RuntimeError):

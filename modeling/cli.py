@@ -21,7 +21,7 @@ from modeling.argtypes import non_negative_int, positive_int
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # modules imported before the parser is built; each registers its commands when imported
-COMMAND_MODULES: list[str] = ["modeling.jobs.cli"]
+COMMAND_MODULES: list[str] = ["jobs.cli"]
 
 
 class CliError(Exception):

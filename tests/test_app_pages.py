@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from app.audit.overview import overview
-from app.audit.queue import queue_page, queue_size
-from app.audit.reviews import DISMISS, Decision, decide
+from audit.overview import overview
+from audit.queue import queue_page, queue_size
+from audit.reviews import DISMISS, Decision, decide
 from binaudit import db
 from binaudit.workspace import Workspace
 from modeling.registry import active_version
@@ -175,7 +175,7 @@ def test_evaluation_shows_charts_and_tables(ws):
 def _wait_for_job(engine, job_id: str, timeout: float = 240.0):
     import time
 
-    from modeling.jobs import get_job, refresh_active
+    from jobs import get_job, refresh_active
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -188,7 +188,7 @@ def _wait_for_job(engine, job_id: str, timeout: float = 240.0):
 
 
 def test_retrain_starts_a_local_job_and_promotion_is_guarded(ws):
-    from modeling.jobs import list_jobs
+    from jobs import list_jobs
 
     engine = ws.open()
     before = {j.id for j in list_jobs(engine, kind="training")}
@@ -303,7 +303,7 @@ def test_evaluation_of_a_version_without_a_confusion_matrix(ws):
 
 
 def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
-    from modeling.jobs.store import create_job
+    from jobs.store import create_job
 
     engine = ws.open()
     for _ in range(35):  # newer than the demo's training job
@@ -318,9 +318,9 @@ def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
 
 
 def test_retrain_resumes_a_stopped_job_from_its_checkpoint(ws):
-    from modeling.jobs import TrainingParams, get_job
-    from modeling.jobs.jobdirs import checkpoint_dir, job_dir
-    from modeling.jobs.store import create_job
+    from jobs import TrainingParams, get_job
+    from jobs.jobdirs import checkpoint_dir, job_dir
+    from jobs.store import create_job
 
     engine = ws.open()
     data = ws.root / "demo" / "dataset"

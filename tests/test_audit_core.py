@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from app.audit import imports, reviews
-from app.audit.browse import BinFilter, bin_detail, browse_count, browse_page
-from app.audit.export import build_recount_dataset, export_decisions, export_queue
-from app.audit.mismatch import queue_rules
-from app.audit.overview import overview
-from app.audit.queue import queue_page, queue_size
-from app.audit.scorers import local_scorer
-from app.audit.scoring import count_pending, score_bins
+from audit import imports, reviews
+from audit.browse import BinFilter, bin_detail, browse_count, browse_page
+from audit.export import build_recount_dataset, export_decisions, export_queue
+from audit.mismatch import queue_rules
+from audit.overview import overview
+from audit.queue import queue_page, queue_size
+from audit.scorers import local_scorer
+from audit.scoring import count_pending, score_bins
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, resolve_image
 from modeling.registry import activate, register_model
@@ -165,7 +165,7 @@ def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tm
             shutil.copyfile(src, many / "bin-images" / f"{stem}.jpg")
             shutil.copyfile(synth_raw / "metadata" / f"{src.stem}.json", many / "metadata" / f"{stem}.json")
     total = imports.import_abid_folder(engine, many, actor="t").added
-    cmd = [sys.executable, "-m", "app.audit", "score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
+    cmd = [sys.executable, "-m", "audit", "score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_cli_env(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and len(_predictions(engine)) < 30:
@@ -198,7 +198,7 @@ def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.Data
                       "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": 0,
                       "mismatch_probability": round(float(rng.random()), 3), "argmax_differs": False,
                       "created_at": t0,
-                      # the queue facts as app.audit.reviews keeps them
+                      # the queue facts as audit.reviews keeps them
                       "settled": decided_at is not None and decided_at >= t0, "queued": bins[-1]["queued"]})
     with db.write_tx(engine) as conn:
         conn.execute(db.bins.insert(), bins)
@@ -334,7 +334,7 @@ def test_cli_end_to_end(ws, engine, version, tiny_dataset):
     env = _cli_env(ws)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "app.audit", *args], cwd=ROOT, env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "audit", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
 
     assert "added" in run("import", "--dataset", str(tiny_dataset)).stdout
@@ -369,7 +369,7 @@ def test_changing_the_expected_count_rescores_the_mismatch_without_the_photo(eng
     from modeling.predictor import Predictor
 
     probs = Predictor.load(version.model_dir, precision="fp32").predict_bytes(jpeg_bytes())["probabilities"]
-    from app.audit.scoring import record_prediction
+    from audit.scoring import record_prediction
 
     assert record_prediction(engine, version, row["id"], probs)
     imports.import_upload(engine, ws, "00555.jpg", jpeg_bytes(), actor="ana", expected_count=3)
@@ -452,7 +452,7 @@ def test_reuploading_a_bin_keeps_its_record_and_replaces_a_changed_photo(engine,
                                   expected_count=before["expected_count"] + 1)
     assert other["expected_count"] == before["expected_count"] + 1 and other["items"] == before["items"]
     assert (_predictions(engine)["bin_id"] == bin_id).sum() == 0
-    from app.audit.scoring import record_prediction
+    from audit.scoring import record_prediction
 
     assert record_prediction(engine, version, bin_id, np.full(6, 1 / 6))
     with engine.connect() as conn:
@@ -464,7 +464,7 @@ def test_reuploading_a_bin_keeps_its_record_and_replaces_a_changed_photo(engine,
 
 def test_expected_count_change_rescores_predictions_of_models_with_other_class_counts(engine, ws, version):
     row = imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=1)
-    from app.audit.scoring import record_prediction
+    from audit.scoring import record_prediction
     from modeling.registry import get_version
 
     wide_probs = np.arange(1, 12, dtype=np.float64) / np.arange(1, 12).sum()  # an 11-class model (counts 0..10)
@@ -487,7 +487,7 @@ def test_recount_export_never_deletes_a_folder_it_did_not_write(engine, ws, tmp_
     mine = tmp_path / "notes"
     mine.mkdir()
     (mine / "keep.txt").write_text("an analyst's own file")
-    from app.audit.export import ExportError
+    from audit.export import ExportError
 
     with pytest.raises(ExportError, match="refusing to replace"):
         build_recount_dataset(engine, ws, mine)
@@ -518,7 +518,7 @@ def test_unsafe_or_absurd_input_is_refused_with_a_reason(engine, ws, tiny_datase
     with pytest.raises(imports.ImportError_, match="plausible"):
         imports.import_upload(engine, ws, "00557.jpg", jpeg_bytes(), actor="ana", metadata=huge)
 
-    from app.audit.cli import main
+    from audit.cli import main
 
     for key, value in _cli_env(ws).items():
         monkeypatch.setenv(key, value)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.audit.mismatch import average_precision, precision_recall_at, queue_rules, score_distributions
+from audit.mismatch import average_precision, precision_recall_at, queue_rules, score_distributions
 
 P = np.array([
     [0.05, 0.10, 0.60, 0.20, 0.05, 0.00],  # confident 2

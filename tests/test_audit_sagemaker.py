@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from botocore.handlers import BUILTIN_HANDLERS
 
-from app.audit.imports import import_dataset
-from app.audit.scorers import sagemaker_scorer
-from app.audit.scoring import score_bins
+from audit.imports import import_dataset
+from audit.scorers import sagemaker_scorer
+from audit.scoring import score_bins
 from binaudit import db
 from binaudit.config import load_settings
 from binaudit.workspace import Workspace
-from modeling.jobs import get_backend
+from jobs import get_backend
 from modeling.registry import activate, register_model
 from tests.aws_shims import install_moto_compat, record_requests
 from tests.conftest import s3_bucket_name

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from binaudit.workspace import Workspace
+from jobs import get_job, list_jobs, trial_value
 from modeling import registry
-from modeling.jobs import get_job, list_jobs, trial_value
 from tests.modeling_fixtures import REPO, subprocess_env
 from tests.test_jobs_support import wait_for
 

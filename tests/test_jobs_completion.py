@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from jobs import JobRecord, store
+from jobs.jobdirs import job_dir, write_exit_record
 from modeling import registry
-from modeling.jobs import JobRecord, store
-from modeling.jobs.jobdirs import job_dir, write_exit_record
 from tests.modeling_fixtures import tiny_model
 from tests.test_jobs_support import make_local, stop_leftovers, tiny_params
 

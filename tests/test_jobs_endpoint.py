@@ -14,10 +14,10 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
+from jobs import EndpointError
+from jobs.local.endpoint import MAX_BODY_BYTES, InvocationHandler
+from jobs.local.processes import process_alive
 from modeling import registry
-from modeling.jobs import EndpointError
-from modeling.jobs.local_endpoint import MAX_BODY_BYTES, InvocationHandler
-from modeling.jobs.processes import process_alive
 from modeling.serving import ScoringModel, parse_request
 from tests.modeling_fixtures import jpeg_bytes, png_bytes, tiny_model
 from tests.test_jobs_support import make_local, stop_leftovers, wait_done

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 
 from binaudit import db
 from binaudit.workspace import Workspace
-from modeling import registry
-from modeling.jobs import (
+from jobs import (
     Comparison,
     Integer,
     JobError,
@@ -28,9 +27,10 @@ from modeling.jobs import (
     refresh_active,
     store,
 )
-from modeling.jobs.jobdirs import checkpoint_dir, checkpoint_info, job_dir
-from modeling.jobs.local import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
-from modeling.jobs.processes import process_alive
+from jobs.jobdirs import checkpoint_dir, checkpoint_info, job_dir
+from jobs.local.backend import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
+from jobs.local.processes import process_alive
+from modeling import registry
 from modeling.metric_log import parse_metric_log
 from tests.test_jobs_support import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
 

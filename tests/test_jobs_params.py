@@ -12,10 +12,10 @@ import tarfile
 import pytest
 
 import modeling
-from modeling.jobs import JobError, SearchSpaceError, TrainingParams, TuningParams, trial_value
-from modeling.jobs.packaging import build_source_package
-from modeling.jobs.params import HYPERPARAMETER_FIELDS, RESERVED_FLAGS, check_against_train_parser, flag_name
-from modeling.jobs.search_space import (
+from jobs import JobError, SearchSpaceError, TrainingParams, TuningParams, trial_value
+from jobs.params import HYPERPARAMETER_FIELDS, RESERVED_FLAGS, check_against_train_parser, flag_name
+from jobs.sagemaker.packaging import build_source_package
+from jobs.search_space import (
     DEFAULT_SEARCH_SPACE,
     Categorical,
     Continuous,

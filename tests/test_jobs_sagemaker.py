@@ -23,18 +23,18 @@ import pytest
 import modeling
 from binaudit.config import ConfigError, load_settings
 from binaudit.workspace import Workspace
-from modeling import registry
-from modeling.jobs import (
+from jobs import (
     DEFAULT_SEARCH_SPACE,
     Categorical,
     Continuous,
     JobError,
     TrainingParams,
     TuningParams,
-    aws,
     get_backend,
     list_jobs,
 )
+from jobs.sagemaker import aws
+from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
 from tests.aws_shims import (
     install_moto_compat,
@@ -338,7 +338,7 @@ def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, mon
 
 
 def test_recounts_travel_as_their_own_channel(sm, tmp_path):
-    from app.audit import imports, reviews
+    from audit import imports, reviews
     from tests.modeling_fixtures import jpeg_bytes
 
     with record_requests() as sent:  # no recounts yet: no channel (SageMaker refuses an empty prefix)

@@ -12,7 +12,7 @@ import pytest
 from binaudit import db
 from binaudit.config import load_settings
 from binaudit.workspace import Workspace
-from modeling.jobs import JobRecord, TrainingParams, get_backend, list_jobs
+from jobs import JobRecord, TrainingParams, get_backend, list_jobs
 
 JOB_TIMEOUT_SECONDS = 180
 
@@ -62,7 +62,7 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
 
 
 def add_recount(engine, workspace: Workspace, bin_id: str, photo: Path, count: int) -> None:
-    """A bin whose latest decision confirms a mismatch with a recounted quantity (what app.audit records)."""
+    """A bin whose latest decision confirms a mismatch with a recounted quantity (what audit records)."""
     dest = workspace.images_dir / f"{bin_id}.jpg"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(photo, dest)

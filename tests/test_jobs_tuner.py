@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from modeling.jobs import Categorical, Continuous, JobRecord, TrainingParams, TuningParams
-from modeling.jobs.local_tuner import initial_random_trials, median_rule, next_values, summarize
-from modeling.jobs.search_space import sample_near, sample_random
+from jobs import Categorical, Continuous, JobRecord, TrainingParams, TuningParams
+from jobs.local.tuner import initial_random_trials, median_rule, next_values, summarize
+from jobs.search_space import sample_near, sample_random
 
 SPACE = {"lr": Continuous(1e-4, 1e-1, log=True), "arch": Categorical(("resnet18", "resnet34"))}
 

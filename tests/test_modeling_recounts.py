@@ -42,7 +42,7 @@ def test_an_empty_recount_folder_changes_nothing(tiny_dataset, tmp_path):
 
 
 def _recount_of_held_out(dataset: Path, split: str, out: Path) -> str:
-    """An analyst's recount of a val or test bin (as app.audit.export writes any audited bin)."""
+    """An analyst's recount of a val or test bin (as audit.export writes any audited bin)."""
     original = sorted((dataset / split / "2").glob("*.jpg"))[0]
     (out / "4").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(original, out / "4" / original.name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling.jobs.params import trial_value
+from jobs.params import trial_value
 from modeling.metric_log import BEST_DEFINITIONS, EPOCH_METRICS, parse_metric_log
 from modeling.train import main
 from tests.modeling_fixtures import REPO, TINY_ARGS, run_python, subprocess_env, train_cli_args

@@ -7,12 +7,12 @@ import math
 import pandas as pd
 import streamlit as st
 
-from app.audit.browse import BinFilter, bin_detail, browse_count, browse_page
-from app.audit.reviews import DECISIONS, ReviewConflict, send_to_queue
 from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, current_model
 from app.ui.identity import current_reviewer
 from app.ui.images import photo_bytes
+from audit.browse import BinFilter, bin_detail, browse_count, browse_page
+from audit.reviews import DECISIONS, ReviewConflict, send_to_queue
 
 PAGE_SIZE = 24
 DETAIL = "browse_detail"
@@ -68,7 +68,7 @@ def detail_ui(bin_id: str) -> None:
                               expected_version=detail["bin"]["row_version"])
                 st.toast(f"Bin {bin_id} is in the review queue." if detail.get("prediction") else
                          f"Bin {bin_id} is marked for review: it enters the queue once the active model has scored it "
-                         "(Retrain page, or python -m app.audit score).")
+                         "(Retrain page, or python -m audit score).")
             except ReviewConflict as exc:
                 st.warning(str(exc))
         if head[2].button("Close", key="detail-close"):

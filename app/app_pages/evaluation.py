@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.audit.reference import ABID_REFERENCES, ABID_RESNET34_SCRATCH
 from app.ui.charts import confusion_figure, curves_figure, per_class_frame
 from app.ui.context import app_context
 from app.ui.model_facts import data_source_kind, version_metrics
+from audit.reference import ABID_REFERENCES, ABID_RESNET34_SCRATCH
 from modeling.registry import ModelVersion, list_versions
 
 ctx = app_context()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.audit.overview import overview
-from app.audit.queue import queue_page
 from app.ui.context import app_context, current_model
+from audit.overview import overview
+from audit.queue import queue_page
 
 ctx = app_context()
 version = current_model(ctx)

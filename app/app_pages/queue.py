@@ -11,12 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.audit.browse import bin_detail
-from app.audit.queue import queue_frame, queue_page, queue_size
-from app.audit.reviews import CONFIRM, DISMISS, UNSURE, Decision, ReviewConflict, ReviewError, decide, decisions_frame
 from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
+from audit.browse import bin_detail
+from audit.queue import queue_frame, queue_page, queue_size
+from audit.reviews import CONFIRM, DISMISS, UNSURE, Decision, ReviewConflict, ReviewError, decide, decisions_frame
 
 PAGE_SIZE = 20
 CURRENT, FLASH, NOTE = "queue_current", "queue_flash", "queue_note"

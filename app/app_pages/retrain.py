@@ -1,6 +1,6 @@
 """Retrain: start a training (or tuning) job, watch it live, compare the result with the active model, promote.
 
-Jobs run through `modeling.jobs` on the configured backend (local by default, SageMaker when chosen);
+Jobs run through `jobs` on the configured backend (local by default, SageMaker when chosen);
 the job list refreshes itself every few seconds without rerunning the rest of the page.
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.audit.scorers import local_scorer
-from app.audit.scoring import count_pending, score_bins
 from app.ui.charts import curves_figure
 from app.ui.context import app_context, current_model
 from app.ui.identity import current_reviewer
+from audit.scorers import local_scorer
+from audit.scoring import count_pending, score_bins
 from binaudit.config import ConfigError
-from modeling.jobs import (
+from jobs import (
     Categorical,
     Continuous,
     Integer,

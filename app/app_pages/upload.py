@@ -12,13 +12,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.audit.imports import ImportError_, import_upload
-from app.audit.reviews import ReviewConflict, send_to_queue
-from app.audit.scoring import record_prediction
 from app.ui.charts import probability_chart
 from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
 from app.ui.images import show_photo
+from audit.imports import ImportError_, import_upload
+from audit.reviews import ReviewConflict, send_to_queue
+from audit.scoring import record_prediction
 
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 PREVIEW_SIDE = 480

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.audit.reviews import history
 from app.ui.charts import probability_chart
 from app.ui.context import AppContext
 from app.ui.images import DETAIL_SIDE, show_photo
+from audit.reviews import history
 
 ITEM_COLUMNS = {"name": "item", "asin": "ASIN", "quantity": "qty", "length_in": "length (in)",
                 "width_in": "width (in)", "height_in": "height (in)", "weight_lb": "weight (lb)"}

@@ -1,6 +1,6 @@
 """Training, tuning, deployment and batch-transform jobs behind one interface, local or on SageMaker.
 
-    from modeling.jobs import TrainingParams, get_backend, list_jobs, refresh_active
+    from jobs import TrainingParams, get_backend, list_jobs, refresh_active
     backend = get_backend(settings.backend, settings=settings, workspace=workspace, engine=engine)
     job = backend.start_training(TrainingParams(train="data/train", val="data/val", epochs=5), actor="ana")
     job = backend.refresh(job.id)              # status, per-epoch metrics; a finished run registers a version
@@ -10,10 +10,10 @@ Importing this package is cheap: no torch, no SageMaker SDK (that is imported on
 See docs/aws.md for the commands and for running the same jobs on SageMaker.
 """
 
-from modeling.jobs.backend import Backend, get_backend, refresh_active
-from modeling.jobs.params import OBJECTIVES, STRATEGIES, TrainingParams, TuningParams, trial_value
-from modeling.jobs.promotion import Comparison, PromotionResult, Scores, compare_with_active, promote
-from modeling.jobs.records import (
+from jobs.backend import Backend, get_backend, refresh_active
+from jobs.params import OBJECTIVES, STRATEGIES, TrainingParams, TuningParams, trial_value
+from jobs.promotion import Comparison, PromotionResult, Scores, compare_with_active, promote
+from jobs.records import (
     ACTIVE_STATUSES,
     BACKEND_NAMES,
     FINAL_STATUSES,
@@ -23,14 +23,14 @@ from modeling.jobs.records import (
     JobError,
     JobRecord,
 )
-from modeling.jobs.search_space import (
+from jobs.search_space import (
     DEFAULT_SEARCH_SPACE,
     Categorical,
     Continuous,
     Integer,
     SearchSpaceError,
 )
-from modeling.jobs.store import get_job, list_jobs
+from jobs.store import get_job, list_jobs
 
 __all__ = [
     "ACTIVE_STATUSES", "BACKEND_NAMES", "DEFAULT_SEARCH_SPACE", "FINAL_STATUSES", "KINDS", "OBJECTIVES",

@@ -1,7 +1,7 @@
 """The hyperparameter search space: one definition that both tuners use.
 
 The local tuner samples from it (seeded); the SageMaker tuner converts it to `sagemaker.core.parameter` ranges.
-Names are `TrainingParams` field names ("batch_size"); `modeling.jobs.params.flag_name` turns them into train.py
+Names are `TrainingParams` field names ("batch_size"); `jobs.params.flag_name` turns them into train.py
 flags ("batch-size") where a backend needs those.
 
     {"lr": Continuous(1e-4, 0.1, log=True), "batch_size": Integer(16, 64), "arch": Categorical(("resnet18",))}

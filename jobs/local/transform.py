@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
-from modeling.jobs import store
-from modeling.jobs.records import JobError, JobRecord
-from modeling.jobs.runner import STOP, say
+from jobs import store
+from jobs.local.runner import STOP, say
+from jobs.records import JobError, JobRecord
 
 OUTPUT_NAME = "predictions.jsonl"
 

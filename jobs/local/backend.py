@@ -1,7 +1,7 @@
 """The local backend: every job runs on this machine, no AWS account needed.
 
-Training, tuning and batch transform run in a detached `modeling.jobs.runner` process (its own session); the
-runner writes the outcome to the database itself. Deployment starts `modeling.jobs.local_endpoint`, an HTTP server
+Training, tuning and batch transform run in a detached `jobs.local.runner` process (its own session); the
+runner writes the outcome to the database itself. Deployment starts `jobs.local.endpoint`, an HTTP server
 on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
 and notices a runner that died without recording a result (Failed, with the pid in the reason). A training job
 checkpoints every epoch into its folder; `resume_training` continues a Failed or Stopped one from there as a new job.
@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from binaudit import db
-from modeling import registry
-from modeling.jobs import store
-from modeling.jobs.backend import Backend
-from modeling.jobs.completion import finish_training_run
-from modeling.jobs.jobdirs import (
+from jobs import store
+from jobs.backend import Backend
+from jobs.jobdirs import (
     ENDPOINT_FILE,
     LOG_FILES,
     checkpoint_dir,
@@ -34,14 +32,16 @@ from modeling.jobs.jobdirs import (
     read_text,
     tail_lines,
 )
-from modeling.jobs.params import TrainingParams, TuningParams, check_against_train_parser
-from modeling.jobs.processes import process_alive, spawn_detached, terminate
-from modeling.jobs.records import EndpointError, JobError, JobRecord
-from modeling.jobs.search_space import Categorical
+from jobs.local.processes import process_alive, spawn_detached, terminate
+from jobs.local.training import finish_training_run
+from jobs.params import TrainingParams, TuningParams, check_against_train_parser
+from jobs.records import EndpointError, JobError, JobRecord
+from jobs.search_space import Categorical
+from modeling import registry
 from modeling.metric_log import parse_metric_log
 
-RUNNER_MODULE = "modeling.jobs.runner"
-ENDPOINT_MODULE = "modeling.jobs.local_endpoint"
+RUNNER_MODULE = "jobs.local.runner"
+ENDPOINT_MODULE = "jobs.local.endpoint"
 TRAIN_MODULE = "modeling.train"
 MAX_LOCAL_PARALLEL_TRIALS = 2
 NEVER_STARTED_SECONDS = 300  # a Pending job without a process after this long was never launched

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
+from jobs import store
+from jobs.jobdirs import job_dir, read_text, remove_checkpoint
+from jobs.records import JobRecord
 from modeling import registry
-from modeling.jobs import store
-from modeling.jobs.jobdirs import job_dir, read_text, remove_checkpoint
-from modeling.jobs.records import JobRecord
 from modeling.metric_log import parse_metric_log
 
 _ERROR_LINE = re.compile(r"^(?:\S+: )?error: (.+)$")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
-from modeling.jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, JobError, JobRecord, check_kind, check_status
+from jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, JobError, JobRecord, check_kind, check_status
 
 CLAIM_KEY = "registering"  # in a job's output while one caller registers its model
 REGISTRATION_CLAIM_SECONDS = 900  # after this long a claim is taken to be its holder's crash, and may be taken over

@@ -1,4 +1,4 @@
-"""`python -m app.audit {import,score,queue,decide,history,export,overview}`: the audit core from the shell.
+"""`python -m audit {import,score,queue,decide,history,export,overview}`: the audit core from the shell.
 
 Configuration (workspace, database, queue threshold and budget) comes from `binaudit.config`.
 Fatal errors print one line and exit 2; no stack traces.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.audit.reviews import DECISIONS
+from audit.reviews import DECISIONS
 from binaudit.config import ConfigError, Settings, load_settings
 from binaudit.workspace import Workspace
 
@@ -20,7 +20,7 @@ class CliError(Exception):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app.audit", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("import", help="import bins into the audit database")
@@ -78,7 +78,7 @@ def _version(engine, ref: str | None):
 
 
 def _cmd_import(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.imports import ImportError_, import_abid_folder, import_dataset, import_s3_prefix
+    from audit.imports import ImportError_, import_abid_folder, import_dataset, import_s3_prefix
     from data_tools.problems import DataToolsError
 
     try:
@@ -97,9 +97,9 @@ def _cmd_import(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_score(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.scorers import scorer_for
-    from app.audit.scoring import score_bins
-    from modeling.jobs import JobError
+    from audit.scorers import scorer_for
+    from audit.scoring import score_bins
+    from jobs import JobError
 
     version = _version(engine, args.model)
     try:
@@ -113,7 +113,7 @@ def _cmd_score(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_queue(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.queue import queue_page, queue_size
+    from audit.queue import queue_page, queue_size
 
     version = _version(engine, None)
     threshold = settings.mismatch_threshold if args.threshold is None else args.threshold
@@ -130,7 +130,7 @@ def _cmd_queue(args, settings: Settings, ws: Workspace, engine) -> int:
 def _cmd_decide(args, settings: Settings, ws: Workspace, engine) -> int:
     import sqlalchemy as sa
 
-    from app.audit.reviews import Decision, ReviewConflict, ReviewError, decide
+    from audit.reviews import Decision, ReviewConflict, ReviewError, decide
     from binaudit import db
     from modeling.registry import active_version
 
@@ -149,7 +149,7 @@ def _cmd_decide(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_history(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.reviews import history
+    from audit.reviews import history
 
     frame = history(engine, args.bin_id)
     print(frame.to_string(index=False) if len(frame) else f"no decisions on {args.bin_id}")
@@ -157,7 +157,7 @@ def _cmd_history(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.export import ExportError, build_recount_dataset, export_decisions, export_queue
+    from audit.export import ExportError, build_recount_dataset, export_decisions, export_queue
 
     if args.what == "queue":
         version = _version(engine, None)
@@ -177,7 +177,7 @@ def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_overview(args, settings: Settings, ws: Workspace, engine) -> int:
-    from app.audit.overview import overview
+    from audit.overview import overview
     from modeling.registry import active_version
 
     version = active_version(engine)

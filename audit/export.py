@@ -14,9 +14,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.audit.imports import is_safe_bin_id
-from app.audit.queue import queue_frame
-from app.audit.reviews import CONFIRM, decisions_frame
+from audit.imports import is_safe_bin_id
+from audit.queue import queue_frame
+from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.audit.scoring import forget_predictions, refresh_mismatch
+from audit.scoring import forget_predictions, refresh_mismatch
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root, resolve_image
 from data_tools.layout import METADATA_DIR, scan_local

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeling.jobs.records import JobError
-from modeling.jobs.search_space import (
+from jobs.records import JobError
+from jobs.search_space import (
     DEFAULT_SEARCH_SPACE,
     Parameter,
     SearchSpaceError,
@@ -44,7 +44,7 @@ class TrainingParams:
     """A training run: train.py's hyperparameters, the data channels and (SageMaker) the compute.
 
     train / val / test: local folders of <count>/<image> (local backend) or s3:// prefixes (SageMaker).
-    include_recounts: add the analysts' recounts (app.audit.export.build_recount_dataset) to the training data.
+    include_recounts: add the analysts' recounts (audit.export.build_recount_dataset) to the training data.
     extra: more train.py flags, {"lr-gamma": "0.5"}; the channel and output flags are the job's to set.
     """
 

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobs.backends import follow
 from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, CliError, Command, register
-from modeling.jobs.follow import follow
 
 TRAINING_FLAG_FIELDS = (
     "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "lr_schedule", "image_size",
@@ -44,8 +44,8 @@ def user_errors_exit_2(run: Callable[[argparse.Namespace], int]) -> Callable[[ar
     @functools.wraps(run)
     def wrapped(args: argparse.Namespace) -> int:
         from binaudit.config import ConfigError
-        from modeling.jobs.records import JobError
-        from modeling.jobs.search_space import SearchSpaceError
+        from jobs.records import JobError
+        from jobs.search_space import SearchSpaceError
         from modeling.registry import RegistryError
 
         try:
@@ -79,7 +79,7 @@ class Context:
 
     @property
     def backend(self):
-        from modeling.jobs.backend import get_backend
+        from jobs.backend import get_backend
 
         if self._backend is None:
             self._backend = get_backend(self.backend_name, settings=self.settings, workspace=self.workspace,
@@ -87,7 +87,7 @@ class Context:
         return self._backend
 
     def backend_for(self, job) -> Any:
-        from modeling.jobs.backend import get_backend
+        from jobs.backend import get_backend
 
         if job.backend == self.backend_name:
             return self.backend
@@ -176,7 +176,7 @@ def _registered_line(ctx: Context, job) -> str:
 # ---------------------------------------------------------------- train
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
-    from modeling.jobs.params import TrainingParams
+    from jobs.params import TrainingParams
 
     add_common_arguments(p)
     p.add_argument("--train", default=None, help="training folder of <count>/<image> (local) or s3:// prefix")
@@ -201,7 +201,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def training_params(args: argparse.Namespace):
-    from modeling.jobs.params import TrainingParams
+    from jobs.params import TrainingParams
 
     values = {name: getattr(args, name) for name in TRAINING_FLAG_FIELDS if getattr(args, name) is not None}
     extra = {}
@@ -238,7 +238,7 @@ register(Command("train", "start a training job (local by default) and register 
 # ---------------------------------------------------------------- tune
 
 def _tuning_arguments(p: argparse.ArgumentParser) -> None:
-    from modeling.jobs.params import OBJECTIVES, STRATEGIES
+    from jobs.params import OBJECTIVES, STRATEGIES
 
     _training_arguments(p)
     p.add_argument("--max-jobs", type=int, default=4, help="number of trials (default 4)")
@@ -255,7 +255,7 @@ def _tuning_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _search_space(text: str | None):
-    from modeling.jobs.search_space import DEFAULT_SEARCH_SPACE, space_from_json
+    from jobs.search_space import DEFAULT_SEARCH_SPACE, space_from_json
 
     if text is None:
         return dict(DEFAULT_SEARCH_SPACE)
@@ -279,7 +279,7 @@ def _print_best(ctx: Context, job) -> None:
 
 @user_errors_exit_2
 def _tune(args: argparse.Namespace) -> int:
-    from modeling.jobs.params import TuningParams
+    from jobs.params import TuningParams
 
     ctx = Context(args)
     params = TuningParams(base=training_params(args), search_space=_search_space(args.search_space),
@@ -424,7 +424,7 @@ register(Command("transform", "score a folder (or S3 prefix) of photos into JSON
 # ---------------------------------------------------------------- jobs
 
 def _jobs_arguments(p: argparse.ArgumentParser) -> None:
-    from modeling.jobs.records import KINDS
+    from jobs.records import KINDS
 
     add_common_arguments(p)
     p.add_argument("action", nargs="?", choices=("list", "show", "log", "stop", "resume"), default="list",
@@ -465,8 +465,8 @@ def _show(job) -> None:
 
 @user_errors_exit_2
 def _jobs(args: argparse.Namespace) -> int:
-    from modeling.jobs.backend import refresh_active
-    from modeling.jobs.store import get_job, list_jobs
+    from jobs.backend import refresh_active
+    from jobs.store import get_job, list_jobs
 
     ctx = Context(args)
     if args.action != "list" and not args.job_id:
@@ -499,7 +499,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace, ctx: Context, job) -> int:
     """Continue a local training job from its checkpoint; watched to the end like `train` unless --no-wait."""
-    from modeling.jobs.backend import get_backend
+    from jobs.backend import get_backend
 
     # always the local backend: it alone resumes, and it names what is wrong with a SageMaker job
     local = get_backend("local", settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
@@ -534,8 +534,8 @@ def _model_rows(versions: list) -> list[list[str]]:
 
 @user_errors_exit_2
 def _models(args: argparse.Namespace) -> int:
+    from jobs.promotion import compare_with_active, promote
     from modeling import registry
-    from modeling.jobs.promotion import compare_with_active, promote
 
     ctx = Context(args)
     if args.action == "list":

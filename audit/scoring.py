@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
-from app.audit.mismatch import score_distributions
+from audit.mismatch import score_distributions
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
 from modeling.registry import ModelVersion

@@ -1,4 +1,4 @@
-"""A local endpoint: `python -m modeling.jobs.local_endpoint --job-id J --model-dir D --ready-file F`.
+"""A local endpoint: `python -m jobs.local.endpoint --job-id J --model-dir D --ready-file F`.
 
 Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
 (modeling.inference's model_fn / input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON:
@@ -133,7 +133,7 @@ def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m modeling.jobs.local_endpoint", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.local.endpoint", description=__doc__.split("\n\n")[0])
     p.add_argument("--job-id", default=None,
                    help="the deployment job served (in the command line so a pid check can tell jobs apart)")
     p.add_argument("--model-dir", type=Path, required=True, help="a registered model version's folder")

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit import db
+from jobs.params import OBJECTIVES
+from jobs.records import JobError
 from modeling import registry
-from modeling.jobs.params import OBJECTIVES
-from modeling.jobs.records import JobError
 
 METRICS = {"val_accuracy": "accuracy", "val_rmse": "rmse"}
 ACTIVATION_ATTEMPTS = 3  # decisions re-made when another activation comes first

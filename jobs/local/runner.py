@@ -1,4 +1,4 @@
-"""`python -m modeling.jobs.runner JOB_ID --workspace W --database-url URL`: runs one local job to its end.
+"""`python -m jobs.local.runner JOB_ID --workspace W --database-url URL`: runs one local job to its end.
 
 The local backend starts this detached (its own session) and returns at once. The runner runs the work as child
 processes in its process group (train.py for training and for each tuning trial; the predictor in-process for a
@@ -26,12 +26,12 @@ from sqlalchemy.engine import Engine
 from binaudit import db
 from binaudit.config import PROJECT_ROOT
 from binaudit.workspace import Workspace
-from modeling.jobs import store
-from modeling.jobs.completion import finish_training_run
-from modeling.jobs.jobdirs import checkpoint_dir, job_dir, read_text, write_exit_record
-from modeling.jobs.params import TrainingParams
-from modeling.jobs.processes import child_env
-from modeling.jobs.records import JobError, JobRecord
+from jobs import store
+from jobs.jobdirs import checkpoint_dir, job_dir, read_text, write_exit_record
+from jobs.local.processes import child_env
+from jobs.local.training import finish_training_run
+from jobs.params import TrainingParams
+from jobs.records import JobError, JobRecord
 from modeling.metric_log import parse_metric_log
 
 STOP = threading.Event()  # set by SIGTERM: finish what runs as Stopped, start nothing new
@@ -60,7 +60,7 @@ def prepare_channels(engine: Engine, workspace: Workspace, job_id: str, params: 
     """The job's local channels; with include_recounts the train channel is a merged folder in the job's data/."""
     channels = params.channels()
     if params.include_recounts:
-        from modeling.jobs.recounts import merge_training_folder
+        from jobs.recounts import merge_training_folder
 
         merged = merge_training_folder(engine, workspace, Path(params.train),
                                        job_dir(workspace, job_id) / "data" / "train", max_count=params.max_count,
@@ -146,11 +146,11 @@ def _dispatch(engine: Engine, workspace: Workspace, job: JobRecord) -> JobRecord
     if job.kind == "training":
         return run_training(engine, workspace, job)
     if job.kind == "tuning":
-        from modeling.jobs.local_tuner import run_tuning
+        from jobs.local.tuner import run_tuning
 
         return run_tuning(engine, workspace, job)
     if job.kind == "transform":
-        from modeling.jobs.local_transform import run_transform
+        from jobs.local.transform import run_transform
 
         return run_transform(engine, workspace, job)
     raise JobError(f"the runner does not run {job.kind} jobs")
@@ -171,7 +171,7 @@ def run_job(engine: Engine, workspace: Workspace, job_id: str) -> JobRecord:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m modeling.jobs.runner", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.local.runner", description=__doc__.split("\n\n")[0])
     p.add_argument("job_id")
     p.add_argument("--workspace", type=Path, required=True, help="the workspace root")
     p.add_argument("--database-url", required=True, help="SQLAlchemy URL of the project database")

@@ -1,4 +1,4 @@
-"""Training data with the analysts' recounts: the base train folder plus `app.audit.export`'s recount dataset.
+"""Training data with the analysts' recounts: the base train folder plus `audit.export`'s recount dataset.
 
 The merged folder holds links, not copies: hard links where the filesystem allows, symlinks otherwise. A recounted
 bin that is also in the base folder is taken from the recounts only (the analyst's count replaces the original
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
-from modeling.jobs.records import JobError
+from jobs.records import JobError
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -43,7 +43,7 @@ def merge_training_folder(engine: Engine, workspace: Workspace, base_train: Path
                           max_count: int, held_out: Sequence[Path] = ()) -> dict[str, Any]:
     """Build `out/<count>/<file>` from base_train and the recounts of bins not in the `held_out` folders
     (val, test); returns what went in and what was left out."""
-    from app.audit.export import build_recount_dataset  # app depends on modeling, not the other way round
+    from audit.export import build_recount_dataset  # app depends on modeling, not the other way round
 
     if not base_train.is_dir():
         raise JobError(f"training folder not found: {base_train}")

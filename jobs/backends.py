@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from modeling.jobs.records import JobRecord
+from jobs.records import JobRecord
 
 LOCAL_POLL_SECONDS = 1.0
 SAGEMAKER_POLL_SECONDS = 30.0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.audit.queue import queue_size
+from audit.queue import queue_size
 from binaudit import db
 
 

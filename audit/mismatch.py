@@ -1,6 +1,6 @@
 """Mismatch scoring and queue rules as typed pure functions (numpy in, DataFrames out).
 
-These are the definitions. The database layer (`app.audit.queue`) runs the same rules as SQL so
+These are the definitions. The database layer (`audit.queue`) runs the same rules as SQL so
 that 500,000 bins never have to be loaded into pandas; a test checks the two agree.
 
 Ranking is by the posterior mismatch probability, 1 - p(expected count), not by whether the

@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
-from modeling.jobs import store
-from modeling.jobs.jobdirs import LOG_FILES, job_dir
-from modeling.jobs.params import TuningParams, trial_value
-from modeling.jobs.records import JobRecord
-from modeling.jobs.runner import STOP, EarlyStopRule, prepare_channels, run_train_process, say
-from modeling.jobs.search_space import sample_near, sample_random
+from jobs import store
+from jobs.jobdirs import LOG_FILES, job_dir
+from jobs.local.runner import STOP, EarlyStopRule, prepare_channels, run_train_process, say
+from jobs.params import TuningParams, trial_value
+from jobs.records import JobRecord
+from jobs.search_space import sample_near, sample_random
 
 
 def initial_random_trials(max_jobs: int) -> int:

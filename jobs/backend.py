@@ -17,10 +17,10 @@ from sqlalchemy.engine import Engine
 
 from binaudit.config import ConfigError, Settings, load_settings
 from binaudit.workspace import Workspace
-from modeling.jobs import store
-from modeling.jobs.jobdirs import tail_lines
-from modeling.jobs.params import TrainingParams, TuningParams
-from modeling.jobs.records import BACKEND_NAMES, JobError, JobRecord
+from jobs import store
+from jobs.jobdirs import tail_lines
+from jobs.params import TrainingParams, TuningParams
+from jobs.records import BACKEND_NAMES, JobError, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,11 @@ class Backend(abc.ABC):
 def get_backend(name: str, *, settings: Settings, workspace: Workspace, engine: Engine) -> Backend:
     """"local" (this machine) or "sagemaker" (AWS; raises ConfigError naming what to set when it is not set up)."""
     if name == "local":
-        from modeling.jobs.local import LocalBackend
+        from jobs.local.backend import LocalBackend
 
         return LocalBackend(settings=settings, workspace=workspace, engine=engine)
     if name == "sagemaker":
-        from modeling.jobs.sagemaker import SageMakerBackend
+        from jobs.sagemaker.backend import SageMakerBackend
 
         return SageMakerBackend(settings=settings, workspace=workspace, engine=engine)
     raise ConfigError(f"backend {name!r} is not one of: {', '.join(BACKEND_NAMES)}")

@@ -24,7 +24,7 @@ from botocore.exceptions import (
 )
 
 from binaudit.config import ConfigError, Settings
-from modeling.jobs.records import JobError
+from jobs.records import JobError
 
 # adaptive: standard retries (throttling, 5xx, dropped connections) plus client-side rate limiting once throttled
 RETRIES = {"mode": "adaptive", "max_attempts": 8}

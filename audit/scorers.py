@@ -1,4 +1,4 @@
-"""Scorers for `app.audit.scoring`: image paths in, (probabilities, error) out, in input order.
+"""Scorers for `audit.scoring`: image paths in, (probabilities, error) out, in input order.
 
 local:     the batched predictor, a page at a time, so memory stays flat on 500k bins and the decoding
            workers' start-up is paid once per page, not per batch. fp32 by default: the same photo gets
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.audit.scoring import Scorer
+from audit.scoring import Scorer
 from modeling.registry import ModelVersion
 
 
@@ -54,7 +54,7 @@ def _answer(body: bytes) -> tuple[np.ndarray | None, str | None]:
 def sagemaker_scorer(backend, version: ModelVersion, *, actor: str = "audit", page: int = 5000,
                      poll_seconds: float = 30.0, timeout_seconds: float = 6 * 3600,
                      sleep: Callable[[float], None] = time.sleep) -> Scorer:
-    """Score through SageMaker batch transform with `backend` (a modeling.jobs SageMaker backend)."""
+    """Score through SageMaker batch transform with `backend` (a jobs SageMaker backend)."""
     aws = backend.aws
     s3 = aws.client("s3")
 
@@ -101,7 +101,7 @@ def scorer_for(backend_name: str, version: ModelVersion, *, settings, workspace,
     """The configured way to score: the local predictor, or SageMaker batch transform."""
     if backend_name == "local":
         return local_scorer(version.model_dir, batch_size=batch_size, workers=workers, precision=precision)
-    from modeling.jobs import get_backend
+    from jobs import get_backend
 
     backend = get_backend(backend_name, settings=settings, workspace=workspace, engine=engine)
     return sagemaker_scorer(backend, version)

@@ -1,7 +1,7 @@
 """The SageMaker backend (SDK v3): training, tuning, endpoints and batch transform on AWS.
 
     training    sagemaker.train.ModelTrainer: the PyTorch training image for settings.pytorch_version, the project's
-                source package (modeling.jobs.packaging) with train.py as entry script, hyperparameters from
+                source package (jobs.sagemaker.packaging) with train.py as entry script, hyperparameters from
                 TrainingParams, S3 channels train/val/test, metric definitions from modeling.metric_log, instance
                 type and count (count > 1: torchrun, which train.py runs as DistributedDataParallel), spot with S3
                 checkpoints when settings.use_spot, max runtime. Started with wait=False; `refresh` polls it.
@@ -33,22 +33,22 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from binaudit.config import ConfigError
-from modeling import registry
-from modeling.jobs import store
-from modeling.jobs.aws import (
+from jobs import store
+from jobs.backend import Backend
+from jobs.jobdirs import job_dir
+from jobs.local.training import version_summary
+from jobs.params import TrainingParams, TuningParams, flag_name
+from jobs.records import EndpointError, JobError, JobRecord
+from jobs.sagemaker.aws import (
     AwsContext,
     aws_errors,
     error_code,
     extract_model_tarball,
     pack_model_folder,
 )
-from modeling.jobs.backend import Backend
-from modeling.jobs.completion import version_summary
-from modeling.jobs.jobdirs import job_dir
-from modeling.jobs.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
-from modeling.jobs.params import TrainingParams, TuningParams, flag_name
-from modeling.jobs.records import EndpointError, JobError, JobRecord
-from modeling.jobs.search_space import to_sagemaker_range
+from jobs.sagemaker.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
+from jobs.search_space import to_sagemaker_range
+from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, parse_metric_log
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class SageMakerBackend(Backend):
     def _recount_channel(self, job_id: str, params: TrainingParams) -> str | None:
         """Upload the analysts' recounts as the "recounts" channel (train.py's --recounts); None when there are
         none, since SageMaker refuses a channel whose S3 prefix holds no objects."""
-        from app.audit.export import build_recount_dataset
+        from audit.export import build_recount_dataset
 
         folder = job_dir(self.workspace, job_id) / "recounts"
         written = build_recount_dataset(self.engine, self.workspace, folder, max_count=params.max_count)

@@ -1,5 +1,0 @@
-import sys
-
-from app.audit.cli import main
-
-sys.exit(main())
