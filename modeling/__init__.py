@@ -25,5 +25,7 @@ CONTAINER_MODULES: tuple[str, ...] = (
     "metrics.py",
     "model.py",
     "preprocessing.py",
+    "recounts.py",
     "serving.py",
+    "settings.py",
 )

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modeling.preprocessing import load_image
+from modeling.recounts import usable_recounts
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MANIFEST = "manifest.csv"
@@ -61,15 +62,6 @@ def with_recounts(samples: list[tuple[str, int]], recounts: list[tuple[str, int]
     return [s for s in samples if Path(s[0]).stem not in recounted] + list(recounts)
 
 
-def split_held_out(recounts: list[tuple[str, int]], held_out_bins: Collection[str]
-                   ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(recounts to train on, recounts of bins in val/test). Training on a held-out bin would leak it:
-    validation would then score a photo the model was taught."""
-    held_out = set(held_out_bins)
-    keep = [r for r in recounts if Path(r[0]).stem not in held_out]
-    return keep, [r for r in recounts if Path(r[0]).stem in held_out]
-
-
 def _folder_count(root: Path, name: str, max_count: int) -> int:
     if not name.isdigit():
         raise DatasetLayoutError(
@@ -93,11 +85,17 @@ class CountFolderDataset(Dataset):
         self.max_count = max_count
         self.samples = scan_count_folders(root, max_count)
         self.recounts_root = Path(recounts_root) if recounts_root else None
+        self.recounts: list[tuple[str, int]] = []  # recounts trained on
         self.held_out_recounts: list[tuple[str, int]] = []  # recounts left out: their bins are in val/test
+        self.replaced_by_recounts = 0  # base photos whose label a recount replaced
         if self.recounts_root is not None:
-            recounts = scan_count_folders(self.recounts_root, max_count, allow_empty=True)
-            recounts, self.held_out_recounts = split_held_out(recounts, held_out_bins)
-            self.samples = with_recounts(self.samples, recounts)
+            found = scan_count_folders(self.recounts_root, max_count, allow_empty=True)
+            usable = set(usable_recounts([Path(path).stem for path, _ in found], held_out_bins)[0])
+            self.recounts = [r for r in found if Path(r[0]).stem in usable]
+            self.held_out_recounts = [r for r in found if Path(r[0]).stem not in usable]
+            base = len(self.samples)
+            self.samples = with_recounts(self.samples, self.recounts)
+            self.replaced_by_recounts = base + len(self.recounts) - len(self.samples)
         self.transform = transform
         self.decode_side = decode_side
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "ordinal")
+from modeling.settings import LOSSES
 
 
 class OrdinalEMDLoss(nn.Module):

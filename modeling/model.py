@@ -17,9 +17,8 @@ import torchvision
 from torch import nn
 
 from modeling.preprocessing import PreprocessConfig
+from modeling.settings import ARCHS, PRETRAINED_CHOICES
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
-PRETRAINED_CHOICES = ("none", "imagenet")
 _IMAGENET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",

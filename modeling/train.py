@@ -37,8 +37,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from modeling.argtypes import image_size as image_size_arg
-from modeling.argtypes import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from modeling.artifacts import (
     ARGS_FILE,
     METRICS_FILE,
@@ -64,16 +62,13 @@ from modeling.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from modeling.losses import LOSSES, build_loss
+from modeling.losses import build_loss
 from modeling.metric_log import format_best_line, format_epoch_line
 from modeling.metrics import DECODINGS, confusion_matrix, decode, summarize_confusion
-from modeling.model import ARCHS, PRETRAINED_CHOICES, ModelConfigError, ModelSpec, PretrainedWeightsError, create_model
+from modeling.model import ModelConfigError, ModelSpec, PretrainedWeightsError, create_model
 from modeling.preprocessing import EvalTransform, ImageDecodeError, PreprocessConfig, TrainTransform, normalize_batch
+from modeling.settings import BEST_METRICS, DEVICES, LR_SCHEDULES, OPTIMIZERS, add_setting_arguments
 
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("step", "cosine")
-DEVICES = ("auto", "cpu", "cuda")
-BEST_METRICS = {"val_accuracy": "max", "val_rmse": "min"}
 SM_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 # errors that are the user's to fix: one line on stderr, exit 2, no traceback
 USER_ERRORS = (DatasetLayoutError, PretrainedWeightsError, ModelConfigError, CheckpointError, ImageDecodeError)
@@ -88,45 +83,11 @@ def default_checkpoint_dir() -> str:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """Every flag has a default and a help string; SageMaker passes hyperparameters as `--name value`."""
+    """Every flag has a default and a help string; SageMaker passes hyperparameters as `--name value`. The
+    settings come from modeling.settings (shared with the jobs layer and the dashboard), the paths from SM_*."""
     p = argparse.ArgumentParser(description="Train the BinAudit counting model.", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", default="resnet18", choices=ARCHS, help="torchvision ResNet")
-    g.add_argument("--pretrained", default="none", choices=PRETRAINED_CHOICES,
-                   help="initial weights: random, or torchvision's ImageNet weights (needs internet or the torch cache)")
-    g.add_argument("--weights-path", default="", help="initial weights from a state_dict file (wins over --pretrained)")
-    g.add_argument("--max-count", type=positive_int, default=5, help="counts 0..N: the head has N+1 classes")
-    g.add_argument("--image-size", type=image_size_arg, default=224, help="square side the photos are squashed to")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=positive_int, default=10, help="total epochs (a resumed run continues to this)")
-    g.add_argument("--batch-size", type=positive_int, default=32, help="images per step and process")
-    g.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate")
-    g.add_argument("--momentum", type=unit_interval, default=0.9, help="SGD momentum; AdamW's beta1")
-    g.add_argument("--weight-decay", type=non_negative_float, default=1e-4,
-                   help="weight decay of conv and linear weights (never of norms and biases)")
-    g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="optimizer")
-    g.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES,
-                   help="per-epoch schedule: step (x lr-gamma every lr-step-size epochs) or cosine to zero")
-    g.add_argument("--lr-step-size", type=non_negative_int, default=0,
-                   help="epochs between steps of the step schedule (0: a third of --epochs)")
-    g.add_argument("--lr-gamma", type=positive_float, default=0.1, help="factor of each step of the step schedule")
-    g.add_argument("--label-smoothing", type=unit_interval, default=0.0, help="label smoothing of cross-entropy")
-    g.add_argument("--loss", default="ce", choices=LOSSES,
-                   help="ce: cross-entropy; ordinal: cross-entropy + squared EMD over the count distribution")
-    g.add_argument("--ordinal-weight", type=non_negative_float, default=1.0,
-                   help="weight of the squared-EMD term of --loss ordinal")
-    g.add_argument("--best-metric", default="val_accuracy", choices=tuple(BEST_METRICS),
-                   help="validation metric that picks the saved model")
-
-    g = p.add_argument_group("runtime")
-    g.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader worker processes per training process")
-    g.add_argument("--seed", type=int, default=0, help="random seed; same seed and data give the same run on CPU")
-    g.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto: CUDA (with AMP and channels_last) when present, else CPU")
-
+    add_setting_arguments(p)
     g = p.add_argument_group("paths (defaults from SageMaker's SM_* variables)")
     g.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data/dataset/train"),
                    help="training folder of <count>/<image> (SM_CHANNEL_TRAIN)")
@@ -181,7 +142,8 @@ def build_transforms(spec: ModelSpec) -> tuple[TrainTransform, EvalTransform]:
 
 
 def build_datasets(args: argparse.Namespace, spec: ModelSpec) -> dict[str, CountFolderDataset]:
-    """train, val and (with --test) test; recounts of bins in val or test stay out of train (see split_held_out)."""
+    """train, val and (with --test) test; recounts of bins in val or test stay out of train
+    (modeling.recounts.usable_recounts)."""
     train_tf, eval_tf = build_transforms(spec)
     side = spec.preprocess.image_size
     held_out = {"val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side)}
@@ -342,21 +304,21 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, rt: Run
     return result
 
 
+def flat_metrics(evaluation: dict[str, Any], split: str) -> dict[str, float]:
+    """One evaluation as flat `<split>_<figure>` numbers (argmax figures, then the expected decoding's): the
+    epoch rows, the epoch line and model_config.json's final_metrics all use this one view."""
+    argmax, expected = evaluation["argmax"], evaluation["expected"]
+    return {
+        f"{split}_loss": evaluation["loss"],
+        **{f"{split}_{name}": argmax[name] for name in ("accuracy", "rmse", "mae", "within_one")},
+        f"{split}_accuracy_expected": expected["accuracy"],
+        f"{split}_rmse_expected": expected["rmse"],
+    }
+
+
 def epoch_metrics(epoch: int, lr: float, train: dict[str, float], val: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The history row of one epoch (summary.csv); the first metrics are those of the epoch line."""
-    return {
-        "epoch": epoch,
-        **train,
-        "val_loss": val["loss"],
-        "val_accuracy": val["argmax"]["accuracy"],
-        "val_rmse": val["argmax"]["rmse"],
-        "val_mae": val["argmax"]["mae"],
-        "val_within_one": val["argmax"]["within_one"],
-        "val_accuracy_expected": val["expected"]["accuracy"],
-        "val_rmse_expected": val["expected"]["rmse"],
-        "lr": lr,
-        "seconds": round(seconds, 3),
-    }
+    return {"epoch": epoch, **train, **flat_metrics(val, "val"), "lr": lr, "seconds": round(seconds, 3)}
 
 
 def is_better(value: float, best: float | None, metric: str) -> bool:
@@ -379,12 +341,25 @@ def _limit_cpu_threads(info: DistInfo, device: torch.device) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
 
-def _log_held_out_recounts(info: DistInfo, train: CountFolderDataset) -> None:
-    dropped = sorted(bin_ids(train.held_out_recounts))
-    if dropped:
-        shown = ", ".join(dropped[:10]) + (", ..." if len(dropped) > 10 else "")
-        log(info, f"recounts: {len(dropped)} left out of training because their bins are in val/test "
-                  f"(training on them would leak held-out photos): {shown}")
+def recount_report(train: CountFolderDataset) -> dict[str, Any] | None:
+    """What train.py did with the --recounts folder (metrics.json's "recounts"); None without one."""
+    if train.recounts_root is None:
+        return None
+    left_out = sorted(bin_ids(train.held_out_recounts))
+    return {"folder": str(train.recounts_root), "used": len(train.recounts), "replaced": train.replaced_by_recounts,
+            "left_out": len(left_out), "left_out_bins": left_out}
+
+
+def _log_recounts(info: DistInfo, report: dict[str, Any] | None) -> None:
+    if report is None:
+        return
+    line = (f"recounts: {report['used']} used ({report['replaced']} replacing their photo in --train), "
+            f"{report['left_out']} left out of training because their bins are in val/test")
+    if report["left_out"]:
+        shown = report["left_out_bins"][:10]
+        line += f" (training on them would leak held-out photos): {', '.join(shown)}" + (
+            ", ..." if report["left_out"] > 10 else "")
+    log(info, line)
 
 
 def _resolved_args(args: argparse.Namespace, info: DistInfo, device: torch.device) -> dict[str, Any]:
@@ -411,7 +386,8 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
     datasets = build_datasets(args, spec)
     resolved = _resolved_args(args, info, device)
     provenance = run_provenance(resolved, datasets, args) if info.is_main else {}
-    _log_held_out_recounts(info, datasets["train"])
+    recounts = recount_report(datasets["train"])
+    _log_recounts(info, recounts)
 
     model = create_model(args.arch, spec.num_classes, args.pretrained, args.weights_path or None).to(device)
     rt = Runtime(device, spec, info)
@@ -454,14 +430,10 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         val = evaluate(model, criterion, val_loader, rt)
         row = epoch_metrics(epoch, lr, train, val, time.perf_counter() - start)
         state.record(epoch, row, val, model, args.best_metric)
-        kept = final_metrics(state, None)
         # one line per epoch: that epoch's figures, then the kept model's (what a tuner ranks this run by)
-        log(info, f"{format_epoch_line(epoch, row)} {format_best_line(kept)}")
-        if info.is_main:
-            if state.best_epoch == epoch:
-                save_model(args.model_dir, state.best_state, spec, {**provenance, "final_metrics": kept})
-            if args.checkpoint_dir:
-                save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
+        log(info, f"{format_epoch_line(epoch, row)} {format_best_line(flat_metrics(state.best_eval, 'val'))}")
+        if info.is_main and args.checkpoint_dir:  # the checkpoint carries the best weights: model.pth comes at the end
+            save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
 
     test = None
     if "test" in datasets and state.best_state is not None:
@@ -469,7 +441,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         test = evaluate(model, criterion, build_eval_loader(datasets["test"], args, info, device), rt)
     final = final_metrics(state, test)
     if info.is_main:
-        write_artifacts(args, spec, state, final, test, provenance)
+        write_artifacts(args, spec, state, final, test, provenance, recounts)
         log(info, f"done: best epoch {state.best_epoch} by {args.best_metric}; accuracy {final['val_accuracy']:.4f}, "
                   f"rmse {final['val_rmse']:.4f} -> {args.model_dir}")
     return final
@@ -522,20 +494,10 @@ class TrainState:
 
 def final_metrics(state: TrainState, test: dict[str, Any] | None) -> dict[str, Any]:
     """Flat figures of the saved (best) model: what model_config.json and the jobs layer report."""
-    val = state.best_eval
     out: dict[str, Any] = {"best_epoch": state.best_epoch}
-    if val is not None:
-        out.update({
-            "val_loss": val["loss"], "val_accuracy": val["argmax"]["accuracy"], "val_rmse": val["argmax"]["rmse"],
-            "val_mae": val["argmax"]["mae"], "val_within_one": val["argmax"]["within_one"],
-            "val_accuracy_expected": val["expected"]["accuracy"], "val_rmse_expected": val["expected"]["rmse"],
-        })
-    if test is not None:
-        out.update({
-            "test_accuracy": test["argmax"]["accuracy"], "test_rmse": test["argmax"]["rmse"],
-            "test_mae": test["argmax"]["mae"], "test_accuracy_expected": test["expected"]["accuracy"],
-            "test_rmse_expected": test["expected"]["rmse"],
-        })
+    for split, evaluation in (("val", state.best_eval), ("test", test)):
+        if evaluation is not None:
+            out.update(flat_metrics(evaluation, split))
     return out
 
 
@@ -566,7 +528,8 @@ def evaluation_report(evaluation: dict[str, Any], split: str, epoch: int) -> dic
 
 
 def write_artifacts(args: argparse.Namespace, spec: ModelSpec, state: TrainState, final: dict[str, Any],
-                    test: dict[str, Any] | None, provenance: dict[str, Any]) -> None:
+                    test: dict[str, Any] | None, provenance: dict[str, Any], recounts: dict[str, Any] | None) -> None:
+    """model.pth with its config (the best epoch's weights: saved here, once), metrics.json, summary.csv, args."""
     model_dir = Path(args.model_dir)
     if state.best_state is not None:
         save_model(model_dir, state.best_state, spec, {**provenance, "final_metrics": final})
@@ -577,6 +540,7 @@ def write_artifacts(args: argparse.Namespace, spec: ModelSpec, state: TrainState
         "class_to_count": list(spec.class_to_count),
         "final": evaluation_report(state.best_eval, "val", state.best_epoch) if state.best_eval else None,
         "test": evaluation_report(test, "test", state.best_epoch) if test else None,
+        "recounts": recounts,
     }
     write_json(model_dir / METRICS_FILE, metrics)
     write_summary_csv(model_dir / SUMMARY_FILE, state.history)

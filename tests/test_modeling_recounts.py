@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from modeling.data import CountFolderDataset, dataset_fingerprint, split_held_out, with_recounts
+from modeling.data import CountFolderDataset, dataset_fingerprint, with_recounts
+from modeling.recounts import folder_bin_ids, usable_recounts
 from tests.modeling_fixtures import run_python, train_cli_args
 
 
@@ -61,7 +62,10 @@ def test_recounts_of_val_and_test_bins_stay_out_of_training(tiny_dataset, tmp_pa
     assert val_bin not in trained_bins and test_bin not in trained_bins
     assert stem in trained_bins and len(merged) == len(plain)
     assert sorted(Path(p).stem for p, _ in merged.held_out_recounts) == sorted([val_bin, test_bin])
-    assert split_held_out([("r/4/a.jpg", 4), ("r/1/b.jpg", 1)], {"a"}) == ([("r/1/b.jpg", 1)], [("r/4/a.jpg", 4)])
+    assert [Path(p).stem for p, _ in merged.recounts] == [stem] and merged.replaced_by_recounts == 1
+    assert usable_recounts(["a", "b", "c"], {"a", "x"}) == (["b", "c"], ["a"])
+    assert folder_bin_ids(tiny_dataset / "val") == {p.stem for p in (tiny_dataset / "val").rglob("*.jpg")}
+    assert folder_bin_ids(tmp_path / "no-such-folder") == set()
 
 
 def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset, tmp_path):
@@ -77,7 +81,11 @@ def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset,
 
     config = json.loads((tmp_path / "model" / "model_config.json").read_text())
     assert config["resolved_args"]["recounts"] == str(tmp_path / "recounts")
-    assert "recounts: 1 left out of training because their bins are in val/test" in proc.stdout
+    assert ("recounts: 1 used (1 replacing their photo in --train), 1 left out of training because their bins "
+            "are in val/test") in proc.stdout
     assert val_bin in proc.stdout
     plain = CountFolderDataset(tiny_dataset / "train", 5, transform=lambda x: x, decode_side=32)
     assert sum(config["train_class_counts"]) == len(plain)  # the val bin's recount was not added
+    report = json.loads((tmp_path / "model" / "metrics.json").read_text())["recounts"]
+    assert report == {"folder": str(tmp_path / "recounts"), "used": 1, "replaced": 1, "left_out": 1,
+                      "left_out_bins": [val_bin]}
