@@ -58,8 +58,7 @@ def workspace_is_empty(engine: Engine) -> bool:
 def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
     """A local training job like any other (it shows on the Retrain page); returns the registered version id."""
     from binaudit.config import load_settings
-    from jobs import TrainingParams, get_backend
-    from jobs.backends import follow
+    from jobs import TrainingParams, follow, get_backend
 
     backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
     params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),

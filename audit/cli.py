@@ -57,9 +57,12 @@ def get_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="every decision on a bin")
     p.add_argument("bin_id")
 
-    p = sub.add_parser("export", help="write the queue, the decisions, or the recount dataset")
+    p = sub.add_parser("export", help="write the queue, the decisions, or the recounts as a training folder")
     p.add_argument("what", choices=("queue", "decisions", "recounts"))
-    p.add_argument("--out", type=Path, required=True, help="a CSV file (a folder for recounts)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="a CSV file (for recounts a folder: python -m jobs train ... --recounts DIR)")
+    p.add_argument("--val", default=None, help="recounts: the validation folder the job will use (its bins stay out)")
+    p.add_argument("--test", default=None, help="recounts: the test folder the job will use (its bins stay out)")
 
     sub.add_parser("overview", help="headline figures")
     return parser
@@ -73,7 +76,7 @@ def _version(engine, ref: str | None):
     except RegistryError as exc:
         raise CliError(str(exc)) from None
     if version is None:
-        raise CliError("no active model version: train one (python -m modeling train) or pass --model")
+        raise CliError("no active model version: train one (python -m jobs train) or pass --model")
     return version
 
 
@@ -157,7 +160,7 @@ def _cmd_history(args, settings: Settings, ws: Workspace, engine) -> int:
 
 
 def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
-    from audit.export import ExportError, build_recount_dataset, export_decisions, export_queue
+    from audit.export import ExportError, build_recount_dataset, export_decisions, export_queue, recount_summary
 
     if args.what == "queue":
         version = _version(engine, None)
@@ -168,10 +171,13 @@ def _cmd_export(args, settings: Settings, ws: Workspace, engine) -> int:
     else:
         version = _version(engine, None)
         try:
-            frame = build_recount_dataset(engine, ws, args.out, max_count=version.max_count)
+            frame = build_recount_dataset(engine, ws, args.out, max_count=version.max_count,
+                                          held_out=[f for f in (args.val, args.test) if f])
         except ExportError as exc:
             raise CliError(str(exc)) from None
-        n = sum(status.startswith("written") for status in frame["status"])
+        summary = recount_summary(frame)
+        n = summary["written"]
+        print(f"{summary['left_out']} recount(s) left out (bins in val or test), {summary['skipped']} skipped")
     print(f"wrote {n} row(s) to {args.out}")
     return 0
 

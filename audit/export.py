@@ -2,12 +2,16 @@
 
 A confirmed mismatch with a recounted quantity is a labelled photo: the bin really holds that
 many items. `build_recount_dataset` lays those out as class folders (`<count>/<bin_id>.jpg`, the
-layout train.py reads) so a retraining job can add them to its training data.
+layout train.py reads): the folder a training job gets as its "recounts" channel (train.py's
+--recounts). A recount of a bin in val or test is left out (modeling.recounts.usable_recounts):
+the database knows each imported bin's split, and the val/test folders the job will use are read.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +23,7 @@ from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
+from modeling.recounts import folder_bin_ids, usable_recounts
 
 RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild
 
@@ -51,12 +56,12 @@ def recount_examples(engine: Engine) -> pd.DataFrame:
     """Bins whose latest decision confirms a mismatch with a recounted quantity."""
     b = db.bins
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(b.c.id.label("bin_id"), b.c.image_uri, b.c.expected_count, b.c.recounted_count,
-                                      b.c.decided_by, b.c.decided_at)
+        rows = conn.execute(sa.select(b.c.id.label("bin_id"), b.c.image_uri, b.c.split, b.c.expected_count,
+                                      b.c.recounted_count, b.c.decided_by, b.c.decided_at)
                             .where(b.c.decision == CONFIRM, b.c.recounted_count.is_not(None))
                             .order_by(b.c.id)).mappings().all()
-    return pd.DataFrame(rows, columns=["bin_id", "image_uri", "expected_count", "recounted_count", "decided_by",
-                                       "decided_at"])
+    return pd.DataFrame(rows, columns=["bin_id", "image_uri", "split", "expected_count", "recounted_count",
+                                       "decided_by", "decided_at"])
 
 
 def _fresh_recount_folder(out: Path) -> None:
@@ -70,14 +75,23 @@ def _fresh_recount_folder(out: Path) -> None:
     (out / RECOUNT_MARKER).write_text("written by BinAudit's build_recount_dataset; rebuilt on every export\n")
 
 
-def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, max_count: int = 5) -> pd.DataFrame:
-    """Copy recounted photos into `out/<count>/<bin_id>.jpg`; returns what was written and what was skipped."""
+def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, max_count: int = 5,
+                          held_out: Sequence[str | Path] = ()) -> pd.DataFrame:
+    """Copy recounted photos into `out/<count>/<bin_id>.jpg`; returns what was written, what was left out and what
+    was skipped, per bin. A bin whose split is val or test, or whose photo is in a `held_out` folder (the job's val
+    and test; s3:// prefixes are train.py's to check), is left out."""
     examples = recount_examples(engine)
+    held_out_bins = set(examples.loc[examples["split"].isin(("val", "test")), "bin_id"])
+    held_out_bins |= set().union(*(folder_bin_ids(f) for f in held_out if not str(f).startswith("s3://")))
+    usable = set(usable_recounts(examples["bin_id"], held_out_bins)[0])
     with engine.connect() as conn:
         roots = image_roots(conn)
     _fresh_recount_folder(out)
     status = []
     for row in examples.itertuples(index=False):
+        if row.bin_id not in usable:
+            status.append("left out: the bin is in val or test (training on it would leak a held-out photo)")
+            continue
         if row.recounted_count > max_count:
             status.append(f"skipped: recount {row.recounted_count} is over the model's {max_count}")
             continue
@@ -97,3 +111,19 @@ def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, ma
         shutil.copyfile(src, dest)
         status.append(f"written: {dest.relative_to(out).as_posix()}")
     return examples.assign(status=status)
+
+
+def recounts_for_training(engine: Engine, workspace: Workspace, *, max_count: int,
+                          held_out: Sequence[str | Path] = ()) -> tuple[Path, pd.DataFrame]:
+    """A new recount folder under the workspace's exports, for one training job's "recounts" channel (the job
+    reads it while it runs, and a resumed job again: it is never rebuilt); the folder and build_recount_dataset's
+    report."""
+    out = workspace.exports_dir / f"recounts-{db.utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return out, build_recount_dataset(engine, workspace, out, max_count=max_count, held_out=held_out)
+
+
+def recount_summary(report: pd.DataFrame) -> dict[str, int]:
+    """{"written": n, "left_out": n, "skipped": n} of a build_recount_dataset report."""
+    kinds = report["status"].str.split(":").str[0] if len(report) else pd.Series(dtype=str)
+    return {"written": int((kinds == "written").sum()), "left_out": int((kinds == "left out").sum()),
+            "skipped": int((kinds == "skipped").sum())}

@@ -1,28 +1,23 @@
-"""The one interface both backends implement, `get_backend`, and `refresh_active` for the dashboard.
+"""The one interface both backends implement: jobs.local.backend.LocalBackend and
+jobs.sagemaker.backend.SageMakerBackend. `jobs.backends.get_backend` picks one.
 
-    backend = get_backend("local", settings=settings, workspace=workspace, engine=engine)
     job = backend.start_training(TrainingParams(train=..., val=...), actor="ana")
     job = backend.refresh(job.id)          # poll: status, metrics; a completed training job registers a version
-
-The SageMaker backend module (and the SDK) is imported only when "sagemaker" is asked for.
 """
 
 from __future__ import annotations
 
 import abc
-import logging
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from binaudit.config import ConfigError, Settings, load_settings
+from binaudit.config import Settings
 from binaudit.workspace import Workspace
 from jobs import store
 from jobs.jobdirs import tail_lines
 from jobs.params import TrainingParams, TuningParams
-from jobs.records import BACKEND_NAMES, JobError, JobRecord
-
-log = logging.getLogger(__name__)
+from jobs.records import JobError, JobRecord
 
 
 class Backend(abc.ABC):
@@ -90,46 +85,10 @@ class Backend(abc.ABC):
         """Stop a training, tuning or transform job whose stop request is already recorded."""
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
-        return tail_lines(store.get_job(self.engine, job_id).log_path, lines)
+        return tail_lines(self._own_job(job_id).log_path, lines)
 
     def _own_job(self, job_id: str) -> JobRecord:
         job = store.get_job(self.engine, job_id)
         if job.backend != self.name:
             raise JobError(f"job {job_id} ran on the {job.backend} backend, not {self.name}")
         return job
-
-
-def get_backend(name: str, *, settings: Settings, workspace: Workspace, engine: Engine) -> Backend:
-    """"local" (this machine) or "sagemaker" (AWS; raises ConfigError naming what to set when it is not set up)."""
-    if name == "local":
-        from jobs.local.backend import LocalBackend
-
-        return LocalBackend(settings=settings, workspace=workspace, engine=engine)
-    if name == "sagemaker":
-        from jobs.sagemaker.backend import SageMakerBackend
-
-        return SageMakerBackend(settings=settings, workspace=workspace, engine=engine)
-    raise ConfigError(f"backend {name!r} is not one of: {', '.join(BACKEND_NAMES)}")
-
-
-def refresh_active(engine: Engine, *, settings: Settings | None = None, workspace: Workspace | None = None,
-                   backends: dict[str, Backend] | None = None) -> list[JobRecord]:
-    """Refresh every active job (either backend); returns them as they are now.
-
-    The dashboard calls this from a `st.fragment(run_every=...)`. A backend that cannot be set up (no AWS
-    credentials, say) leaves its jobs as they were and logs why.
-    """
-    settings = settings or load_settings()
-    workspace = workspace or Workspace.from_settings(settings)
-    backends = {} if backends is None else backends
-    refreshed = []
-    for job in store.list_jobs(engine, limit=None, active_only=True):
-        try:
-            if job.backend not in backends:
-                backends[job.backend] = get_backend(job.backend, settings=settings, workspace=workspace,
-                                                    engine=engine)
-            refreshed.append(backends[job.backend].refresh(job.id))
-        except (ConfigError, JobError) as exc:
-            log.warning("cannot refresh job %s: %s", job.id, exc)
-            refreshed.append(job)
-    return refreshed

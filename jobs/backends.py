@@ -1,15 +1,67 @@
-"""Follow a job until it ends: poll its backend and hand on what is new (the CLI and the demo seed use this)."""
+"""Working with the backends: pick one, refresh every active job, follow one job to its end.
+
+    backend = get_backend("local", settings=settings, workspace=workspace, engine=engine)
+    job = backend.start_training(TrainingParams(train=..., val=...), actor="ana")
+    job = follow(backend, job, on_log=print)      # the CLI and the demo seed wait like this
+    refresh_active(engine)                        # the dashboard polls every active job like this
+
+The SageMaker backend module is imported only when "sagemaker" is asked for (it brings boto3; the SDK itself is
+imported later still, on first use).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-from jobs.records import JobRecord
+from sqlalchemy.engine import Engine
+
+from binaudit.config import ConfigError, Settings, load_settings
+from binaudit.workspace import Workspace
+from jobs import store
+from jobs.backend import Backend
+from jobs.local.backend import LocalBackend
+from jobs.records import BACKEND_NAMES, JobError, JobRecord
+
+log = logging.getLogger(__name__)
 
 LOCAL_POLL_SECONDS = 1.0
 SAGEMAKER_POLL_SECONDS = 30.0
+
+
+def get_backend(name: str, *, settings: Settings, workspace: Workspace, engine: Engine) -> Backend:
+    """"local" (this machine) or "sagemaker" (AWS; raises ConfigError naming what to set when it is not set up)."""
+    if name == "local":
+        return LocalBackend(settings=settings, workspace=workspace, engine=engine)
+    if name == "sagemaker":
+        from jobs.sagemaker.backend import SageMakerBackend
+
+        return SageMakerBackend(settings=settings, workspace=workspace, engine=engine)
+    raise ConfigError(f"backend {name!r} is not one of: {', '.join(BACKEND_NAMES)}")
+
+
+def refresh_active(engine: Engine, *, settings: Settings | None = None, workspace: Workspace | None = None,
+                   backends: dict[str, Backend] | None = None) -> list[JobRecord]:
+    """Refresh every active job (either backend); returns them as they are now.
+
+    The dashboard calls this from a `st.fragment(run_every=...)`. A backend that cannot be set up (no AWS
+    credentials, say) leaves its jobs as they were and logs why.
+    """
+    settings = settings or load_settings()
+    workspace = workspace or Workspace.from_settings(settings)
+    backends = {} if backends is None else backends
+    refreshed = []
+    for job in store.list_jobs(engine, limit=None, active_only=True):
+        try:
+            if job.backend not in backends:
+                backends[job.backend] = get_backend(job.backend, settings=settings, workspace=workspace,
+                                                    engine=engine)
+            refreshed.append(backends[job.backend].refresh(job.id))
+        except (ConfigError, JobError) as exc:
+            log.warning("cannot refresh job %s: %s", job.id, exc)
+            refreshed.append(job)
+    return refreshed
 
 
 def new_log_text(path: str | None, offset: int) -> tuple[str, int]:
@@ -25,7 +77,7 @@ def new_log_text(path: str | None, offset: int) -> tuple[str, int]:
         return "", offset
 
 
-def follow(backend: Any, job: JobRecord, *, on_log: Callable[[str], None],
+def follow(backend: Backend, job: JobRecord, *, on_log: Callable[[str], None],
            on_change: Callable[[JobRecord], None] | None = None,
            sleep: Callable[[float], None] = time.sleep) -> JobRecord:
     """Poll until `job` ends. A local job's new log text goes to `on_log`; a SageMaker job's status or

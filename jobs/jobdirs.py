@@ -4,7 +4,6 @@
     runner.log       the runner's own messages (a training job's train.py output goes to train.log)
     model/           SM_MODEL_DIR: what train.py writes
     output/          SM_OUTPUT_DATA_DIR
-    data/            the merged training folder when recounts are included
     checkpoints/     train.py's --checkpoint-dir (a training job's, not a trial's): checkpoint.pth every epoch and
                      checkpoint.json with its epoch; deleted once the model is registered, kept to resume otherwise
     exit.json        {"returncode": N}: written by the runner when train.py ends, before the database update

@@ -1,8 +1,10 @@
 """What a training or tuning job is asked to do: `TrainingParams` and `TuningParams`.
 
-`TrainingParams.to_hyperparameters()` gives exactly the `--name value` flags modeling/train.py takes (a test checks
-every field against train.py's parser); the data locations travel separately, as channels (SM_CHANNEL_TRAIN/VAL/TEST
-locally and on SageMaker). Cheap to import: train.py's parser is only loaded by `check_against_train_parser`.
+TrainingParams has one field per job setting of `modeling.settings` (same name, same default), the data channels
+and (SageMaker) the compute. `to_hyperparameters()` gives exactly the `--name value` flags train.py takes;
+`check()` parses each value with the setting's own parser, so a job is refused with train.py's message before it
+starts, without importing train.py (or torch). The data locations travel separately, as channels
+(SM_CHANNEL_TRAIN/VAL/TEST/RECOUNTS locally and on SageMaker).
 """
 
 from __future__ import annotations
@@ -12,24 +14,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.records import JobError
+from jobs.records import JobError, check_choice
 from jobs.search_space import (
     DEFAULT_SEARCH_SPACE,
+    Categorical,
     Parameter,
     SearchSpaceError,
     space_from_json,
     space_to_json,
 )
 from modeling.metric_log import objective_metric_name
+from modeling.settings import BY_NAME, JOB_SETTINGS, parse_setting
 
-# TrainingParams fields that are train.py hyperparameters (flag = name with "-" for "_")
-HYPERPARAMETER_FIELDS = (
-    "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "lr_schedule", "lr_step_size",
-    "lr_gamma", "image_size", "loss", "ordinal_weight", "label_smoothing", "seed", "pretrained", "workers",
-    "max_count", "best_metric",
-)
+HYPERPARAMETER_FIELDS = tuple(s.name for s in JOB_SETTINGS)
+CHANNELS = ("train", "val", "test", "recounts")
 # train.py flags a job sets itself (channels and output folders), never through `extra`
-RESERVED_FLAGS = ("train", "val", "test", "recounts", "model-dir", "output-data-dir", "checkpoint-dir")
+RESERVED_FLAGS = (*CHANNELS, "model-dir", "output-data-dir", "checkpoint-dir")
 OBJECTIVES = {"val_accuracy": "Maximize", "val_rmse": "Minimize"}
 STRATEGIES = ("random", "bayesian")
 
@@ -39,41 +39,15 @@ def flag_name(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-@dataclass(frozen=True)
-class TrainingParams:
+class _TrainingParamsMethods:
     """A training run: train.py's hyperparameters, the data channels and (SageMaker) the compute.
 
     train / val / test: local folders of <count>/<image> (local backend) or s3:// prefixes (SageMaker).
-    include_recounts: add the analysts' recounts (audit.export.build_recount_dataset) to the training data.
-    extra: more train.py flags, {"lr-gamma": "0.5"}; the channel and output flags are the job's to set.
+    recounts: a folder of analysts' recounts as `<count>/<bin_id>.jpg` (written by the audit core:
+        `python -m audit export recounts`, or the Retrain page), or an s3:// prefix; train.py adds them to the
+        training data, leaving out any of a bin in val or test.
+    extra: more train.py flags, {"device": "cpu"}; the channel and output flags are the job's to set.
     """
-
-    train: str = ""
-    val: str = ""
-    test: str = ""
-    arch: str = "resnet18"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    optimizer: str = "sgd"
-    lr_schedule: str = "cosine"
-    lr_step_size: int = 0  # step schedule: epochs between steps (0: a third of the epochs)
-    lr_gamma: float = 0.1  # step schedule: factor of each step
-    image_size: int = 224
-    loss: str = "ce"
-    ordinal_weight: float = 1.0  # weight of the squared-EMD term of the ordinal loss
-    label_smoothing: float = 0.0
-    seed: int = 0
-    pretrained: str = "none"
-    workers: int | None = None  # None: train.py's default (min(4, cores))
-    max_count: int = 5
-    best_metric: str = "val_accuracy"
-    include_recounts: bool = False
-    instance_type: str | None = None  # SageMaker; None: settings.training_instance_type
-    instance_count: int | None = None  # SageMaker; None: settings.training_instance_count; > 1 runs torchrun
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra", {str(k).lstrip("-"): str(v) for k, v in dict(self.extra).items()})
@@ -95,56 +69,58 @@ class TrainingParams:
         """["--arch", "resnet18", "--epochs", "10", ...]: what a local run passes to train.py."""
         return [item for name, value in self.to_hyperparameters().items() for item in (f"--{name}", value)]
 
+    def check(self) -> None:
+        """Every hyperparameter and extra flag parsed as train.py would; JobError naming what is allowed."""
+        unknown = sorted(k for k in self.extra if k.replace("-", "_") not in BY_NAME)
+        if unknown:
+            raise JobError(f"train.py has no flag(s) {' '.join('--' + k for k in unknown)}; "
+                           f"see python -m modeling.train --help")
+        values = {**{flag_name(n): getattr(self, n) for n in HYPERPARAMETER_FIELDS}, **self.extra}
+        for flag, value in values.items():
+            if value is not None:
+                try:
+                    parse_setting(flag.replace("-", "_"), value)
+                except ValueError as exc:
+                    raise JobError(f"invalid training parameters: {exc}") from None
+
     def channels(self) -> dict[str, str]:
-        """{"train": ..., "val": ..., "test": ...} without the empty ones."""
-        return {name: value for name, value in (("train", self.train), ("val", self.val), ("test", self.test))
-                if value}
+        """{"train": ..., "val": ..., "test": ..., "recounts": ...} without the empty ones."""
+        return {name: getattr(self, name) for name in CHANNELS if getattr(self, name)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> TrainingParams:
+        doc = dict(doc)
+        doc.pop("include_recounts", None)  # jobs recorded before recounts travelled as a folder (the recounts field)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise JobError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(doc))
+        return cls(**doc)
 
     def replace(self, **changes: Any) -> TrainingParams:
         return dataclasses.replace(self, **changes)
+
+
+# the fields: the channels, one per job setting (its default from modeling.settings), the compute, extra flags
+TrainingParams = dataclasses.make_dataclass(
+    "TrainingParams",
+    [*((name, str, field(default="")) for name in CHANNELS),
+     *((s.name, s.kind if s.default is not None else s.kind | None, field(default=s.default)) for s in JOB_SETTINGS),
+     ("instance_type", str | None, field(default=None)),  # SageMaker; None: settings.training_instance_type
+     ("instance_count", int | None, field(default=None)),  # SageMaker; None: settings.training_instance_count
+     ("extra", dict[str, str], field(default_factory=dict))],
+    bases=(_TrainingParamsMethods,), frozen=True,
+)
+TrainingParams.__module__, TrainingParams.__doc__ = __name__, _TrainingParamsMethods.__doc__
 
 
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def check_against_train_parser(params: TrainingParams) -> None:
-    """Parse the hyperparameters with train.py's own parser; JobError with argparse's message (allowed values).
-
-    Imports modeling.train (and torch): call it where a job is started, not where jobs are listed.
-    """
-    from modeling.train import get_args_parser
-
-    parser = get_args_parser(add_help=False)
-    parser.exit_on_error = False
-
-    def fail(message: str) -> None:
-        raise JobError(f"invalid training parameters: {message}")
-
-    parser.error = fail  # type: ignore[method-assign]  # argparse would print usage and exit the dashboard
-    args = params.to_cli_args()
-    try:
-        _, unknown = parser.parse_known_args(args)
-    except Exception as exc:  # argparse.ArgumentError, or JobError from fail()
-        if isinstance(exc, JobError):
-            raise
-        raise JobError(f"invalid training parameters: {exc}") from None
-    if unknown:
-        raise JobError(f"train.py has no flag(s) {' '.join(a for a in unknown if a.startswith('--'))}; "
-                       f"see python -m modeling.train --help")
 
 
 @dataclass(frozen=True)
@@ -172,10 +148,8 @@ class TuningParams:
     seed: int = 0  # the sampler's seed (trials' own seeds come from base.seed)
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise JobError(f"Invalid objective {self.objective!r}. Only {', '.join(OBJECTIVES)} are supported.")
-        if self.strategy not in STRATEGIES:
-            raise JobError(f"Invalid strategy {self.strategy!r}. Only {', '.join(STRATEGIES)} are supported.")
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("strategy", self.strategy, STRATEGIES)
         if self.max_jobs < 1:
             raise JobError(f"max_jobs must be at least 1, got {self.max_jobs}")
         if self.max_parallel_jobs < 1:
@@ -206,6 +180,13 @@ class TuningParams:
 
     def trial_params(self, values: Mapping[str, Any]) -> TrainingParams:
         return self.base.replace(**dict(values))
+
+    def check(self) -> None:
+        """The base parameters, and every categorical value and both ends of every range, as train.py takes them."""
+        self.base.check()
+        for name, param in self.search_space.items():
+            for value in param.values if isinstance(param, Categorical) else (param.low, param.high):
+                self.trial_params({name: value}).check()
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base.to_dict(), "search_space": space_to_json(self.search_space),

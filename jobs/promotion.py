@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from binaudit import db
 from jobs.params import OBJECTIVES
-from jobs.records import JobError
+from jobs.records import JobError, check_choice
 from modeling import registry
 
 METRICS = {"val_accuracy": "accuracy", "val_rmse": "rmse"}
@@ -92,12 +92,6 @@ class PromotionResult:
     previous: registry.ModelVersion | None  # the version that was active before
     comparison: Comparison | None
     reason: str
-
-
-def _check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise JobError(f"Invalid promotion metric {metric!r}. Only {', '.join(METRICS)} are supported.")
-    return metric
 
 
 def score_version(version: registry.ModelVersion, val_dir: Path, *, batch_size: int = 32,
@@ -214,7 +208,7 @@ def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "v
     model files are gone is refused (never activated); an active version whose files are gone cannot be compared
     with, so only a forced promotion replaces it.
     """
-    _check_metric(metric)
+    check_choice("promotion metric", metric, METRICS)
     candidate = registry.get_version(engine, candidate_version_id)
     gone = _files_missing(candidate)
     if gone:

@@ -28,16 +28,11 @@ class EndpointError(JobError):
         self.status = status
 
 
-def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise JobError(f"Invalid job kind {kind!r}. Only {', '.join(KINDS)} are supported.")
-    return kind
-
-
-def check_status(status: str) -> str:
-    if status not in STATUSES:
-        raise JobError(f"Invalid job status {status!r}. Only {', '.join(STATUSES)} are supported.")
-    return status
+def check_choice(what: str, value: str, allowed: tuple[str, ...] | dict[str, str]) -> str:
+    """`value` when it is one of `allowed`, else a JobError naming them ("Invalid job kind ...")."""
+    if value not in allowed:
+        raise JobError(f"Invalid {what} {value!r}. Only {', '.join(allowed)} are supported.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
-from jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, JobError, JobRecord, check_kind, check_status
+from jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, KINDS, STATUSES, JobError, JobRecord, check_choice
+from modeling.registry import ModelVersion
 
 CLAIM_KEY = "registering"  # in a job's output while one caller registers its model
 REGISTRATION_CLAIM_SECONDS = 900  # after this long a claim is taken to be its holder's crash, and may be taken over
@@ -32,7 +33,7 @@ _COLUMNS = ("id", "kind", "backend", "status", "params", "created_at", "started_
 
 def new_job_id(kind: str) -> str:
     """"train-20260105-134501-3fa2": sortable, readable, and valid in SageMaker names."""
-    return f"{ID_PREFIXES[check_kind(kind)]}-{db.utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{ID_PREFIXES[check_choice('job kind', kind, KINDS)]}-{db.utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,7 +57,8 @@ def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, 
     job_id = job_id or new_job_id(kind)
     with db.write_tx(engine) as conn:
         conn.execute(db.jobs.insert().values(
-            id=job_id, kind=check_kind(kind), backend=backend, status=check_status(status), params=_jsonable(params),
+            id=job_id, kind=check_choice("job kind", kind, KINDS), backend=backend,
+            status=check_choice("job status", status, STATUSES), params=_jsonable(params),
             created_at=db.utcnow(), log_path=log_path, metrics=[], parent_id=parent_id,
             output=_jsonable(dict(output or {})), stop_requested=False, row_version=1,
         ))
@@ -69,7 +71,7 @@ def get_job(engine: Engine, job_id: str) -> JobRecord:
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.jobs).where(db.jobs.c.id == job_id)).mappings().first()
     if row is None:
-        raise JobError(f"no job {job_id!r}; `python -m modeling jobs` lists them")
+        raise JobError(f"no job {job_id!r}; `python -m jobs list` lists them")
     return _record(row)
 
 
@@ -78,7 +80,7 @@ def list_jobs(engine: Engine, kind: str | None = None, limit: int | None = 50, p
     """Jobs newest first. parent_id: a tuning job's trials; top_level: leave trials out."""
     query = sa.select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id.desc())
     if kind is not None:
-        query = query.where(db.jobs.c.kind == check_kind(kind))
+        query = query.where(db.jobs.c.kind == check_choice("job kind", kind, KINDS))
     if parent_id is not None:
         query = query.where(db.jobs.c.parent_id == parent_id)
     elif top_level:
@@ -99,7 +101,7 @@ def update_job(engine: Engine, job_id: str, **values: Any) -> JobRecord:
     if unknown:
         raise JobError(f"jobs has no column(s) {', '.join(unknown)}")
     if "status" in values:
-        check_status(values["status"])
+        check_choice("job status", values["status"], STATUSES)
     for name in ("params", "metrics", "output"):
         if name in values:
             values[name] = _jsonable(values[name])
@@ -145,8 +147,7 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
                metrics: list[dict[str, Any]] | None = None, output: Mapping[str, Any] | None = None
                ) -> tuple[JobRecord, bool]:
     """End an active job (Completed, Failed or Stopped); (record, False) if someone else ended it first."""
-    if status not in FINAL_STATUSES:
-        raise JobError(f"Invalid final status {status!r}. Only {', '.join(FINAL_STATUSES)} are supported.")
+    check_choice("final status", status, FINAL_STATUSES)
     with db.write_tx(engine) as conn:
         row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.output).where(db.jobs.c.id == job_id)).first()
         if row is None:
@@ -168,6 +169,15 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
                           details={"status": status, "failure_reason": failure_reason})
             applied = True
     return get_job(engine, job_id), applied
+
+
+def finish_with_version(engine: Engine, job_id: str, version: ModelVersion, *,
+                        metrics: list[dict[str, Any]] | None = None, output: Mapping[str, Any] | None = None
+                        ) -> JobRecord:
+    """End a job Completed with the model version it registered (JobRecord.model_version_id and friends)."""
+    summary = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
+               "val_accuracy": version.val_accuracy, "val_rmse": version.val_rmse}
+    return finish_job(engine, job_id, "Completed", metrics=metrics, output={**(output or {}), **summary})[0]
 
 
 def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:

@@ -1,49 +1,24 @@
-"""`python -m modeling <command>`: evaluate a model folder, score photos; more commands plug into the registry.
+"""`python -m modeling {evaluate,predict}`: evaluate a model folder on a data folder, score photos with it.
 
-A command is a name, a help line, a function that adds its arguments and a function that runs it. Other modules
-add commands with `register(Command(...))` and by naming themselves in COMMAND_MODULES, so the parser is built
-from the registry and this file never has to be rewritten.
-
-Errors the user can fix print one line (`error: ...`) and exit 2; a run that skipped bad photos exits 1.
+Jobs (training, tuning, serving, model versions) are `python -m jobs`; the training script is
+`python -m modeling.train`. Errors the user can fix print one line (`error: ...`) and exit 2; a run that skipped
+bad photos exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from modeling.argtypes import non_negative_int, positive_int
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# modules imported before the parser is built; each registers its commands when imported
-COMMAND_MODULES: list[str] = ["jobs.cli"]
-
 
 class CliError(Exception):
     """A problem with the command line or its inputs; printed as `error: <message>`."""
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register(command: Command) -> Command:
-    if command.name in COMMANDS:
-        raise ValueError(f"command {command.name!r} is registered twice")
-    COMMANDS[command.name] = command
-    return command
 
 
 def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
@@ -70,13 +45,6 @@ def _load_predictor(args: argparse.Namespace):
 
 # ---------------------------------------------------------------- evaluate
 
-def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    add_scoring_arguments(p, precision="fp32")
-    p.add_argument("--data", type=Path, required=True, help="folder of <count>/<bin_id>.jpg, e.g. dataset/test")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder for metrics.json and predictions.csv (default MODEL_DIR/evaluation/<data name>)")
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from modeling.evaluate import evaluate_folder, write_evaluation
     from modeling.metrics import format_per_class_table
@@ -94,17 +62,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if metrics["failed"] else EXIT_OK
 
 
-register(Command("evaluate", "evaluate a model folder on a data folder (metrics.json, predictions.csv)",
-                 _evaluate_arguments, _evaluate))
-
 
 # ---------------------------------------------------------------- predict
-
-def _predict_arguments(p: argparse.ArgumentParser) -> None:
-    add_scoring_arguments(p, precision="auto")
-    p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched for *.jpg/*.jpeg/*.png)")
-    p.add_argument("--out", type=Path, required=True, help="CSV: path, bin_id, predicted_count, p0..pN, error")
-
 
 def _predict(args: argparse.Namespace) -> int:
     from modeling.predictor import expand_paths, write_predictions_csv
@@ -130,19 +89,26 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
-register(Command("predict", "score photos in batches and write a CSV of counts and probabilities",
-                 _predict_arguments, _predict))
-
-
 # ---------------------------------------------------------------- entry
 
 def build_parser() -> argparse.ArgumentParser:
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="python -m modeling", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
-    for command in COMMANDS.values():
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    help = "evaluate a model folder on a data folder (metrics.json, predictions.csv)"
+    p = sub.add_parser("evaluate", help=help, description=help)
+    p.set_defaults(run=_evaluate)
+    add_scoring_arguments(p, precision="fp32")
+    p.add_argument("--data", type=Path, required=True, help="folder of <count>/<bin_id>.jpg, e.g. dataset/test")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder for metrics.json and predictions.csv (default MODEL_DIR/evaluation/<data name>)")
+
+    help = "score photos in batches and write a CSV of counts and probabilities"
+    p = sub.add_parser("predict", help=help, description=help)
+    p.set_defaults(run=_predict)
+    add_scoring_arguments(p, precision="auto")
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched for *.jpg/*.jpeg/*.png)")
+    p.add_argument("--out", type=Path, required=True, help="CSV: path, bin_id, predicted_count, p0..pN, error")
     return parser
 
 
@@ -157,9 +123,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: args.run(args))
+
+
+def run_reporting_errors(run: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command: a user's error (CliError, one of `user_errors`, a model's or a file's) is one `error: ...`
+    line and exit 2, Ctrl-C exit 130; anything else is a bug and keeps its traceback."""
     try:
-        return COMMANDS[args.command].run(args)
-    except CliError as exc:  # before the general case: checking the others imports torch (seconds)
+        return run()
+    except (CliError, *user_errors) as exc:  # before the general case: checking the others imports torch (seconds)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from audit.queue import queue_page, queue_size
 from audit.reviews import DISMISS, Decision, decide
 from binaudit import db
 from binaudit.workspace import Workspace
-from modeling.registry import active_version
+from modeling.registry import active_version, get_version
 from tests.modeling_fixtures import jpeg_bytes
 
 DASHBOARD = str(Path(__file__).resolve().parent.parent / "app" / "dashboard.py")
@@ -196,15 +196,15 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(ws):
     at = open_page("retrain", reviewer="ana")
     form = at.get("form")[0]
     assert form is not None
-    at.number_input[0].set_value(1)  # epochs
-    at.selectbox[2].set_value(64)  # image size
-    at.number_input[2].set_value(16)  # batch size
+    at.number_input(key="setting-epochs").set_value(1)
+    at.number_input(key="setting-image_size").set_value(64)
+    at.number_input(key="setting-batch_size").set_value(16)
     at.button[[b.label for b in at.button].index("Start")].click().run()
     assert not at.exception, [e.value for e in at.exception]
     jobs = [j for j in list_jobs(engine, kind="training") if j.id not in before]
     sent = jobs[0].params["training"]
     assert len(jobs) == 1 and sent["epochs"] == 1 and sent["image_size"] == 64 and sent["batch_size"] == 16
-    assert sent["include_recounts"] is True
+    assert Path(sent["recounts"]).parent == ws.exports_dir and Path(sent["recounts"]).is_dir()  # recounts included
 
     job = _wait_for_job(engine, jobs[0].id)
     assert job.status == "Completed", job.failure_reason
@@ -345,3 +345,81 @@ def test_retrain_resumes_a_stopped_job_from_its_checkpoint(ws):
 
     job = _wait_for_job(engine, new_id)  # the runner handed train.py the moved checkpoint
     assert job.status == "Failed" and "cannot read checkpoint" in job.failure_reason
+
+
+def test_the_training_settings_agree_in_train_py_the_job_params_the_cli_and_the_form(ws):
+    """One definition (modeling.settings), four consumers: every setting is a train.py flag with its default, and
+    every job setting a TrainingParams field, a `python -m jobs train` flag and a Retrain input with that default."""
+    from jobs import TrainingParams
+    from jobs.cli import build_parser
+    from modeling.settings import BY_NAME, JOB_SETTINGS, SETTINGS
+    from modeling.train import get_args_parser
+
+    train_py = {a.option_strings[0]: a for a in get_args_parser()._actions if a.option_strings}
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    cli = {a.option_strings[0]: a for a in sub.choices["train"]._actions if a.option_strings}
+    params = TrainingParams()
+    at = open_page("retrain")
+    for s in SETTINGS:
+        assert train_py[s.flag].default == s.train_default and train_py[s.flag].dest == s.name, s.name
+        assert tuple(train_py[s.flag].choices or ()) == s.choices, s.name
+    for s in JOB_SETTINGS:
+        assert getattr(params, s.name) == s.default, s.name
+        assert cli[s.flag].dest == s.name and tuple(cli[s.flag].choices or ()) == s.choices, s.name
+        widget = (at.selectbox if s.choices else at.number_input)(key=f"setting-{s.name}")
+        assert widget.value == s.default and widget.label == s.label, s.name
+        if s.choices:
+            assert tuple(widget.options) == tuple(map(str, s.choices)), s.name
+    # the drift that one definition ended: the form's learning rate was 0.05, train.py's 0.01
+    assert at.number_input(key="setting-lr").value == BY_NAME["lr"].default == train_py["--lr"].default == 0.01
+
+
+def test_a_recount_of_a_test_bin_made_on_the_queue_page_never_reaches_a_job_started_on_the_retrain_page(ws, tmp_path):
+    """Three recounts made in the dashboard: of a bin the database knows is in the test split, of a bin whose photo
+    is in the test folder the job uses, and of an ordinary audited bin. Only the last reaches training."""
+    from jobs import list_jobs
+
+    engine = ws.open()
+    version = active_version(engine)
+    at = open_page("queue", reviewer="ana")
+    decided = []
+    for _ in range(3):
+        current = at.radio(key="queue_current").value
+        expected = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current,
+                                                                                                   "expected_count"]
+        at.number_input(key=f"recount-{current}").set_value(0 if expected != 0 else 1)
+        at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        decided.append(current)
+    in_test_split, in_test_folder, ordinary = decided
+    with db.write_tx(engine) as conn:  # as `python -m audit import --dataset` records a test bin
+        conn.execute(db.bins.update().where(db.bins.c.id == in_test_split).values(split="test"))
+    test_folder = tmp_path / "test"
+    shutil.copytree(Path(version.config["resolved_args"]["test"]), test_folder)
+    (test_folder / "2" / f"{in_test_folder}.jpg").write_bytes(jpeg_bytes(64, 56))
+    with engine.connect() as conn:
+        confirmed = conn.execute(sa.select(db.bins.c.id).where(db.bins.c.decision == "confirm_mismatch")).scalars()
+        assert set(confirmed) == set(decided)
+
+    before = {j.id for j in list_jobs(engine, kind="training")}
+    at = open_page("retrain", reviewer="ana")
+    at.number_input(key="setting-epochs").set_value(1)
+    at.number_input(key="setting-image_size").set_value(32)
+    at.number_input(key="setting-batch_size").set_value(16)
+    at.text_input(key="retrain_test").set_value(str(test_folder))
+    assert at.checkbox[[c.label for c in at.checkbox].index("Include analysts' recounts")].value
+    at.button[[b.label for b in at.button].index("Start")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (job,) = [j for j in list_jobs(engine, kind="training") if j.id not in before]
+    channel = Path(job.params["training"]["recounts"])
+    assert job.params["training"]["test"] == str(test_folder)
+    assert {p.stem for p in channel.rglob("*.jpg")} == {ordinary}  # the folder the job got as its recounts channel
+
+    job = _wait_for_job(engine, job.id)
+    assert job.status == "Completed", job.failure_reason
+    trained = get_version(engine, job.model_version_id)
+    assert trained.config["resolved_args"]["recounts"] == str(channel)
+    assert trained.metrics["recounts"] == {"folder": str(channel), "used": 1, "replaced": 0, "left_out": 0,
+                                           "left_out_bins": []}
+    assert ("recounts: 1 used (0 replacing their photo in --train), 0 left out of training"
+            in Path(job.log_path).read_text())

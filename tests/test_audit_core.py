@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from audit import imports, reviews
 from audit.browse import BinFilter, bin_detail, browse_count, browse_page
-from audit.export import build_recount_dataset, export_decisions, export_queue
+from audit.export import build_recount_dataset, export_decisions, export_queue, recount_summary
 from audit.mismatch import queue_rules
 from audit.overview import overview
 from audit.queue import queue_page, queue_size
@@ -303,21 +303,29 @@ def test_browse_filters_and_detail(engine, ws, version, tiny_dataset):
 def test_exports_and_recount_dataset(engine, ws, version, tiny_dataset, tmp_path):
     imports.import_dataset(engine, tiny_dataset, actor="t")
     score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
-    top = queue_page(engine, version.id, threshold=0.0, limit=2)
-    for row, recount in zip(top.itertuples(), (0, 1), strict=True):
+    queue = queue_page(engine, version.id, threshold=0.0, limit=1000)
+    # two training bins and one test bin: a recount of the test bin must never become a training example
+    top = pd.concat([queue[queue["split"] == "train"].head(2), queue[queue["split"] == "test"].head(1)])
+    for row, recount in zip(top.itertuples(), (0, 1, 0), strict=True):
         recount = recount if recount != row.expected_count else recount + 2
         reviews.decide(engine, reviews.Decision(row.bin_id, reviews.CONFIRM, "ana", int(row.row_version), recount))
     n_queue = export_queue(engine, version.id, tmp_path / "q.csv", threshold=0.0)
     assert n_queue == len(pd.read_csv(tmp_path / "q.csv")) == queue_size(engine, version.id, threshold=0.0)
-    assert export_decisions(engine, tmp_path / "d.csv") == 2
+    assert export_decisions(engine, tmp_path / "d.csv") == 3
     decisions = pd.read_csv(tmp_path / "d.csv")
     assert set(decisions["decision"]) == {"confirm_mismatch"} and set(decisions["reviewer"]) == {"ana"}
     frame = build_recount_dataset(engine, ws, tmp_path / "recounts", max_count=5)
     written = sorted(p.relative_to(tmp_path / "recounts").as_posix() for p in (tmp_path / "recounts").rglob("*.jpg"))
-    assert len(written) == 2 and all(s.startswith("written") for s in frame["status"])
+    status = frame.set_index("bin_id")["status"]
+    assert len(written) == 2 and all(status[b].startswith("written") for b in top.bin_id[:2])
+    assert status[top.bin_id.iloc[2]].startswith("left out: the bin is in val or test")  # its split in the database
+    assert recount_summary(frame) == {"written": 2, "left_out": 1, "skipped": 0}
     for path in written:
         count, name = path.split("/")
         assert int(count) == frame.set_index("bin_id").loc[Path(name).stem, "recounted_count"]
+    # the folders a job will hold out count too: naming the training folder leaves its bins out as well
+    again = build_recount_dataset(engine, ws, tmp_path / "recounts", max_count=5, held_out=[tiny_dataset / "train"])
+    assert recount_summary(again)["left_out"] == 3 and not list((tmp_path / "recounts").rglob("*.jpg"))
 
 
 def test_overview_figures(engine, ws, version, tiny_dataset):

@@ -1,4 +1,5 @@
-"""`python -m modeling train|tune|jobs|models ...` as a user runs them (subprocesses, tiny data, local backend)."""
+"""`python -m jobs train|tune|list|show|log|resume|models ...` as a user runs them (subprocesses, tiny data, local
+backend)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ TINY = ["--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-si
 def _run(args: list[str], workspace, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(BINAUDIT_WORKSPACE=str(workspace), BINAUDIT_SECRETS=str(workspace / "no-secrets.toml"),
                          BINAUDIT_BACKEND="local")
-    return subprocess.run([sys.executable, "-m", "modeling", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -47,11 +48,11 @@ def test_train_then_models_lists_the_version_with_its_metrics(tiny_dataset, tmp_
     assert row.split()[-4:] == ["32", accuracy, rmse, job_id]  # image size, val accuracy, val RMSE, job
     assert "resnet18" in row
 
-    jobs = _run(["jobs", "--refresh"], ws)
+    jobs = _run(["list", "--refresh"], ws)
     assert job_id in jobs.stdout and "Completed" in jobs.stdout
-    show = _run(["jobs", "show", job_id], ws)
+    show = _run(["show", job_id], ws)
     assert "training on local: Completed" in show.stdout and "epoch 1" in show.stdout
-    log = _run(["jobs", "log", job_id, "--lines", "3"], ws)
+    log = _run(["log", job_id, "--lines", "3"], ws)
     assert "done: best epoch 1" in log.stdout
 
     promoted = _run(["models", "promote", name], ws)
@@ -100,7 +101,7 @@ def test_a_training_job_killed_half_way_is_resumed_with_jobs_resume(tiny_dataset
     os.killpg(get_job(engine, job_id).pid, signal.SIGKILL)  # the machine goes down: nobody records anything
     epoch = json.loads(info.read_text())["epoch"]
 
-    resumed = _run(["jobs", "resume", job_id], ws)
+    resumed = _run(["resume", job_id], ws)
     assert resumed.returncode == 0, resumed.stderr
     new_id = re.search(rf"^resuming {job_id} after epoch {epoch} as (train-\S+)$", resumed.stdout, re.M).group(1)
     epochs = [int(e) for e in re.findall(r"^epoch=(\d+) ", resumed.stdout, re.M)]  # the new job's log, streamed
@@ -108,14 +109,14 @@ def test_a_training_job_killed_half_way_is_resumed_with_jobs_resume(tiny_dataset
     assert re.search(rf"registered model version v1 .* from job {new_id}$", resumed.stdout, re.M)
     assert get_job(engine, job_id).status == "Failed" and get_job(engine, new_id).params["resumed_from"] == job_id
 
-    again = _run(["jobs", "resume", new_id], ws)
+    again = _run(["resume", new_id], ws)
     assert again.returncode == 2 and again.stderr.strip() == (
         f"error: job {new_id} completed (model version v1); there is nothing to resume")
 
 
 def test_errors_are_one_line_and_exit_2(tiny_dataset, tmp_path, monkeypatch, capsys):
-    """In-process (the same registry and error handling as a subprocess, without a torch import per case)."""
-    from modeling.cli import main
+    """In-process (the same parser and error handling as a subprocess, without a torch import per case)."""
+    from jobs.cli import main
 
     monkeypatch.setenv("BINAUDIT_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
@@ -124,8 +125,9 @@ def test_errors_are_one_line_and_exit_2(tiny_dataset, tmp_path, monkeypatch, cap
     for args, message in ((["train", *_data(tiny_dataset), "--arch", "vgg"], "invalid choice: 'vgg'"),
                           (["train", "--val", "v"], "a training job needs a train folder"),
                           (["models", "promote", "v9"], "no model version 'v9'"),
-                          (["jobs", "stop", "train-nope"], "no job 'train-nope'"),
-                          (["jobs", "resume"], "jobs resume needs a JOB_ID"),
+                          (["stop", "train-nope"], "no job 'train-nope'"),
+                          (["resume"], "the following arguments are required: job_id"),
+                          (["train", *_data(tiny_dataset), "--epochs", "0"], "--epochs: must be a positive integer"),
                           (["tune", *_data(tiny_dataset), "--search-space", "{bad"], "not valid JSON"),
                           (["tune", *_data(tiny_dataset), "--max-parallel-jobs", "3"], "1 or 2 trials"),
                           (["train", *_data(tiny_dataset), "--backend", "sagemaker"], "BINAUDIT_AWS_REGION")):

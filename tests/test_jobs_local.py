@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from audit.export import build_recount_dataset
 from binaudit import db
 from binaudit.workspace import Workspace
 from jobs import (
@@ -48,15 +49,19 @@ def _audit_actions(engine, entity_id) -> list[str]:
                                  .order_by(db.audit_log.c.id)).scalars())
 
 
-def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset):
+def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path):
     replaced = sorted((tiny_dataset / "train" / "1").glob("*.jpg"))[0]  # recounted as 4: must move class
     extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
     add_recount(local.engine, local.workspace, replaced.stem, replaced, 4)
     add_recount(local.engine, local.workspace, "recount-new", extra, 2)
     in_val = sorted((tiny_dataset / "val" / "2").glob("*.jpg"))[0]  # a held-out bin: must stay out of training
     add_recount(local.engine, local.workspace, in_val.stem, in_val, 3)
+    # the audit core's folder, written without naming the job's val/test: train.py must leave in_val out itself
+    recounts = tmp_path / "recounts"
+    build_recount_dataset(local.engine, local.workspace, recounts, max_count=5)
+    assert (recounts / "3" / in_val.name).is_file()
 
-    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=2, include_recounts=True), actor="ana")
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=2, recounts=str(recounts)), actor="ana")
     assert job.status == "InProgress" and job.pid and job.is_active and job.kind == "training"
     job = wait_done(local.backend, job.id)
 
@@ -69,18 +74,15 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert version.val_accuracy is not None and version.val_rmse is not None
     assert not checkpoint_dir(job_dir(local.workspace, job.id)).exists()  # checkpointed, deleted once registered
 
-    # the merged training folder: links to the base set, the recounts in their recounted class
-    merged = local.workspace.jobs_dir / job.id / "data" / "train"
-    assert job.output["recounts"]["recounts"] == 2 and job.output["recounts"]["replaced_by_recount"] == 1
-    assert (merged / "4" / replaced.name).is_file() and not (merged / "1" / replaced.name).exists()
-    assert (merged / "2" / "recount-new.jpg").is_file()
-    assert job.output["recounts"]["recounts_held_out"] == [in_val.stem]
-    assert not any(p.stem == in_val.stem for p in merged.rglob("*.jpg"))
-    runner_log = (local.workspace.jobs_dir / job.id / "runner.log").read_text()
-    assert "1 recounts left out of training because their bins are in val/test" in runner_log
-    kept = sorted((tiny_dataset / "train" / "0").glob("*.jpg"))[0]
-    linked = merged / "0" / kept.name
-    assert linked.is_symlink() or os.stat(linked).st_ino == os.stat(kept).st_ino  # a link, not a copy
+    # the recounts channel: train.py trained on two recounts (one replacing its photo), left the val bin's out
+    assert version.metrics["recounts"] == {"folder": str(recounts), "used": 2, "replaced": 1, "left_out": 1,
+                                           "left_out_bins": [in_val.stem]}
+    assert ("recounts: 2 used (1 replacing their photo in --train), 1 left out of training because their bins are "
+            f"in val/test (training on them would leak held-out photos): {in_val.stem}") in Path(job.log_path).read_text()
+    assert version.config["job"]["recounts"] == str(recounts) == version.config["resolved_args"]["recounts"]
+    plain = [len(list((tiny_dataset / "train" / str(c)).glob("*.jpg"))) for c in range(6)]
+    moved = [n - (c == 1) + (c == 4) + (c == 2) for c, n in enumerate(plain)]  # 1 -> 4, and recount-new as 2
+    assert version.config["train_class_counts"] == moved
 
     first = promote(local.engine, version.id, actor="ana")
     assert first.promoted and first.comparison is None and registry.active_version(local.engine).id == version.id

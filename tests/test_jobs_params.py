@@ -13,7 +13,7 @@ import pytest
 
 import modeling
 from jobs import JobError, SearchSpaceError, TrainingParams, TuningParams, trial_value
-from jobs.params import HYPERPARAMETER_FIELDS, RESERVED_FLAGS, check_against_train_parser, flag_name
+from jobs.params import HYPERPARAMETER_FIELDS, RESERVED_FLAGS, flag_name
 from jobs.sagemaker.packaging import build_source_package
 from jobs.search_space import (
     DEFAULT_SEARCH_SPACE,
@@ -60,27 +60,44 @@ def test_training_params_defaults_are_train_py_defaults():
 def test_extra_flags_reach_train_py_and_reserved_ones_are_refused():
     params = TrainingParams(extra={"--device": "cpu", "weights-path": "w.pth"})
     assert params.to_cli_args()[-4:] == ["--device", "cpu", "--weights-path", "w.pth"]
-    check_against_train_parser(params)
+    params.check()
     for flag in (*RESERVED_FLAGS, "batch-size", "lr-gamma"):
         with pytest.raises(JobError, match="extra may not hold"):
             TrainingParams(extra={flag: "x"})
     with pytest.raises(JobError, match="no flag"):
-        check_against_train_parser(TrainingParams(extra={"no-such-flag": "1"}))
+        TrainingParams(extra={"no-such-flag": "1"}).check()
 
 
 def test_invalid_values_are_refused_with_the_allowed_ones():
     with pytest.raises(JobError, match="resnet18"):
-        check_against_train_parser(TrainingParams(arch="vgg"))
+        TrainingParams(arch="vgg").check()
     with pytest.raises(JobError, match="positive"):
-        check_against_train_parser(TrainingParams(epochs=0))
+        TrainingParams(epochs=0).check()
+    with pytest.raises(JobError, match="--device: invalid choice 'gpu'"):
+        TrainingParams(extra={"device": "gpu"}).check()
+
+
+def test_checking_job_parameters_imports_neither_train_py_nor_torch():
+    """The settings' own parsers decide, so the dashboard and the CLI validate a job without loading torch (and
+    importing `jobs` brings neither boto3 nor the SageMaker SDK)."""
+    code = ("import sys\nfrom jobs import JobError, TrainingParams, TuningParams\n"
+            "TuningParams(base=TrainingParams(epochs=3)).check()\n"
+            "try:\n    TrainingParams(lr=0).check()\nexcept JobError as exc:\n    print(exc)\n"
+            "heavy = ('torch', 'boto3', 'sagemaker')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m == 'modeling.train'))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["invalid training parameters: --lr must be a positive number, got 0", "[]"]
 
 
 def test_training_params_round_trip_through_json_dicts():
-    params = TrainingParams(train="a", val="b", include_recounts=True, instance_count=2, extra={"device": "cpu"},
+    params = TrainingParams(train="a", val="b", recounts="r", instance_count=2, extra={"device": "cpu"},
                             **NON_DEFAULT)
     assert TrainingParams.from_dict(params.to_dict()) == params
     with pytest.raises(JobError, match="unknown training parameter"):
         TrainingParams.from_dict({"learning_rate": 1})
+    # a job recorded before recounts travelled as a folder still loads (to list, show or resume it)
+    assert TrainingParams.from_dict({"epochs": 2, "include_recounts": True}) == TrainingParams(epochs=2)
 
 
 def test_tuning_params_validate_and_round_trip():

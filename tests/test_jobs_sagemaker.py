@@ -338,19 +338,25 @@ def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, mon
 
 
 def test_recounts_travel_as_their_own_channel(sm, tmp_path):
+    """The audit core writes the recounts folder (as the Retrain page does); the backend uploads it as a channel."""
     from audit import imports, reviews
+    from audit.export import build_recount_dataset
     from tests.modeling_fixtures import jpeg_bytes
 
+    empty = tmp_path / "no-recounts"
+    build_recount_dataset(sm.engine, sm.workspace, empty)
     with record_requests() as sent:  # no recounts yet: no channel (SageMaker refuses an empty prefix)
         backend = sm.make()
-        backend.start_training(_params(sm.bucket, include_recounts=True), actor="tester")
+        backend.start_training(_params(sm.bucket, recounts=str(empty)), actor="tester")
     assert "recounts" not in {c["ChannelName"] for c in sent.one("CreateTrainingJob")["InputDataConfig"]}
 
     row = imports.import_upload(sm.engine, sm.workspace, "00042.jpg", jpeg_bytes(), actor="ana", expected_count=4)
     reviews.decide(sm.engine, reviews.Decision(row["id"], reviews.CONFIRM, "ana", 1, recounted_count=2))
+    folder = tmp_path / "recounts"
+    build_recount_dataset(sm.engine, sm.workspace, folder)
     with record_requests() as sent:
         backend = sm.make()
-        job = backend.start_training(_params(sm.bucket, include_recounts=True), actor="tester")
+        job = backend.start_training(_params(sm.bucket, recounts=str(folder)), actor="tester")
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                 for c in sent.one("CreateTrainingJob")["InputDataConfig"]}
     assert channels["recounts"].rstrip("/") == f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/recounts"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling.cli import COMMANDS, main
+from modeling.cli import build_parser, main
 from modeling.metrics import accuracy
 from modeling.predictor import Predictor, expand_paths
 from tests.modeling_fixtures import jpeg_bytes, png_bytes, run_python, tiny_model
@@ -125,5 +126,7 @@ def test_cli_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, arg
     assert len(err.strip().splitlines()) == 1
 
 
-def test_command_registry_lists_the_commands():
-    assert {"evaluate", "predict"} <= set(COMMANDS)
+def test_modeling_cli_holds_the_model_commands_only():
+    """Jobs are `python -m jobs`: `python -m modeling train` cannot be mistaken for `python -m modeling.train`."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"evaluate", "predict"}

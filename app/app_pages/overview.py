@@ -28,7 +28,7 @@ cols[4].metric("Confirmed mismatches", f"{o.confirmed_mismatches:,}")
 
 st.subheader("Active model")
 if version is None:
-    st.info("No model is active yet. Train one on the **Retrain** page (or `python -m modeling train`).")
+    st.info("No model is active yet. Train one on the **Retrain** page (or `python -m jobs train`).")
 else:
     acc = f"{version.val_accuracy:.1%}" if version.val_accuracy is not None else "–"
     rmse = f"{version.val_rmse:.3f}" if version.val_rmse is not None else "–"

@@ -1,7 +1,9 @@
 """Retrain: start a training (or tuning) job, watch it live, compare the result with the active model, promote.
 
-Jobs run through `jobs` on the configured backend (local by default, SageMaker when chosen);
-the job list refreshes itself every few seconds without rerunning the rest of the page.
+Jobs run through `jobs` on the configured backend (local by default, SageMaker when chosen); the form has one
+input per training setting (modeling.settings: the defaults train.py has). With "Include analysts' recounts" the
+audit core writes the recounts of bins outside val and test into a folder, which the job gets as its "recounts"
+channel. The job list refreshes itself every few seconds without rerunning the rest of the page.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import streamlit as st
 from app.ui.charts import curves_figure
 from app.ui.context import app_context, current_model
 from app.ui.identity import current_reviewer
+from audit.export import recount_summary, recounts_for_training
 from audit.scorers import local_scorer
 from audit.scoring import count_pending, score_bins
 from binaudit.config import ConfigError
@@ -29,50 +32,88 @@ from jobs import (
     refresh_active,
 )
 from modeling.registry import get_version
+from modeling.settings import ARCHS, GROUPS, JOB_SETTINGS, LOSSES, Setting
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
 SELECT_NEXT = "retrain_select_next"  # a job to select on the next run (the selectbox's own key is locked by then)
-ARCHS, IMAGE_SIZES = ("resnet18", "resnet34", "resnet50"), (64, 96, 128, 160, 224)
+UP_FRONT = ("arch", "epochs", "image_size", "lr", "batch_size", "loss")  # the settings shown first; the rest folded
 
 ctx = app_context()
 active = current_model(ctx)
 st.title("Retrain")
 
 
-def default_data() -> tuple[str, str]:
-    """The folders the active model was trained on, else the demo dataset."""
+def default_data() -> tuple[str, str, str]:
+    """The folders the active model was trained on, else the demo dataset (test: only a folder that exists)."""
     args = (active.config.get("resolved_args") or {}) if active else {}
     demo = ctx.workspace.root / "demo" / "dataset"
-    return str(args.get("train") or demo / "train"), str(args.get("val") or demo / "val")
+    test = args.get("test") or (str(demo / "test") if (demo / "test").is_dir() else "")
+    return str(args.get("train") or demo / "train"), str(args.get("val") or demo / "val"), test
+
+
+def setting_input(column, setting: Setting):
+    """One training setting's input, keyed `setting-<name>`: a select box for a choice, else a number or text box."""
+    key = f"setting-{setting.name}"
+    if setting.choices:
+        return column.selectbox(setting.label, setting.choices, index=setting.choices.index(setting.default),
+                                key=key, help=setting.help)
+    if setting.kind is str:
+        return column.text_input(setting.label, setting.default, key=key, help=setting.help)
+    # no bounds here: the job refuses a value train.py would, with train.py's message (TrainingParams.check)
+    return column.number_input(setting.label, value=setting.default, step=1 if setting.kind is int else None,
+                               format="%d" if setting.kind is int else "%g", key=key, help=setting.help,
+                               placeholder="train.py decides" if setting.default is None else None)
+
+
+def settings_ui() -> dict:
+    """Every job setting: the UP_FRONT ones in two rows, the others folded away by group."""
+    values = {}
+    first = [s for name in UP_FRONT for s in JOB_SETTINGS if s.name == name]
+    for row in (first[:3], first[3:]):
+        for column, setting in zip(st.columns(3), row, strict=False):
+            values[setting.name] = setting_input(column, setting)
+    with st.expander("More training settings"):
+        for group in GROUPS:
+            rest = [s for s in JOB_SETTINGS if s.group == group and s.name not in UP_FRONT]
+            for start in range(0, len(rest), 4):
+                for column, setting in zip(st.columns(4), rest[start:start + 4], strict=False):
+                    values[setting.name] = setting_input(column, setting)
+    return values
+
+
+def with_recounts(params: TrainingParams) -> TrainingParams:
+    """The analysts' recounts as the job's "recounts" folder, written by the audit core without any bin of the
+    job's val or test (nor any bin the database knows to be in val or test)."""
+    folder, report = recounts_for_training(ctx.engine, ctx.workspace, max_count=params.max_count,
+                                           held_out=[params.val, params.test])
+    summary = recount_summary(report)
+    st.toast(f"{summary['written']} recount(s) added to the training data; {summary['left_out']} left out "
+             f"(bins in val or test), {summary['skipped']} skipped")
+    return params.replace(recounts=str(folder))
 
 
 def training_form() -> None:
-    train_dir, val_dir = default_data()
+    train_dir, val_dir, test_dir = default_data()
     with st.form("retrain_form"):
-        a = st.columns(4)
-        backend = a[0].selectbox("Backend", ["local", "sagemaker"], index=0 if ctx.settings.backend == "local" else 1)
-        arch = a[1].selectbox("Architecture", ARCHS)
-        epochs = a[2].number_input("Epochs", 1, 200, 8)
-        image_size = a[3].selectbox("Image size", IMAGE_SIZES, index=1)
-        b = st.columns(4)
-        lr = b[0].number_input("Learning rate", 1e-5, 1.0, 0.05, format="%.5f")
-        batch_size = b[1].number_input("Batch size", 4, 512, 32)
-        loss = b[2].selectbox("Loss", ["ordinal", "ce"], help="ordinal: cross-entropy + squared EMD over counts")
-        include_recounts = b[3].checkbox("Include analysts' recounts", value=True,
-                                         help="confirmed mismatches with a recounted quantity become training examples")
-        c = st.columns(2)
-        train = c[0].text_input("Training data (folder or s3:// prefix)", train_dir)
-        val = c[1].text_input("Validation data", val_dir)
+        backend = st.selectbox("Backend", ["local", "sagemaker"], index=0 if ctx.settings.backend == "local" else 1)
+        values = settings_ui()
+        c = st.columns(3)
+        train = c[0].text_input("Training data (folder or s3:// prefix)", train_dir, key="retrain_train")
+        val = c[1].text_input("Validation data", val_dir, key="retrain_val")
+        test = c[2].text_input("Test data (optional)", test_dir, key="retrain_test")
+        include_recounts = st.checkbox("Include analysts' recounts", value=True,
+                                       help="confirmed mismatches with a recounted quantity become training examples; "
+                                            "never a bin of the validation or test data")
         with st.expander("Tune hyperparameters instead (several trials)"):
             tune = st.checkbox("Run a tuning job", key="tune_on")
             t = st.columns(4)
             lr_range = t[0].select_slider("Learning rate range", [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3],
                                           value=(1e-3, 0.1))
             bs_range = t[1].slider("Batch size range", 8, 128, (16, 64))
-            archs = t[2].multiselect("Architectures", ARCHS, default=["resnet18"])
+            archs = t[2].multiselect("Architectures", ARCHS, default=[ARCHS[0]])
             max_jobs = t[3].number_input("Max trials", 1, 50, 3)
             u = st.columns(4)
-            losses = u[0].multiselect("Losses", ["ce", "ordinal"], default=["ce", "ordinal"])
+            losses = u[0].multiselect("Losses", LOSSES, default=list(LOSSES))
             objective = u[1].selectbox("Objective", ["val_accuracy", "val_rmse"])
             parallel = u[2].selectbox("Trials at a time", [1, 2])
             strategy = u[3].selectbox("Strategy", ["bayesian", "random"])
@@ -80,20 +121,22 @@ def training_form() -> None:
     if not submitted:
         return
     actor = current_reviewer() or "dashboard"
-    params = TrainingParams(train=train, val=val, arch=arch, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
-                            image_size=int(image_size), loss=loss, include_recounts=include_recounts)
     try:
+        params = TrainingParams(train=train, val=val, test=test, **values)
+        params.check()
+        if include_recounts:
+            params = with_recounts(params)
         runner = get_backend(backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
         if tune:
             space = {"lr": Continuous(lr_range[0], lr_range[1], log=True),
-                     "batch_size": Integer(bs_range[0], bs_range[1]), "arch": Categorical(tuple(archs or ["resnet18"])),
-                     "loss": Categorical(tuple(losses or [loss]))}
+                     "batch_size": Integer(bs_range[0], bs_range[1]), "arch": Categorical(tuple(archs or ARCHS[:1])),
+                     "loss": Categorical(tuple(losses or [params.loss]))}
             job = runner.start_tuning(TuningParams(base=params, search_space=space, objective=objective,
                                                    max_jobs=int(max_jobs), max_parallel_jobs=int(parallel),
                                                    strategy=strategy), actor=actor)
         else:
             job = runner.start_training(params, actor=actor)
-    except (JobError, ConfigError, ValueError) as exc:
+    except (JobError, ConfigError, ValueError, OSError) as exc:
         st.error(f"Not started: {exc}")
         return
     st.session_state[SELECTED] = job.id

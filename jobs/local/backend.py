@@ -1,8 +1,8 @@
 """The local backend: every job runs on this machine, no AWS account needed.
 
 Training, tuning and batch transform run in a detached `jobs.local.runner` process (its own session); the
-runner writes the outcome to the database itself. Deployment starts `jobs.local.endpoint`, an HTTP server
-on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
+runner runs them (jobs.local.training, .tuner, .transform) and writes the outcome to the database itself.
+Deployment starts `jobs.local.endpoint`, an HTTP server on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
 and notices a runner that died without recording a result (Failed, with the pid in the reason). A training job
 checkpoints every epoch into its folder; `resume_training` continues a Failed or Stopped one from there as a new job.
 """
@@ -33,16 +33,14 @@ from jobs.jobdirs import (
     tail_lines,
 )
 from jobs.local.processes import process_alive, spawn_detached, terminate
-from jobs.local.training import finish_training_run
-from jobs.params import TrainingParams, TuningParams, check_against_train_parser
+from jobs.local.training import TRAIN_MODULE, finish_training_run
+from jobs.params import TrainingParams, TuningParams
 from jobs.records import EndpointError, JobError, JobRecord
-from jobs.search_space import Categorical
 from modeling import registry
 from modeling.metric_log import parse_metric_log
 
 RUNNER_MODULE = "jobs.local.runner"
 ENDPOINT_MODULE = "jobs.local.endpoint"
-TRAIN_MODULE = "modeling.train"
 MAX_LOCAL_PARALLEL_TRIALS = 2
 NEVER_STARTED_SECONDS = 300  # a Pending job without a process after this long was never launched
 STOP_GRACE_SECONDS = 10.0
@@ -57,15 +55,6 @@ def _absolute_channels(params: TrainingParams) -> TrainingParams:
     if not params.train or not params.val:
         raise JobError("a training job needs a train folder and a val folder of <count>/<image> (--train, --val)")
     return params.replace(**{k: str(Path(v).expanduser().absolute()) for k, v in params.channels().items()})
-
-
-def _check_search_space(tp: TuningParams) -> None:
-    """Every categorical value and both ends of every range must be valid train.py flags before trials start."""
-    check_against_train_parser(tp.base)
-    for name, param in tp.search_space.items():
-        candidates = param.values if isinstance(param, Categorical) else (param.low, param.high)
-        for value in candidates:
-            check_against_train_parser(tp.base.replace(**{name: value}))
 
 
 def _runner_job_id(job: JobRecord) -> str:
@@ -103,7 +92,7 @@ class LocalBackend(Backend):
 
     def start_training(self, params: TrainingParams, *, actor: str) -> JobRecord:
         params = _absolute_channels(params)
-        check_against_train_parser(params)
+        params.check()
         job = self._create("training", {"training": params.to_dict()}, actor)
         return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
 
@@ -134,7 +123,7 @@ class LocalBackend(Backend):
             raise JobError(f"job {job.id} is {what}; only local training jobs can be resumed")
         job = self.refresh(job.id)  # an InProgress record whose process died ends Failed here
         if job.is_active:
-            raise JobError(f"job {job.id} is still {job.status}; stop it first (python -m modeling jobs stop {job.id})")
+            raise JobError(f"job {job.id} is still {job.status}; stop it first (python -m jobs stop {job.id})")
         if job.status == "Completed":
             raise JobError(f"job {job.id} completed (model version {job.output.get('model_version', '?')}); "
                            f"there is nothing to resume")
@@ -176,7 +165,7 @@ class LocalBackend(Backend):
             raise JobError(f"the local backend runs 1 or 2 trials at a time, got max_parallel_jobs="
                            f"{params.max_parallel_jobs}")
         params = TuningParams.from_dict({**params.to_dict(), "base": _absolute_channels(params.base).to_dict()})
-        _check_search_space(params)
+        params.check()
         job = self._create("tuning", {"tuning": params.to_dict()}, actor)
         return self._launch(job, self._runner_args(job.id), Path(job.log_path))
 
@@ -365,6 +354,3 @@ class LocalBackend(Backend):
         for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
             store.finish_job(self.engine, trial.id, "Stopped", actor=actor, failure_reason="stopped on request")
         return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
-
-    def log_tail(self, job_id: str, lines: int = 50) -> str:
-        return tail_lines(self._own_job(job_id).log_path, lines)

@@ -28,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from jobs.jobdirs import write_json_atomic
+
 MAX_BODY_BYTES = 20 * 1024 * 1024
 
 
@@ -120,10 +122,7 @@ def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int 
     server = ThreadingHTTPServer((host, port), InvocationHandler)
     server.daemon_threads = True
     url = f"http://{host}:{server.server_address[1]}"
-    ready_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ready_file.with_name(ready_file.name + ".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "model_dir": str(model_dir)}), encoding="utf-8")
-    os.replace(tmp, ready_file)
+    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir)})
     print(f"serving {model_dir} on {url}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:

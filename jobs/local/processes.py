@@ -1,8 +1,12 @@
-"""Local job processes: start them detached, tell whether they still run, stop them.
+"""Local job processes, from both sides.
 
-A local job runs in its own session (start_new_session=True): the dashboard's Streamlit process never waits on
-it, closing the terminal that ran the CLI does not kill it, and a stop reaches the whole process group (the
-runner and the train.py it started) with one signal.
+The backend's side: start a runner detached, tell whether a job's process still runs, stop it. A local job runs
+in its own session (start_new_session=True): the dashboard's Streamlit process never waits on it, closing the
+terminal that ran the CLI does not kill it, and a stop reaches the whole process group (the runner and the
+train.py it started) with one signal.
+
+The runner's side: the children it starts (train.py), and the STOP flag that SIGTERM sets (finish what runs as
+Stopped, start nothing new).
 """
 
 from __future__ import annotations
@@ -12,15 +16,21 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from binaudit.config import PROJECT_ROOT
 
 # Popen objects of the processes this process started: polling them reaps the exited ones (no zombies that
 # would look alive to os.kill(pid, 0)) and keeps Python from warning about children it lost track of.
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+STOP = threading.Event()  # in a runner: set by SIGTERM
+_RUNNING: set[subprocess.Popen] = set()  # in a runner: its train.py children
+_RUNNING_LOCK = threading.Lock()
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -176,3 +186,35 @@ def terminate(pid: int, *, group: bool, markers: Sequence[str], job_ids: Sequenc
             break
         time.sleep(0.1)
     return True
+
+
+# ---------------------------------------------------------------- inside a runner
+
+def say(message: str) -> None:
+    """A runner's own message, in its log at once."""
+    print(message, flush=True)
+
+
+def on_sigterm(signum: int, _frame: Any) -> None:
+    """A runner's SIGTERM handler: set STOP and end the children (usually already signalled with the group; a
+    SIGTERM to the runner alone is not)."""
+    STOP.set()
+    with _RUNNING_LOCK:
+        for proc in _RUNNING:
+            if proc.poll() is None:
+                proc.terminate()
+
+
+def start_child(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a runner's child (train.py) in the runner's process group, output appended to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log, _RUNNING_LOCK:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+        _RUNNING.add(proc)
+    return proc
+
+
+def child_ended(proc: subprocess.Popen) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(proc)

@@ -1,15 +1,24 @@
-"""Ending a local training run: status, metrics from its log, the failure reason, the model version.
+"""One local train.py run: start it as the runner's child, watch it, record how it ended.
 
-Called by the runner when train.py exits, and by `refresh` when the runner died after writing the exit record
-(refresh only finishes a job whose runner is gone, and several refreshers may: registering goes to whoever claims
-the job first, see store.claim_registration). A failed or stopped run registers nothing and keeps its checkpoint
-(a local training job can be resumed from it); a completed one's checkpoint is deleted.
+A training job and each tuning trial is one such run. train.py gets SageMaker's variables pointing at local folders
+(SM_CHANNEL_TRAIN/VAL/TEST/RECOUNTS, SM_MODEL_DIR=<job>/model, SM_OUTPUT_DATA_DIR) and the hyperparameters as
+`--name value` flags; its output goes to the job's train.log. When it exits, `finish_training_run` records the
+status, the per-epoch metrics parsed from the log, the failure reason and, on success, a registered model version.
+
+`refresh` calls finish_training_run too, when the runner died after writing the exit record (it only finishes a job
+whose runner is gone, and several refreshers may: registering goes to whoever claims the job first, see
+store.claim_registration). A failed or stopped run registers nothing and keeps its checkpoint (a local training job
+can be resumed from it); a completed one's checkpoint is deleted.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +26,70 @@ from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
 from jobs import store
-from jobs.jobdirs import job_dir, read_text, remove_checkpoint
+from jobs.jobdirs import checkpoint_dir, job_dir, read_text, remove_checkpoint, write_exit_record
+from jobs.local.processes import STOP, child_ended, child_env, start_child
+from jobs.params import TrainingParams
 from jobs.records import JobRecord
 from modeling import registry
 from modeling.metric_log import parse_metric_log
 
+TRAIN_MODULE = "modeling.train"
+POLL_SECONDS = 0.5
 _ERROR_LINE = re.compile(r"^(?:\S+: )?error: (.+)$")
 TAIL_LINES = 8
 
+EarlyStopRule = Callable[[list[dict[str, Any]]], str | None]  # metrics so far -> why to stop, or None
+
+
+def train_env(params: TrainingParams, folder: Path) -> dict[str, str]:
+    """SageMaker's variables, pointing at local folders: train.py takes its defaults from them."""
+    channels = params.channels()
+    env = {f"SM_CHANNEL_{name.upper()}": str(Path(path).resolve()) for name, path in channels.items()}
+    env.update(SM_MODEL_DIR=str(folder / "model"), SM_OUTPUT_DATA_DIR=str(folder / "output"),
+               SM_CHANNELS=json.dumps(sorted(channels)), SM_HPS=json.dumps(params.to_hyperparameters()))
+    return child_env(env)
+
+
+def _checkpoint_args(job: JobRecord, folder: Path) -> list[str]:
+    """A training job checkpoints every epoch so a stopped or dead run can be resumed (LocalBackend.resume_training);
+    a tuning trial does not: it is never resumed, and 100+ MB of writes per epoch per trial would buy nothing."""
+    if job.parent_id:
+        return []
+    return ["--checkpoint-dir", str(checkpoint_dir(folder))]
+
+
+def run_train_process(engine: Engine, workspace: Workspace, job: JobRecord,
+                      *, early_stop: EarlyStopRule | None = None) -> JobRecord:
+    """Run train.py for `job` (a training job or a tuning trial) and record the outcome."""
+    params = TrainingParams.from_dict(job.params["training"])
+    folder = job_dir(workspace, job.id)
+    log_path = Path(job.log_path or folder / "train.log")
+    # --model-dir repeats SM_MODEL_DIR so the job id is in train.py's command line: a stop checks it (pid reuse)
+    cmd = [sys.executable, "-m", TRAIN_MODULE, *params.to_cli_args(), "--model-dir", str(folder / "model"),
+           *_checkpoint_args(job, folder)]
+    proc = start_child(cmd, train_env(params, folder), log_path)
+    if job.parent_id:  # a trial: its pid is train.py's, so a stop of the trial alone can reach it
+        store.mark_started(engine, job.id, pid=proc.pid)
+    stop_reason = None
+    while True:
+        try:
+            proc.wait(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if STOP.is_set():
+            stop_reason = "stopped on request"
+            proc.terminate()
+        elif early_stop is not None and stop_reason is None:
+            stop_reason = early_stop(parse_metric_log(read_text(log_path)))
+            if stop_reason:
+                proc.terminate()
+    child_ended(proc)
+    write_exit_record(folder, proc.returncode)
+    return finish_training_run(engine, workspace, job.id, proc.returncode, stop_reason=stop_reason)
+
+
+# ---------------------------------------------------------------- how it ended
 
 def failure_reason(log_text: str, returncode: int) -> str:
     """train.py's last `error: ...` line, else the last lines of the log (a traceback's end), else the code."""
@@ -47,13 +112,8 @@ def _register(engine: Engine, workspace: Workspace, job: JobRecord, model_dir: P
     return registry.register_model(
         engine, model_dir, workspace.models_dir, job_id=job.id, actor=job.output.get("requested_by", "system"),
         extra_config={"job": {"id": job.id, "backend": job.backend, "parent_id": job.parent_id,
-                              "include_recounts": bool(job.params.get("training", {}).get("include_recounts"))}},
+                              "recounts": job.params.get("training", {}).get("recounts") or None}},
     )
-
-
-def version_summary(version: registry.ModelVersion) -> dict[str, Any]:
-    return {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
-            "val_accuracy": version.val_accuracy, "val_rmse": version.val_rmse}
 
 
 def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, returncode: int,
@@ -64,7 +124,6 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
         return job
     folder = job_dir(workspace, job.id)
     metrics = parse_metric_log(read_text(job.log_path))
-    model_dir = folder / "model"
     if returncode != 0 and (job.stop_requested or stop_reason):
         return store.finish_job(engine, job.id, "Stopped", metrics=metrics,
                                 failure_reason=stop_reason or "stopped on request")[0]
@@ -76,11 +135,11 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
             return store.get_job(engine, job.id)
         try:
             # a version already there was registered by a caller that crashed before finishing the job
-            version = registry.version_for_job(engine, job.id) or _register(engine, workspace, job, model_dir)
+            version = registry.version_for_job(engine, job.id) or _register(engine, workspace, job, folder / "model")
         except registry.RegistryError as exc:
             return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
                 f"train.py finished but its model could not be registered: {exc}"))[0]
         # the registered model is what is kept (a Failed or Stopped run keeps its checkpoint to resume); deleted
         # before the job reads Completed, so whoever sees it Completed sees the space freed
         remove_checkpoint(folder)
-        return store.finish_job(engine, job.id, "Completed", metrics=metrics, output=version_summary(version))[0]
+        return store.finish_with_version(engine, job.id, version, metrics=metrics)

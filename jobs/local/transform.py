@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from binaudit.workspace import Workspace
 from jobs import store
-from jobs.local.runner import STOP, say
+from jobs.local.processes import STOP, say
 from jobs.records import JobError, JobRecord
 
 OUTPUT_NAME = "predictions.jsonl"

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from binaudit.workspace import Workspace
 from jobs import store
 from jobs.jobdirs import LOG_FILES, job_dir
-from jobs.local.runner import STOP, EarlyStopRule, prepare_channels, run_train_process, say
+from jobs.local.processes import STOP, say
+from jobs.local.training import EarlyStopRule, run_train_process
 from jobs.params import TuningParams, trial_value
 from jobs.records import JobRecord
 from jobs.search_space import sample_near, sample_random
@@ -73,9 +74,8 @@ def median_rule(tp: TuningParams, finished: list[JobRecord]) -> EarlyStopRule:
 
 
 def _create_trial(engine: Engine, workspace: Workspace, parent: JobRecord, tp: TuningParams, number: int,
-                  values: dict[str, Any], channels: dict[str, str]) -> JobRecord:
-    params = tp.trial_params(values).replace(include_recounts=False, **{k: channels.get(k, "") for k in
-                                                                        ("train", "val", "test")})
+                  values: dict[str, Any]) -> JobRecord:
+    params = tp.trial_params(values)  # the tuning job's channels (recounts included), these values
     job_id = store.new_job_id("training")
     trial = store.create_job(
         engine, kind="training", backend="local", parent_id=parent.id, job_id=job_id,
@@ -107,7 +107,6 @@ def summarize(tp: TuningParams, trials: list[JobRecord]) -> dict[str, Any]:
 
 def run_tuning(engine: Engine, workspace: Workspace, job: JobRecord) -> JobRecord:
     tp = TuningParams.from_dict(job.params["tuning"])
-    channels = prepare_channels(engine, workspace, job.id, tp.base)
     rng = random.Random(tp.seed)
     say(f"tuning {tp.objective} ({tp.objective_type}) over {', '.join(sorted(tp.search_space))}: "
         f"{tp.max_jobs} trials, {tp.max_parallel_jobs} at a time, {tp.strategy}")
@@ -119,10 +118,10 @@ def run_tuning(engine: Engine, workspace: Workspace, job: JobRecord) -> JobRecor
             while launched < tp.max_jobs and len(running) < tp.max_parallel_jobs and not STOP.is_set():
                 values = next_values(tp, rng, finished)
                 launched += 1
-                trial = _create_trial(engine, workspace, job, tp, launched, values, channels)
+                trial = _create_trial(engine, workspace, job, tp, launched, values)
                 say(f"trial {launched}: {trial.id} {values}")
                 rule = median_rule(tp, finished) if tp.early_stopping else None
-                running.add(pool.submit(run_train_process, engine, workspace, trial, channels, early_stop=rule))
+                running.add(pool.submit(run_train_process, engine, workspace, trial, early_stop=rule))
             if not running:
                 break
             done, running = wait(running, return_when=FIRST_COMPLETED)

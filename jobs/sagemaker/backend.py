@@ -36,7 +36,6 @@ from binaudit.config import ConfigError
 from jobs import store
 from jobs.backend import Backend
 from jobs.jobdirs import job_dir
-from jobs.local.training import version_summary
 from jobs.params import TrainingParams, TuningParams, flag_name
 from jobs.records import EndpointError, JobError, JobRecord
 from jobs.sagemaker.aws import (
@@ -114,14 +113,16 @@ class SageMakerBackend(Backend):
                 self.aws.upload_file(package.tarball, key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def training_image(self, instance_type: str) -> str:
+    def _image(self, scope: str, version: str, instance_type: str) -> str:
         from sagemaker.core import image_uris
 
+        return image_uris.retrieve(framework="pytorch", region=self.aws.region, version=version,
+                                   py_version=self.settings.python_version, instance_type=instance_type,
+                                   image_scope=scope)
+
+    def training_image(self, instance_type: str) -> str:
         try:
-            return image_uris.retrieve(framework="pytorch", region=self.aws.region,
-                                       version=self.settings.pytorch_version,
-                                       py_version=self.settings.python_version, instance_type=instance_type,
-                                       image_scope="training")
+            return self._image("training", self.settings.pytorch_version, instance_type)
         except ValueError as exc:
             raise ConfigError(f"no SageMaker PyTorch training image for BINAUDIT_PYTORCH_VERSION="
                               f"{self.settings.pytorch_version}, BINAUDIT_PYTHON_VERSION="
@@ -131,13 +132,8 @@ class SageMakerBackend(Backend):
         """The PyTorch inference image; the SDK's list stops at 2.6, so a newer version falls back to the newest."""
         from sagemaker.core import image_uris
 
-        def retrieve(version: str) -> str:
-            return image_uris.retrieve(framework="pytorch", region=self.aws.region, version=version,
-                                       py_version=self.settings.python_version, instance_type=instance_type,
-                                       image_scope="inference")
-
         try:
-            return retrieve(self.settings.pytorch_version)
+            return self._image("inference", self.settings.pytorch_version, instance_type)
         except ValueError:
             available = list(image_uris.config_for_framework("pytorch")["inference"]["versions"])
             fallback = _newest_version_at_most(self.settings.pytorch_version, available)
@@ -146,7 +142,7 @@ class SageMakerBackend(Backend):
                                   f"{self.settings.pytorch_version}; available: {', '.join(available)}") from None
             log.warning("no PyTorch %s inference image; serving with %s", self.settings.pytorch_version, fallback)
             try:
-                return retrieve(fallback)
+                return self._image("inference", fallback, instance_type)
             except ValueError as exc:
                 raise ConfigError(f"no SageMaker PyTorch inference image for {fallback} with "
                                   f"BINAUDIT_PYTHON_VERSION={self.settings.python_version}: {exc}") from None
@@ -154,10 +150,12 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- training
 
     def _channels(self, params: TrainingParams) -> dict[str, str]:
-        """S3 channels; train and val default to where `python -m data_tools upload` puts them (<prefix>/dataset)."""
+        """S3 channels; train and val default to where `python -m data_tools upload` puts them (<prefix>/dataset).
+        A local recounts folder is uploaded when the job is submitted (_recount_channel)."""
+        params.check()
         channels = {"train": self.aws.uri("dataset", "train"), "val": self.aws.uri("dataset", "val"),
                     **params.channels()}
-        local = [f"{k}={v}" for k, v in channels.items() if not v.startswith("s3://")]
+        local = [f"{k}={v}" for k, v in channels.items() if not v.startswith("s3://") and k != "recounts"]
         if local:
             raise JobError(f"the SageMaker backend reads S3 prefixes, got {', '.join(local)}; upload the dataset "
                            f"first: python -m data_tools upload --dataset DATASET (it prints the channels)")
@@ -205,14 +203,16 @@ class SageMakerBackend(Backend):
         return trainer.with_metric_definitions(
             [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS])
 
-    def _recount_channel(self, job_id: str, params: TrainingParams) -> str | None:
-        """Upload the analysts' recounts as the "recounts" channel (train.py's --recounts); None when there are
-        none, since SageMaker refuses a channel whose S3 prefix holds no objects."""
-        from audit.export import build_recount_dataset
-
-        folder = job_dir(self.workspace, job_id) / "recounts"
-        written = build_recount_dataset(self.engine, self.workspace, folder, max_count=params.max_count)
-        if not any(status.startswith("written") for status in written["status"]):
+    def _recount_channel(self, job_id: str, recounts: str) -> str | None:
+        """The "recounts" channel (train.py's --recounts): an s3:// prefix as given, a local folder (the audit
+        core's export) uploaded under the job's prefix; None for a folder without photos, since SageMaker refuses a
+        channel whose S3 prefix holds no objects."""
+        if recounts.startswith("s3://"):
+            return recounts
+        folder = Path(recounts)
+        if not folder.is_dir():
+            raise JobError(f"recounts folder not found: {folder}")
+        if not any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*")):
             return None
         with aws_errors("uploading the recounts"):
             return self.aws.upload_folder(folder, self.aws.key("jobs", job_id, "recounts"))
@@ -267,8 +267,9 @@ class SageMakerBackend(Backend):
         job = self._create("training", {"training": params.to_dict()}, actor)
 
         def submit() -> tuple[str, dict[str, Any]]:
-            if params.include_recounts and (recounts := self._recount_channel(job.id, params)):
-                channels["recounts"] = recounts
+            if "recounts" in channels:
+                recounts = self._recount_channel(job.id, channels.pop("recounts"))
+                channels.update({"recounts": recounts} if recounts else {})
             trainer = self.model_trainer(params, job.id)
             trainer.train(input_data_config=self._inputs(channels), wait=False, logs=False)
             name = trainer._latest_training_job.training_job_name
@@ -279,8 +280,9 @@ class SageMakerBackend(Backend):
 
     def start_tuning(self, params: TuningParams, *, actor: str) -> JobRecord:
         channels = self._channels(params.base)
-        if params.base.include_recounts:
-            raise JobError("include_recounts is not supported for SageMaker tuning yet; tune on the base dataset")
+        if params.base.recounts:
+            raise JobError("recounts are not supported for SageMaker tuning yet; tune on the base dataset")
+        params.check()
         job = self._create("tuning", {"tuning": params.to_dict()}, actor)
 
         def submit() -> tuple[str, dict[str, Any]]:
@@ -359,8 +361,8 @@ class SageMakerBackend(Backend):
                 return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
                     f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
                     f"registered: {exc}"))[0]
-            return store.finish_job(self.engine, job.id, "Completed",
-                                    output={**extra_output, "model_data": artifact_uri, **version_summary(version)})[0]
+            return store.finish_with_version(self.engine, job.id, version,
+                                             output={**extra_output, "model_data": artifact_uri})
 
     # ---------------------------------------------------------------- endpoints
 
