@@ -95,18 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeling", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    help = "evaluate a model folder on a data folder (metrics.json, predictions.csv)"
-    p = sub.add_parser("evaluate", help=help, description=help)
-    p.set_defaults(run=_evaluate)
-    add_scoring_arguments(p, precision="fp32")
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str, precision: str
+                ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        add_scoring_arguments(p, precision=precision)
+        return p
+
+    p = command("evaluate", _evaluate, "evaluate a model folder on a data folder (metrics.json, predictions.csv)",
+                precision="fp32")
     p.add_argument("--data", type=Path, required=True, help="folder of <count>/<bin_id>.jpg, e.g. dataset/test")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder for metrics.json and predictions.csv (default MODEL_DIR/evaluation/<data name>)")
-
-    help = "score photos in batches and write a CSV of counts and probabilities"
-    p = sub.add_parser("predict", help=help, description=help)
-    p.set_defaults(run=_predict)
-    add_scoring_arguments(p, precision="auto")
+    p = command("predict", _predict, "score photos in batches and write a CSV of counts and probabilities",
+                precision="auto")
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched for *.jpg/*.jpeg/*.png)")
     p.add_argument("--out", type=Path, required=True, help="CSV: path, bin_id, predicted_count, p0..pN, error")
     return parser

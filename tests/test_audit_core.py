@@ -357,6 +357,17 @@ def test_cli_end_to_end(ws, engine, version, tiny_dataset):
     assert bad.returncode == 2 and bad.stderr.startswith("error: no bin")
     assert "confirmed mismatches" in run("overview").stdout
 
+    # recounts as a training folder: a val bin's recount stays out, a training bin's goes in
+    recounted = {split: sorted((tiny_dataset / split / "2").glob("*.jpg"))[0].stem for split in ("train", "val")}
+    for bin_id in recounted.values():
+        assert run("decide", bin_id, "--decision", "confirm_mismatch", "--recount", "4", "--reviewer", "ana").returncode == 0
+    out = ws.root / "recounts"
+    export = run("export", "recounts", "--out", str(out), "--val", str(tiny_dataset / "val"),
+                 "--test", str(tiny_dataset / "test"))
+    assert export.returncode == 0, export.stderr
+    assert "1 recount(s) left out (bins in val or test), 0 skipped" in export.stdout
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.jpg")] == [f"4/{recounted['train']}.jpg"]
+
 
 def test_a_newer_model_brings_a_decided_bin_back(engine, ws, version, tiny_dataset, tiny_model_dir):
     imports.import_dataset(engine, tiny_dataset, actor="t")
