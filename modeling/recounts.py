@@ -23,9 +23,10 @@ def usable_recounts(recounted_bins: Iterable[str], held_out_bins: Collection[str
 
 
 def folder_bin_ids(folder: str | os.PathLike) -> set[str]:
-    """The bin ids (file stems) of the photos in a `<count>/<bin_id>.jpg` folder; none when it does not exist."""
+    """The bin ids (file stems) of the photos in a `<count>/<bin_id>.jpg` folder; none when it is not given ("")
+    or does not exist."""
     root = Path(folder)
-    if not root.is_dir():
+    if not str(folder) or not root.is_dir():  # Path("") is the working directory
         return set()
     return {p.stem for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
             for p in d.iterdir() if p.is_file() and not p.name.startswith(".")}

@@ -65,7 +65,7 @@ def test_recounts_of_val_and_test_bins_stay_out_of_training(tiny_dataset, tmp_pa
     assert [Path(p).stem for p, _ in merged.recounts] == [stem] and merged.replaced_by_recounts == 1
     assert usable_recounts(["a", "b", "c"], {"a", "x"}) == (["b", "c"], ["a"])
     assert folder_bin_ids(tiny_dataset / "val") == {p.stem for p in (tiny_dataset / "val").rglob("*.jpg")}
-    assert folder_bin_ids(tmp_path / "no-such-folder") == set()
+    assert folder_bin_ids(tmp_path / "no-such-folder") == set() == folder_bin_ids("")  # "": no test folder given
 
 
 def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset, tmp_path):

@@ -32,7 +32,7 @@ from jobs import (
     refresh_active,
 )
 from modeling.registry import get_version
-from modeling.settings import ARCHS, GROUPS, JOB_SETTINGS, LOSSES, Setting
+from modeling.settings import ARCHS, BY_NAME, GROUPS, JOB_SETTINGS, LOSSES, Setting
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
 SELECT_NEXT = "retrain_select_next"  # a job to select on the next run (the selectbox's own key is locked by then)
@@ -68,7 +68,7 @@ def setting_input(column, setting: Setting):
 def settings_ui() -> dict:
     """Every job setting: the UP_FRONT ones in two rows, the others folded away by group."""
     values = {}
-    first = [s for name in UP_FRONT for s in JOB_SETTINGS if s.name == name]
+    first = [BY_NAME[name] for name in UP_FRONT]
     for row in (first[:3], first[3:]):
         for column, setting in zip(st.columns(3), row, strict=False):
             values[setting.name] = setting_input(column, setting)
