@@ -1,7 +1,7 @@
 """The project database: engine, schema, migrations.
 
-SQLAlchemy Core over SQLite by default (a file in the workspace, WAL mode); the same schema
-serves a PostgreSQL URL. The schema is versioned: `migrate()` applies every migration newer
+SQLAlchemy Core over SQLite by default (a file in the workspace, WAL mode), or PostgreSQL for a
+team with several dashboard servers. The schema is versioned: `migrate()` applies every migration newer
 than the database's recorded version, in order, each in its own transaction, so an existing
 database survives an upgrade.
 
@@ -15,15 +15,22 @@ Tables (latest version):
     problems         bad images / metadata met while importing or scoring
     audit_log        append-only log of every change
 
-SQLite notes: writers use `BEGIN IMMEDIATE` (see `write_tx`) so two processes that both read
-and then write wait for each other instead of failing with "database is locked"; readers never
-block writers in WAL mode.
+Writers use `write_tx`: on SQLite `BEGIN IMMEDIATE`, on PostgreSQL an advisory lock, so two
+processes that both read and then write wait for each other (instead of failing with "database is
+locked" or losing an update); readers never block writers (WAL mode, MVCC).
+
+PostgreSQL (15 or newer, psycopg 3: `postgresql+psycopg://...`) runs the same migrations: they hold
+an advisory lock, so servers starting together against an empty database migrate it once. The audit
+log is append-only on both (triggers); foreign keys are enforced on both (SQLite: `PRAGMA
+foreign_keys=ON` on every connection).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -201,23 +208,30 @@ class Migration:
 
 
 def _frozen(table: sa.Table, m: sa.MetaData, *, exclude: tuple[str, ...] = (),
-            extra_indexes: tuple[tuple[str, ...], ...] = ()) -> sa.Table:
+            extra_indexes: tuple[tuple[str, ...], ...] = (), name: str | None = None,
+            foreign_keys: bool = False, indexes: bool = True) -> sa.Table:
     """A copy of `table` as an earlier migration created it: without the columns and indexes later ones add.
 
     Rule for new migrations: a migration that changes a table lists what it added (columns and index
     names) in the `exclude` of every earlier migration creating that table, and what it dropped in their
     `extra_indexes` (name, *columns), so a fresh database and an upgraded one end in the same shape.
+    Versions 1 and 2 created their tables without foreign keys (`Column._copy` leaves them out); version 5
+    adds them (`foreign_keys=True`: the declared ones, named `fk_<table>_<column>`).
     """
     keep = [c for c in table.columns if c.name not in exclude]
     kept_names = {c.name for c in keep}
     extras: list[sa.SchemaItem] = [
         sa.Index(i.name, *[c.name for c in i.columns]) for i in table.indexes
-        if {c.name for c in i.columns} <= kept_names and i.name not in exclude
+        if indexes and {c.name for c in i.columns} <= kept_names and i.name not in exclude
     ]
     extras += [sa.Index(name, *columns) for name, *columns in extra_indexes]
     extras += [sa.UniqueConstraint(*[c.name for c in u.columns], name=u.name)
                for u in table.constraints if isinstance(u, sa.UniqueConstraint) and len(u.columns) > 1]
-    return sa.Table(table.name, m, *[c._copy() for c in keep], *extras)  # _copy: Column.copy() is deprecated
+    if foreign_keys:
+        extras += [sa.ForeignKeyConstraint([fk.parent.name], [fk.target_fullname], ondelete=fk.ondelete,
+                                           name=f"fk_{table.name}_{fk.parent.name}")
+                   for fk in table.foreign_keys if fk.parent.name in kept_names]
+    return sa.Table(name or table.name, m, *[c._copy() for c in keep], *extras)  # _copy: Column.copy() is deprecated
 
 
 def _v1_jobs_and_registry(conn: Connection) -> None:
@@ -247,7 +261,8 @@ def _v2_audit(conn: Connection) -> None:
 
 def _v3_job_outputs(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN output JSON")
-    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT 0")
+    # FALSE, not 0: PostgreSQL refuses an integer default for a boolean (SQLite reads FALSE as 0)
+    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT FALSE")
 
 
 def _v4_fast_queue_and_search(conn: Connection) -> None:
@@ -259,18 +274,41 @@ def _v4_fast_queue_and_search(conn: Connection) -> None:
         "                    FROM bins b WHERE b.id = predictions.bin_id), FALSE), "
         "queued = COALESCE((SELECT b.queued FROM bins b WHERE b.id = predictions.bin_id), FALSE)")
     conn.exec_driver_sql("DROP INDEX ix_pred_model_mismatch")
+    postgresql = conn.dialect.name == "postgresql"
     for index in (*predictions.indexes, *bins.indexes):
-        if index.name in (*_V4_PREDICTION_INDEXES, "ix_bins_decision"):
+        if index.name in _PG_RANK_INDEXES and postgresql:
+            conn.exec_driver_sql(f"CREATE INDEX {index.name} ON predictions {_PG_RANK_INDEXES[index.name]}")
+        elif index.name in (*_V4_PREDICTION_INDEXES, "ix_bins_decision"):
             index.create(conn)
-    if conn.dialect.name == "sqlite":
+    if postgresql:
+        create_postgresql_search_index(conn)
+    else:
         create_sqlite_search_index(conn)
+
+
+# PostgreSQL sorts NULLs first in a DESC index; the queue ranks them last (SQLite's order), so its rank
+# indexes say NULLS LAST, or the planner could not walk them for `ORDER BY ... DESC NULLS LAST`.
+_PG_RANK_INDEXES = {
+    "ix_pred_queue": "(model_version_id, settled, mismatch_probability DESC NULLS LAST, bin_id, queued)",
+    "ix_pred_model_prob": "(model_version_id, mismatch_probability DESC NULLS LAST, bin_id)",
+}
+
+
+def create_postgresql_search_index(conn: Connection) -> None:
+    """A pg_trgm GIN index answers substring searches (`search_text LIKE '%...%'`, three characters or more).
+
+    pg_trgm ships with PostgreSQL (Debian: postgresql-contrib, part of `postgresql`) and is a trusted
+    extension: the database's owner may create it without being a superuser.
+    """
+    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    conn.exec_driver_sql("CREATE INDEX ix_bins_search_trgm ON bins USING gin (search_text gin_trgm_ops)")
 
 
 def create_sqlite_search_index(conn: Connection) -> None:
     """FTS5 with the trigram tokenizer answers substring searches (LIKE '%...%') from an index.
 
     External content: the index reads `bins.search_text`, kept in step by triggers. (On PostgreSQL the
-    same job is done by a pg_trgm GIN index; BinAudit's queries fall back to LIKE there.)
+    same job is done by the pg_trgm GIN index of `create_postgresql_search_index`, which serves LIKE itself.)
     """
     conn.exec_driver_sql("CREATE VIRTUAL TABLE bins_fts USING fts5(search_text, content='bins', "
                          "content_rowid='rowid', tokenize='trigram')")
@@ -286,11 +324,96 @@ def create_sqlite_search_index(conn: Connection) -> None:
     conn.exec_driver_sql("INSERT INTO bins_fts(bins_fts) VALUES ('rebuild')")
 
 
+APPEND_ONLY = "audit_log is append-only"
+
+
+def _audit_log_append_only(conn: Connection) -> None:
+    """UPDATE, DELETE, REPLACE (and TRUNCATE) of audit_log rows fail, whichever client sends them.
+
+    SQLite: version 2's BEFORE UPDATE/DELETE triggers miss `REPLACE INTO` / `INSERT OR REPLACE`, which
+    delete the old row without firing delete triggers (unless a connection turns recursive_triggers on);
+    a BEFORE INSERT trigger refusing an id that exists closes it. PostgreSQL: row triggers for UPDATE
+    and DELETE (an upsert's DO UPDATE fires the former) and a statement trigger for TRUNCATE.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            "CREATE TRIGGER audit_log_no_replace BEFORE INSERT ON audit_log "
+            "WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id) "
+            f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+        return
+    conn.exec_driver_sql(
+        "CREATE FUNCTION audit_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$")
+    conn.exec_driver_sql("CREATE TRIGGER audit_log_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_log "
+                         "FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change()")
+    conn.exec_driver_sql("CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+                         "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change()")
+
+
+# Rows that break a foreign key before version 5 enforces them: what the declared ON DELETE rule would have done.
+_ORPHANS = (
+    ("predictions", "DELETE FROM predictions WHERE bin_id NOT IN (SELECT id FROM bins) "
+                    "OR model_version_id NOT IN (SELECT id FROM model_versions)"),
+    ("reviews", "DELETE FROM reviews WHERE bin_id NOT IN (SELECT id FROM bins)"),
+    ("reviews", "UPDATE reviews SET model_version_id = NULL "
+                "WHERE model_version_id IS NOT NULL AND model_version_id NOT IN (SELECT id FROM model_versions)"),
+    ("model_versions", "UPDATE model_versions SET job_id = NULL "
+                       "WHERE job_id IS NOT NULL AND job_id NOT IN (SELECT id FROM jobs)"),
+    ("jobs", "UPDATE jobs SET parent_id = NULL WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM jobs)"),
+)
+_WITH_FOREIGN_KEYS = (jobs, model_versions, predictions, reviews)  # parents before children
+
+
+def _enforced_foreign_keys(conn: Connection) -> None:
+    """The declared foreign keys, for real: versions 1 and 2 created the tables without them.
+
+    Orphans first get what the declared rule would have done (rows of deleted bins go, a missing model
+    version or job becomes NULL), counted in the audit log. SQLite cannot add a constraint to a table, so
+    the four tables are rebuilt (create, copy, drop, rename: migrate() runs with foreign_keys off and checks
+    them before committing, the order SQLite's documentation prescribes).
+    """
+    fixed = {}
+    for table, statement in _ORPHANS:
+        if count := conn.exec_driver_sql(statement).rowcount:
+            fixed[table] = fixed.get(table, 0) + count
+    if fixed:
+        log_change(conn, actor="migration", action="fix_orphans", entity="database", entity_id="5", details=fixed)
+    targets = sa.MetaData()  # what the foreign keys point at
+    for table in (bins, jobs, model_versions):
+        sa.Table(table.name, targets, sa.Column("id", table.c.id.type, primary_key=True))
+    if conn.dialect.name != "sqlite":
+        for table in _WITH_FOREIGN_KEYS:
+            for fk in sorted(table.foreign_keys, key=lambda fk: fk.parent.name):
+                target = fk.column
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} ADD CONSTRAINT fk_{table.name}_{fk.parent.name} FOREIGN KEY "
+                    f"({fk.parent.name}) REFERENCES {target.table.name} ({target.name})"
+                    + (f" ON DELETE {fk.ondelete}" if fk.ondelete else ""))
+        return
+    for table in _WITH_FOREIGN_KEYS:
+        _frozen(table, targets, name=f"{table.name}_new", foreign_keys=True, indexes=False).create(conn)
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {table.name}_new ({columns}) SELECT {columns} FROM {table.name}")
+        conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        conn.exec_driver_sql(f"ALTER TABLE {table.name}_new RENAME TO {table.name}")
+        for index in table.indexes:
+            index.create(conn)
+    if broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all():
+        raise RuntimeError(f"migration 5: foreign keys still broken after the clean-up: {broken[:5]}")
+
+
+def _v5_enforced_integrity(conn: Connection) -> None:
+    _audit_log_append_only(conn)
+    _enforced_foreign_keys(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, model registry, app state", _v1_jobs_and_registry),
     Migration(2, "bins, predictions, reviews, problems, append-only audit log", _v2_audit),
     Migration(3, "jobs: output locations and stop requests", _v3_job_outputs),
     Migration(4, "queue facts on predictions, queue and browse indexes, substring search index", _v4_fast_queue_and_search),
+    Migration(5, "audit log refuses REPLACE (SQLite) and every change (PostgreSQL); foreign keys enforced",
+              _v5_enforced_integrity),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -302,32 +425,81 @@ def current_version(engine: Engine) -> int:
         return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
 
 
+MIGRATION_LOCK = 0x42696E4175646974  # "BinAudit": the PostgreSQL advisory lock that serialises migrations
+
+
+@contextmanager
+def _migration_tx(conn: Connection) -> Iterator[Connection]:
+    """One migration's transaction, holding the database-wide migration lock until it commits.
+
+    SQLite: BEGIN IMMEDIATE takes the write lock. PostgreSQL: a transaction-level advisory lock. Two servers
+    starting at once against an empty database both ask; the second waits, then finds the work done.
+    """
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        yield conn
+
+
+@contextmanager
+def _foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """SQLite only: table rebuilds (migration 5) need foreign keys off, and the pragma is a no-op in a transaction."""
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
 def migrate(engine: Engine, target: int = LATEST_VERSION) -> list[int]:
-    """Apply pending migrations up to `target`; returns the versions applied."""
-    schema_version.create(engine, checkfirst=True)
+    """Apply pending migrations up to `target`, each in its own transaction; returns the versions applied."""
+    if target <= current_version(engine):
+        return []
     applied = []
-    for migration in MIGRATIONS:
-        if migration.version > target:
-            break
-        with write_tx(engine) as conn:
-            done = conn.execute(
-                sa.select(schema_version.c.version).where(schema_version.c.version == migration.version)
-            ).first()
-            if done:  # another process got here first
-                continue
-            migration.upgrade(conn)
-            conn.execute(schema_version.insert().values(
-                version=migration.version, description=migration.description, applied_at=utcnow()))
-            applied.append(migration.version)
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_immediate=True)
+        with _foreign_keys_off(conn):
+            with _migration_tx(conn):
+                schema_version.create(conn, checkfirst=True)
+            for migration in MIGRATIONS:
+                if migration.version > target:
+                    break
+                with _migration_tx(conn):
+                    done = conn.execute(sa.select(schema_version.c.version)
+                                        .where(schema_version.c.version == migration.version)).first()
+                    if done:  # another process got here first
+                        continue
+                    migration.upgrade(conn)
+                    conn.execute(schema_version.insert().values(
+                        version=migration.version, description=migration.description, applied_at=utcnow()))
+                    applied.append(migration.version)
     return applied
 
 
 # ---------------------------------------------------------------- engine
 
+def _wal_mode(cursor) -> None:
+    """Switch a new database file to WAL. Two processes creating it at once: the loser of the switch gets
+    "database is locked" at once (SQLite does not wait for this lock), so it retries; then the file is WAL."""
+    for attempt in range(200):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # SQLAlchemy's begin event below issues BEGIN itself
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _wal_mode(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -340,7 +512,11 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def make_engine(url: str, *, create_dirs: bool = True) -> Engine:
-    """An engine for `url`; SQLite files get WAL mode, foreign keys and a busy timeout."""
+    """An engine for `url`; SQLite files get WAL mode, foreign keys and a busy timeout.
+
+    PostgreSQL: `postgresql+psycopg://user:password@host:port/database` (psycopg 3); a bare
+    `postgresql://` URL is read as the same driver.
+    """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if create_dirs and path and path != ":memory:":
@@ -349,7 +525,10 @@ def make_engine(url: str, *, create_dirs: bool = True) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_pre_ping=True)
 
 
 def open_database(url: str) -> Engine:
@@ -359,12 +538,22 @@ def open_database(url: str) -> Engine:
     return engine
 
 
+WRITE_LOCK = 0x42696E4157726974  # "BinAWrit": PostgreSQL's advisory lock for write_tx
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
-    """A read-write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+    """A read-write transaction that holds the database's write lock from its first statement.
+
+    SQLite: BEGIN IMMEDIATE. PostgreSQL: a transaction-level advisory lock, so code that reads and then
+    writes (a state value, an image-root list, a job claim) is correct there too, one writer at a time,
+    as on SQLite. Writes are short; readers are never blocked, on either database.
+    """
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_immediate=True)
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
             yield conn
 
 

@@ -93,3 +93,56 @@ def seeded_workspace(tmp_path_factory) -> Path:
     ws = Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
     seed_demo(ws, ws.open(), DemoPlan.tiny(), progress=False)
     return root
+
+
+# ---------------------------------------------------------------- databases: SQLite and a real PostgreSQL server
+
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of this test process (see tests/postgres_server.py). Never skips: a server that
+    cannot start fails every test that needs it, with the reason."""
+    from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer().start()
+    except (PostgresUnavailable, OSError, KeyError) as exc:
+        pytest.fail(f"the PostgreSQL test server did not start: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server) -> str:
+    """A database migrated to the latest schema, to copy for each test."""
+    from binaudit import db
+
+    name = pg_server.create_database(name="binaudit_migrated")
+    db.open_database(pg_server.url(name)).dispose()  # no connection may stay open on a template
+    return name
+
+
+@pytest.fixture
+def pg_url(pg_server, pg_template) -> str:
+    """A fresh, migrated PostgreSQL database for this test; dropped afterwards."""
+    name = pg_server.create_database(template=pg_template)
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def pg_empty_url(pg_server) -> str:
+    """A fresh, empty PostgreSQL database (no schema at all); dropped afterwards."""
+    name = pg_server.create_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path) -> str:
+    """The same test on SQLite (a file in the test's folder) and on PostgreSQL (a fresh migrated database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}"
+    return request.getfixturevalue("pg_url")
