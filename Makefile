@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # pip on some machines warns about every local index it cannot use; keep the log readable
 PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: run test setup setup-dev chromium lint bench demo-data
+.PHONY: run test setup setup-dev chromium postgresql lint bench demo-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,17 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
+# Debian's PostgreSQL server binaries (15 or newer) for the tests, which start their own throwaway server.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+	@ls -d /usr/lib/postgresql/*/bin | tail -1
+
 run: setup
 	$(BIN)/python -m app.launch
 
-test: setup-dev chromium
+test: setup-dev chromium postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: setup-dev

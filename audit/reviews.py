@@ -19,6 +19,7 @@ from binaudit import db
 
 CONFIRM, DISMISS, UNSURE = "confirm_mismatch", "dismiss", "unsure"
 DECISIONS = (CONFIRM, DISMISS, UNSURE)
+MAX_REVIEWER = 200  # the reviewer columns' length (enforced by PostgreSQL)
 DECISION_LABELS = {CONFIRM: "Confirm mismatch", DISMISS: "Dismiss (record is right)", UNSURE: "Unsure"}
 
 
@@ -51,6 +52,8 @@ def validate(d: Decision, expected_count: int | None) -> None:
         raise ReviewError(f"unknown decision {d.decision!r}; one of: {', '.join(DECISIONS)}")
     if not d.reviewer.strip():
         raise ReviewError("a decision needs the reviewer's name")
+    if len(d.reviewer) > MAX_REVIEWER:
+        raise ReviewError(f"a reviewer's name has at most {MAX_REVIEWER} characters")
     if d.decision == CONFIRM:
         if d.recounted_count is None or d.recounted_count < 0:
             raise ReviewError("confirming a mismatch needs the recounted quantity (0 or more)")

@@ -2,8 +2,8 @@
 
 SQLAlchemy Core over SQLite by default (a file in the workspace, WAL mode), or PostgreSQL for a
 team with several dashboard servers. The schema is versioned: `migrate()` applies every migration newer
-than the database's recorded version, in order, each in its own transaction, so an existing
-database survives an upgrade.
+than the database's recorded version, in order, in one transaction, so an existing database
+survives an upgrade (or, if one fails, stays as it was).
 
 Tables (latest version):
     app_state        key/value (the active model version, ...)
@@ -43,6 +43,11 @@ from sqlalchemy.engine import Connection, Engine
 metadata = sa.MetaData()
 
 
+# Column lengths: SQLite ignores them, PostgreSQL enforces them. Free-form text (paths, URIs, actors, logged
+# entity ids) is TEXT; a bin id is at most 200 characters (app.audit.imports.is_safe_bin_id); a reviewer's
+# name at most 200 (app.audit.reviews.validate).
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC, microsecond precision: sorts correctly as text in SQLite."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -74,7 +79,7 @@ jobs = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("started_at", sa.DateTime),
     sa.Column("ended_at", sa.DateTime),
-    sa.Column("log_path", sa.String(1000)),
+    sa.Column("log_path", sa.Text),
     sa.Column("metrics", sa.JSON),  # per-epoch dicts parsed from the log
     sa.Column("failure_reason", sa.Text),
     sa.Column("pid", sa.Integer),  # local backend: the worker process
@@ -92,7 +97,7 @@ model_versions = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(100), nullable=False, unique=True),
     sa.Column("job_id", sa.String(100), sa.ForeignKey("jobs.id")),
-    sa.Column("artifact_uri", sa.String(1000), nullable=False),  # local model dir or s3://.../model.tar.gz
+    sa.Column("artifact_uri", sa.Text, nullable=False),  # local model dir or s3://.../model.tar.gz
     sa.Column("arch", sa.String(50), nullable=False),
     sa.Column("image_size", sa.Integer, nullable=False),
     sa.Column("max_count", sa.Integer, nullable=False),
@@ -108,8 +113,8 @@ model_versions = sa.Table(
 
 bins = sa.Table(
     "bins", metadata,
-    sa.Column("id", sa.String(100), primary_key=True),
-    sa.Column("image_uri", sa.String(1000), nullable=False),  # path inside the workspace, or s3://
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("image_uri", sa.Text, nullable=False),  # path inside the workspace, or s3://
     sa.Column("expected_count", sa.Integer),  # None: nothing known about the stock record
     sa.Column("items", sa.JSON, nullable=False),  # [{asin, name, quantity, length_in, ...}]
     sa.Column("search_text", sa.Text, nullable=False, default=""),  # lower-cased names and ASINs
@@ -137,7 +142,7 @@ _probability_desc = sa.desc(sa.column("mismatch_probability"))  # rank order: hi
 predictions = sa.Table(
     "predictions", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("bin_id", sa.String(100), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("bin_id", sa.String(200), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False),
     sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
     sa.Column("predicted_count", sa.Integer, nullable=False),  # argmax
     sa.Column("decoded_count", sa.Integer, nullable=False),  # minimises expected squared error
@@ -162,7 +167,7 @@ predictions = sa.Table(
 reviews = sa.Table(
     "reviews", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("bin_id", sa.String(100), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("bin_id", sa.String(200), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False),
     sa.Column("decision", sa.String(30), nullable=False),  # confirm_mismatch | dismiss | unsure
     sa.Column("recounted_count", sa.Integer),
     sa.Column("reviewer", sa.String(200), nullable=False),
@@ -176,8 +181,8 @@ reviews = sa.Table(
 problems = sa.Table(
     "problems", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("bin_id", sa.String(100)),
-    sa.Column("file", sa.String(1000), nullable=False),
+    sa.Column("bin_id", sa.String(200)),
+    sa.Column("file", sa.Text, nullable=False),
     sa.Column("stage", sa.String(20), nullable=False),  # import | score
     sa.Column("model_version_id", sa.Integer),
     sa.Column("reason", sa.Text, nullable=False),
@@ -189,10 +194,10 @@ audit_log = sa.Table(
     "audit_log", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime, nullable=False),
-    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
     sa.Column("action", sa.String(50), nullable=False),
     sa.Column("entity", sa.String(30), nullable=False),
-    sa.Column("entity_id", sa.String(100), nullable=False),
+    sa.Column("entity_id", sa.Text, nullable=False),
     sa.Column("details", sa.JSON, nullable=False),
     sa.Index("ix_audit_entity", "entity", "entity_id"),
 )
@@ -429,19 +434,6 @@ MIGRATION_LOCK = 0x42696E4175646974  # "BinAudit": the PostgreSQL advisory lock 
 
 
 @contextmanager
-def _migration_tx(conn: Connection) -> Iterator[Connection]:
-    """One migration's transaction, holding the database-wide migration lock until it commits.
-
-    SQLite: BEGIN IMMEDIATE takes the write lock. PostgreSQL: a transaction-level advisory lock. Two servers
-    starting at once against an empty database both ask; the second waits, then finds the work done.
-    """
-    with conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-        yield conn
-
-
-@contextmanager
 def _foreign_keys_off(conn: Connection) -> Iterator[None]:
     """SQLite only: table rebuilds (migration 5) need foreign keys off, and the pragma is a no-op in a transaction."""
     raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
@@ -455,27 +447,32 @@ def _foreign_keys_off(conn: Connection) -> Iterator[None]:
 
 
 def migrate(engine: Engine, target: int = LATEST_VERSION) -> list[int]:
-    """Apply pending migrations up to `target`, each in its own transaction; returns the versions applied."""
+    """Apply pending migrations up to `target`, in order, in one transaction; returns the versions applied.
+
+    The transaction holds the migration lock from its first statement (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+    a transaction-level advisory lock), so two servers starting at once against an empty database do not
+    both migrate it: the second waits, then finds nothing left to do. A migration that fails rolls the whole
+    upgrade back: the database stays at its old version, intact.
+    """
     if target <= current_version(engine):
         return []
     applied = []
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_immediate=True)
-        with _foreign_keys_off(conn):
-            with _migration_tx(conn):
-                schema_version.create(conn, checkfirst=True)
+        with _foreign_keys_off(conn), conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            schema_version.create(conn, checkfirst=True)
+            done = set(conn.execute(sa.select(schema_version.c.version)).scalars())
             for migration in MIGRATIONS:
                 if migration.version > target:
                     break
-                with _migration_tx(conn):
-                    done = conn.execute(sa.select(schema_version.c.version)
-                                        .where(schema_version.c.version == migration.version)).first()
-                    if done:  # another process got here first
-                        continue
-                    migration.upgrade(conn)
-                    conn.execute(schema_version.insert().values(
-                        version=migration.version, description=migration.description, applied_at=utcnow()))
-                    applied.append(migration.version)
+                if migration.version in done:  # applied earlier, or by another process while this one waited
+                    continue
+                migration.upgrade(conn)
+                conn.execute(schema_version.insert().values(
+                    version=migration.version, description=migration.description, applied_at=utcnow()))
+                applied.append(migration.version)
     return applied
 
 
@@ -593,8 +590,9 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], key: tupl
     """Insert rows, skipping those whose `key` already exists (idempotent writes); returns rows inserted."""
     if not rows:
         return 0
-    stmt = _dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(key))
-    return conn.execute(stmt, rows).rowcount
+    # counted from RETURNING: a many-row execute's rowcount is -1 on psycopg
+    stmt = _dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c[key[0]])
+    return len(conn.execute(stmt, rows).all())
 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict], key: tuple[str, ...], update: tuple[str, ...]) -> None:

@@ -1,4 +1,8 @@
-"""The audit core against a real SQLite database and a real (tiny) model."""
+"""The audit core against a real (tiny) model, each test on SQLite and on a real PostgreSQL server.
+
+The command-line end-to-end test runs on SQLite here; its PostgreSQL counterpart, from an empty
+database, is tests/test_postgres_team.py.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def ws(tmp_path) -> Workspace:
+def ws(tmp_path, database_url) -> Workspace:
+    return Workspace(tmp_path / "ws", database_url)
+
+
+@pytest.fixture
+def sqlite_ws(tmp_path) -> Workspace:
     return Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}")
 
 
@@ -105,7 +114,8 @@ def test_upload_with_metadata_typed_count_and_bad_files(engine, ws):
         imports.import_upload(engine, ws, "huge.jpg", jpeg_bytes(2000, 1500), actor="ana", max_pixels=1_000_000)
 
 
-def test_image_paths_are_confined(ws, tmp_path):
+def test_image_paths_are_confined(sqlite_ws, tmp_path):
+    ws = sqlite_ws
     ws.root.mkdir(parents=True, exist_ok=True)
     (ws.root / "images").mkdir(exist_ok=True)
     inside = ws.root / "images" / "a.jpg"
@@ -276,6 +286,8 @@ def test_review_validation(engine, version):
         reviews.decide(engine, reviews.Decision("b0000", "maybe", "ana", rv))
     with pytest.raises(reviews.ReviewError, match="no bin"):
         reviews.decide(engine, reviews.Decision("nope", reviews.DISMISS, "ana", 1))
+    with pytest.raises(reviews.ReviewError, match="at most 200 characters"):  # PostgreSQL would refuse it
+        reviews.decide(engine, reviews.Decision("b0000", reviews.DISMISS, "a" * 201, rv))
 
 
 def test_browse_filters_and_detail(engine, ws, version, tiny_dataset):
@@ -338,7 +350,10 @@ def test_overview_figures(engine, ws, version, tiny_dataset):
     assert o.open_queue == queue_size(engine, version.id, threshold=0.5)
 
 
-def test_cli_end_to_end(ws, engine, version, tiny_dataset):
+def test_cli_end_to_end(sqlite_ws, tiny_dataset, tiny_model_dir):
+    ws = sqlite_ws
+    engine = ws.open()
+    activate(engine, register_model(engine, tiny_model_dir, ws.models_dir, job_id=None).id, actor="test")
     env = _cli_env(ws)
 
     def run(*args: str) -> subprocess.CompletedProcess:
