@@ -22,7 +22,8 @@ from audit.imports import is_safe_bin_id
 from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
-from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
+from binaudit.photos import local_photo
+from binaudit.workspace import Workspace, image_roots
 from modeling.recounts import folder_bin_ids, usable_recounts
 
 RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild
@@ -96,12 +97,12 @@ def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, ma
             status.append(f"skipped: recount {row.recounted_count} is over the model's {max_count}")
             continue
         try:
-            src = resolve_image(row.image_uri, workspace, roots)
-        except UnsafePath as exc:
+            src = local_photo(row.image_uri, workspace, roots)
+        except OSError as exc:  # UnsafePath, a missing file or S3 object, S3 not answering
             status.append(f"skipped: {exc}")
             continue
-        if not isinstance(src, Path) or not src.is_file():
-            status.append(f"skipped: photo not found locally ({row.image_uri})")
+        if not src.is_file():
+            status.append(f"skipped: photo not found ({row.image_uri})")
             continue
         if not is_safe_bin_id(row.bin_id):
             status.append(f"skipped: bin id {row.bin_id!r} is not a plain file name")

@@ -4,8 +4,8 @@ layout, or one uploaded photo (with optional metadata JSON or a typed expected c
 Re-importing is safe: a bin that exists is updated (new metadata, new photo location) and the
 change is logged; nothing is duplicated. Bad metadata and orphan files are recorded in the
 `problems` table with their reason and the rest is imported. Photos referenced in place (dataset
-and folder imports) have their folder registered as an image root; S3 imports and uploads copy
-photos into the workspace.
+and folder imports, and S3 imports, whose photos stay in S3) have their folder or prefix registered
+as an image root; uploads copy photos into the workspace.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine
 
 from audit.scoring import forget_predictions, refresh_mismatch
 from binaudit import db
-from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root, resolve_image
+from binaudit.photos import local_photo
+from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root
 from data_tools.layout import METADATA_DIR, scan_local
 from data_tools.metadata import MAX_QUANTITY, BinRecord, item_dicts, parse_metadata
 from data_tools.problems import Problem
@@ -165,19 +166,38 @@ def import_abid_folder(engine: Engine, folder: Path, *, actor: str = "system", s
 
 def import_s3_prefix(engine: Engine, workspace: Workspace, uri: str, *, actor: str = "system",
                      limit: int | None = None, unsigned: bool = False, workers: int = 16) -> ImportReport:
-    """An S3 prefix in ABID layout: photos and metadata are downloaded into the workspace, then imported."""
-    from data_tools.download import plan_download, run_transfers
+    """An S3 prefix in ABID layout. The photos stay in S3: bins point at their objects (the prefix is
+    registered as an image root) and every server fetches them into its own cache when shown or scored.
+    The metadata is downloaded into the workspace's cache and imported. With `limit`, the first N bins
+    are taken and their photos not listed (a missing one is reported when it is scored)."""
+    from data_tools.download import list_bin_ids, plan_download, run_transfers
+    from data_tools.layout import IMAGE_SUFFIX, IMAGES_DIR, image_key
     from data_tools.s3 import make_s3_client, parse_s3_uri
 
     loc = parse_s3_uri(uri)
-    dest = workspace.images_dir / "s3" / loc.bucket / (loc.prefix or "_root")
+    cache = workspace.root / "cache" / "s3-metadata" / loc.bucket / (loc.prefix or "_root")
     client = make_s3_client(unsigned=unsigned, max_pool=workers)
-    transfers = plan_download(client, loc, dest, limit=limit)
+    transfers = plan_download(client, loc, cache, limit=limit, metadata_only=True)
     transfer_report = run_transfers(client, loc.bucket, transfers, workers=workers)
-    report = import_abid_folder(engine, dest, actor=actor, source="s3")
-    report.problems += transfer_report.failed
+    pairing = scan_local(cache, metadata_only=True)
+    if limit is None:
+        images = set(list_bin_ids(client, loc, IMAGES_DIR, IMAGE_SUFFIX))
+        meta = set(pairing.paired)
+        pairing.image_only = sorted(images - meta)
+        pairing.metadata_only = [b for b in pairing.paired if b not in images]
+        pairing.paired = [b for b in pairing.paired if b in images]
+    report = ImportReport(problems=pairing.orphan_problems() + transfer_report.failed)
+    rows = []
+    for bin_id in pairing.paired:
+        result = parse_metadata(pairing.metadata_path(bin_id).read_bytes(), bin_id, f"{METADATA_DIR}/{bin_id}.json")
+        report.problems += result.problems
+        if result.record is not None:
+            rows.append(bin_row(result.record, bin_id=bin_id, image_uri=f"s3://{loc.bucket}/{loc.key(image_key(bin_id))}",
+                                source="s3"))
     with db.write_tx(engine) as conn:
-        _record_problems(conn, transfer_report.failed)
+        register_image_root(conn, loc.uri, actor=actor)
+        _record_problems(conn, report.problems)
+    save_bins(engine, rows, actor=actor, report=report)
     return report
 
 
@@ -249,7 +269,7 @@ def keep_known_fields(row: dict, existing: dict, *, has_metadata: bool, typed_co
 def _same_photo(image_uri: str, data: bytes, workspace: Workspace, roots: list[str]) -> bool:
     """Whether a bin's stored photo holds exactly these bytes (False when it cannot be read here)."""
     try:
-        path = resolve_image(image_uri, workspace, roots)
-    except UnsafePath:
+        path = local_photo(image_uri, workspace, roots)
+    except (UnsafePath, OSError):
         return False
-    return isinstance(path, Path) and path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from audit.mismatch import score_distributions
 from binaudit import db
+from binaudit.photos import local_photos
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
 from modeling.registry import ModelVersion
 
@@ -195,22 +196,23 @@ def score_bins(engine: Engine, workspace: Workspace, version: ModelVersion, scor
             conn.execute(db.problems.delete().where(db.problems.c.stage == "score",
                                                     db.problems.c.model_version_id == version.id))
     pending = _iter_pending(engine, version.id, retry_failed, page=max(commit_every, 512))
-    bins_a, bins_b = itertools.tee(pending)
+    bins_a, bins_b, bins_c = itertools.tee(pending, 3)
     unsafe: dict[str, str] = {}
 
     def paths() -> Iterator[str]:
-        for b in bins_a:
-            try:
-                yield str(resolve_image(b.image_uri, workspace, roots))
-            except UnsafePath as exc:
-                unsafe[b.bin_id] = str(exc)
+        """Local files to score (S3 photos fetched into the cache a few at a time, ahead of the scorer)."""
+        for b, photo in zip(bins_c, local_photos((b.image_uri for b in bins_a), workspace, roots), strict=True):
+            if isinstance(photo, OSError):
+                unsafe[b.bin_id] = str(photo)
                 yield ""  # keeps positions aligned; the scorer reports it unreadable, the reason below wins
+            else:
+                yield str(photo)
 
     bar = tqdm(total=report.pending_at_start, desc="score", unit="bin",
                disable=None if progress is None else not progress)
     chunk: list[tuple[_Pending, np.ndarray | None, str | None]] = []
     for b, (probs, err) in zip(bins_b, scorer(paths()), strict=True):
-        if b.bin_id in unsafe:  # refused before reading: say why, not "file not found"
+        if b.bin_id in unsafe:  # refused or missing before reading: say why, not "file not found"
             probs, err = None, unsafe.pop(b.bin_id)
         chunk.append((b, probs, err))
         if len(chunk) >= commit_every:

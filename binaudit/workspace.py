@@ -5,11 +5,13 @@
     <workspace>/models/vN/      registered model versions
     <workspace>/jobs/<id>/      local job folders (logs, outputs)
     <workspace>/exports/        CSV exports and recount datasets
+    <workspace>/cache/s3/       photos fetched from S3 (binaudit.photos)
 
 Image paths stored in the database are relative to the workspace, or absolute paths under an
 image root that an import registered explicitly (a dataset folder, say), or S3 URIs in the
-configured bucket. Anything else is refused, so a crafted row cannot make the app read
-/etc/passwd or another user's files.
+configured bucket or under an S3 prefix an import registered (`s3://bucket/prefix`). Anything
+else is refused, so a crafted row cannot make the app read /etc/passwd or another user's files.
+binaudit.photos turns an allowed location into a local file (S3 objects through a cache).
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ def image_roots(conn: sa.Connection) -> list[str]:
     return list(db.get_state(conn, IMAGE_ROOTS_KEY, []) or [])
 
 
-def register_image_root(conn: sa.Connection, folder: Path, *, actor: str) -> None:
-    """Allow image paths under `folder` (an import that references photos in place calls this)."""
-    root = str(folder.resolve())
+def register_image_root(conn: sa.Connection, folder: Path | str, *, actor: str) -> None:
+    """Allow image paths under `folder`, a local folder or an `s3://bucket/prefix` (an import that
+    references photos in place calls this)."""
+    root = folder.rstrip("/") if isinstance(folder, str) and folder.startswith("s3://") else str(Path(folder).resolve())
     roots = image_roots(conn)
     if root not in roots:
         db.set_state(conn, IMAGE_ROOTS_KEY, [*roots, root])
@@ -84,14 +87,18 @@ def _inside(path: Path, root: Path) -> bool:
 def resolve_image(uri: str, workspace: Workspace, roots: list[str]) -> Path | str:
     """The local path (symlinks resolved) or S3 URI to read for a stored image location; UnsafePath otherwise."""
     if uri.startswith("s3://"):
-        bucket = uri[5:].split("/", 1)[0]
+        bucket, _, key = uri[5:].partition("/")
+        if not key or key.endswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+            raise UnsafePath(f"{uri}: not a plain S3 object key")  # the key becomes a path in the cache
         if workspace.s3_bucket and bucket == workspace.s3_bucket:
             return uri
-        raise UnsafePath(f"{uri}: not in the configured bucket")
+        if any(uri.startswith(r + "/") for r in roots if r.startswith("s3://")):
+            return uri
+        raise UnsafePath(f"{uri}: not in the configured bucket or an imported S3 prefix")
     path = Path(uri)
     path = (workspace.root / path) if not path.is_absolute() else path
     real = Path(os.path.realpath(path))
-    allowed = [workspace.root.resolve(), *(Path(os.path.realpath(r)) for r in roots)]
+    allowed = [workspace.root.resolve(), *(Path(os.path.realpath(r)) for r in roots if not r.startswith("s3://"))]
     if not any(_inside(real, root) for root in allowed):
         raise UnsafePath(f"{uri}: outside the workspace and the registered image folders")
     return real

@@ -39,6 +39,11 @@ def _list_ids(client, loc: S3Location, folder: str, suffix: str, limit: int | No
     return found
 
 
+def list_bin_ids(client, loc: S3Location, folder: str, suffix: str, limit: int | None = None) -> dict[str, int]:
+    """{bin id: size} of the objects `<prefix>/<folder>/<id><suffix>` (all, or the first `limit`)."""
+    return _list_ids(client, loc, folder, suffix, limit)
+
+
 def plan_download(client, loc: S3Location, out: Path, *, ids: list[str] | None = None, limit: int | None = None,
                   metadata_only: bool = False) -> list[Transfer]:
     """The transfers that bring `ids` (or the first `limit` bins, or all) of `loc` into `out`."""

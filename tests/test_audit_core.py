@@ -131,6 +131,9 @@ def test_image_paths_are_confined(sqlite_ws, tmp_path):
     assert resolve_image(str(tmp_path / "x.jpg"), ws, [str(tmp_path)]) == (tmp_path / "x.jpg").resolve()
     with pytest.raises(UnsafePath, match="configured bucket"):
         resolve_image("s3://someone-else/x.jpg", ws, [])
+    assert resolve_image("s3://imported/abid/bin-images/1.jpg", ws, ["s3://imported/abid"]).startswith("s3://")
+    with pytest.raises(UnsafePath, match="plain S3 object key"):  # the key becomes a path in the cache
+        resolve_image("s3://imported/abid/../../../etc/x.jpg", ws, ["s3://imported/abid"])
 
 
 def test_scoring_is_idempotent_and_records_bad_images(engine, ws, version, tiny_dataset):
@@ -413,9 +416,11 @@ def test_changing_the_expected_count_rescores_the_mismatch_without_the_photo(eng
     assert pred["mismatch_probability"] == pytest.approx(1 - probs[3], abs=1e-5)
 
 
-def test_import_from_an_s3_prefix(aws_env, engine, ws, synth_raw, request):
+def test_import_from_an_s3_prefix_keeps_the_photos_in_s3(aws_env, engine, ws, version, synth_raw, request,
+                                                         tmp_path):
     import boto3
 
+    from binaudit.photos import local_photo
     from tests.conftest import s3_bucket_name
 
     bucket = s3_bucket_name(request)
@@ -427,10 +432,26 @@ def test_import_from_an_s3_prefix(aws_env, engine, ws, synth_raw, request):
     s3.put_object(Bucket=bucket, Key="abid/metadata/99999.json", Body=b"{broken")  # bad metadata, no photo
     report = imports.import_s3_prefix(engine, ws, f"s3://{bucket}/abid", actor="t", workers=4)
     assert report.added == 15
-    assert any(p.file == "metadata/99999.json" for p in report.problems)
+    assert {p.file: p.reason for p in report.problems}["metadata/99999.json"] == "metadata without an image"
     with engine.connect() as conn:
-        uris = conn.execute(sa.select(db.bins.c.image_uri)).scalars().all()
-    assert all(Path(u).is_file() and ws.root.resolve() in Path(u).parents for u in uris)  # copied into the workspace
+        uris = dict(conn.execute(sa.select(db.bins.c.id, db.bins.c.image_uri)).all())
+        roots = db.get_state(conn, "image_roots")
+    assert all(u == f"s3://{bucket}/abid/bin-images/{b}.jpg" for b, u in uris.items())  # the photos stay in S3
+    assert not list(ws.root.rglob("*.jpg"))  # nothing was copied onto this server's disk
+
+    # a second server: its own folder, the same database; it reads the photos from S3 through its cache
+    server_b = Workspace(tmp_path / "server-b", ws.database_url)
+    first = sorted(uris)[0]
+    cached = local_photo(uris[first], server_b, roots)
+    assert server_b.root in cached.parents and cached.read_bytes() == (synth_raw / "bin-images" / f"{first}.jpg").read_bytes()
+    s3.delete_object(Bucket=bucket, Key=f"abid/bin-images/{sorted(uris)[1]}.jpg")  # gone from S3 before scoring
+    scored = score_bins(engine, server_b, version, local_scorer(version.model_dir, workers=0), progress=False)
+    assert (scored.scored, scored.failed) == (14, 1)
+    with engine.connect() as conn:
+        reason = conn.execute(sa.select(db.problems.c.reason).where(db.problems.c.stage == "score")).scalar_one()
+    assert reason == f"photo not found in S3: {uris[sorted(uris)[1]]}"
+    with pytest.raises(UnsafePath, match="imported S3 prefix"):  # other prefixes of the bucket stay closed
+        local_photo(f"s3://{bucket}/elsewhere/x.jpg", server_b, roots)
 
 
 # ---------------------------------------------------------------- records survive re-imports and races

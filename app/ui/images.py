@@ -1,4 +1,5 @@
-"""Photos for the pages: small JPEG bytes, cached, read only from allowed places.
+"""Photos for the pages: small JPEG bytes, cached, read only from allowed places (S3 photos through the
+workspace's cache, see binaudit.photos).
 
 `st.image` re-encodes whatever it is given on every rerun, so pages pass it these cached bytes
 (keyed by path, modification time and size) instead of full photos.
@@ -13,7 +14,8 @@ import streamlit as st
 from PIL import ImageOps
 
 from app.ui.context import AppContext, allowed_roots
-from binaudit.workspace import UnsafePath, resolve_image
+from binaudit.photos import local_photo
+from binaudit.workspace import UnsafePath
 from modeling.preprocessing import ImageDecodeError, load_image
 
 THUMB_SIDE = 224
@@ -37,17 +39,16 @@ def photo_bytes(ctx: AppContext, image_uri: str, side: int = THUMB_SIDE,
                 roots: list[str] | None = None) -> tuple[bytes | None, str | None]:
     """(JPEG bytes, None) or (None, why the photo cannot be shown). Pass `roots` when showing many."""
     try:
-        path = resolve_image(image_uri, ctx.workspace, allowed_roots(ctx) if roots is None else roots)
+        path = local_photo(image_uri, ctx.workspace, allowed_roots(ctx) if roots is None else roots)
+        return _jpeg(str(path), os.path.getmtime(path), side, side <= THUMB_SIDE), None
     except UnsafePath as exc:
         return None, str(exc)
-    if not isinstance(path, os.PathLike):
-        return None, "photo is in S3; download it into the workspace to view it"
-    try:
-        return _jpeg(str(path), os.path.getmtime(path), side, side <= THUMB_SIDE), None
-    except FileNotFoundError:
-        return None, f"photo not found: {path}"
+    except FileNotFoundError as exc:
+        return None, str(exc) if "S3" in str(exc) else f"photo not found: {image_uri}"
     except ImageDecodeError as exc:
         return None, f"cannot show the photo: {exc}"
+    except OSError as exc:  # S3 did not answer
+        return None, str(exc)
 
 
 def show_photo(ctx: AppContext, image_uri: str, *, side: int = THUMB_SIDE, caption: str | None = None,
