@@ -146,3 +146,18 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def seeded_pg_template(pg_server, seeded_workspace) -> str:
+    """The seeded demo workspace's database copied into PostgreSQL (python -m binaudit copy-database's code)."""
+    from binaudit import db
+    from binaudit.copy_database import copy_database
+
+    name = pg_server.create_database(name="binaudit_seeded")
+    source = db.make_engine(f"sqlite:///{seeded_workspace / 'binaudit.db'}")
+    target = db.make_engine(pg_server.url(name))
+    copy_database(source, target)
+    source.dispose()
+    target.dispose()
+    return name

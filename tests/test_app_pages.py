@@ -1,4 +1,7 @@
-"""Every dashboard page under Streamlit's AppTest, on a seeded (tiny) demo workspace."""
+"""Every dashboard page under Streamlit's AppTest, on a seeded (tiny) demo workspace, on SQLite and PostgreSQL.
+
+The two Retrain tests that train a model run on SQLite only (their job-store work runs on both in
+tests/test_jobs_*.py)."""
 
 from __future__ import annotations
 
@@ -16,20 +19,40 @@ from audit.reviews import DISMISS, Decision, decide
 from binaudit import db
 from binaudit.workspace import Workspace
 from modeling.registry import active_version, get_version
+from tests.conftest import DATABASES
 from tests.modeling_fixtures import jpeg_bytes
 
 DASHBOARD = str(Path(__file__).resolve().parent.parent / "app" / "dashboard.py")
 
 
-@pytest.fixture
-def ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
+def _seeded_copy(seeded_workspace: Path, tmp_path: Path, monkeypatch, database_url: str | None = None) -> Workspace:
     """A private copy of the seeded workspace, and the environment pointing the app at it."""
     root = tmp_path / "ws"
     shutil.copytree(seeded_workspace, root)
     monkeypatch.setenv("BINAUDIT_WORKSPACE", str(root))
     monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
-    monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
-    return Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
+    if database_url:
+        monkeypatch.setenv("BINAUDIT_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
+    return Workspace(root, database_url or f"sqlite:///{root / 'binaudit.db'}")
+
+
+@pytest.fixture(params=DATABASES)
+def ws(request, seeded_workspace, tmp_path, monkeypatch) -> Workspace:
+    """The seeded workspace on SQLite, and with its database copied into PostgreSQL."""
+    if request.param == "sqlite":
+        return _seeded_copy(seeded_workspace, tmp_path, monkeypatch)
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database(template=request.getfixturevalue("seeded_pg_template"))
+    request.addfinalizer(lambda: server.drop_database(name))
+    return _seeded_copy(seeded_workspace, tmp_path, monkeypatch, server.url(name))
+
+
+@pytest.fixture
+def sqlite_ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
+    """SQLite only, for the tests that train a model (the database work they add is covered on both)."""
+    return _seeded_copy(seeded_workspace, tmp_path, monkeypatch)
 
 
 def open_page(page: str | None = None, reviewer: str | None = None) -> AppTest:
@@ -187,7 +210,8 @@ def _wait_for_job(engine, job_id: str, timeout: float = 240.0):
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
-def test_retrain_starts_a_local_job_and_promotion_is_guarded(ws):
+def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws):
+    ws = sqlite_ws
     from jobs import list_jobs
 
     engine = ws.open()
@@ -317,7 +341,8 @@ def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
     assert any("not configured here" in w.value for w in at.warning)
 
 
-def test_retrain_resumes_a_stopped_job_from_its_checkpoint(ws):
+def test_retrain_resumes_a_stopped_job_from_its_checkpoint(sqlite_ws):
+    ws = sqlite_ws
     from jobs import TrainingParams, get_job
     from jobs.jobdirs import checkpoint_dir, job_dir
     from jobs.store import create_job

@@ -1,4 +1,5 @@
-"""A completed local run is registered once, however many refreshers see it complete at the same time."""
+"""A completed local run is registered once, however many refreshers see it complete at the same time
+(on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def tiny_model_dir(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture
-def local(tmp_path, monkeypatch):
-    ctx = make_local(tmp_path, monkeypatch)
+def local(tmp_path, monkeypatch, database_url):
+    ctx = make_local(tmp_path, monkeypatch, database_url)
     yield ctx
     stop_leftovers(ctx)
 

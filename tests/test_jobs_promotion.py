@@ -21,9 +21,10 @@ def tiny_model_dir(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture
-def ctx(tmp_path, monkeypatch, tiny_model_dir, tiny_dataset):
-    """Three versions of the same model (equal scores), none active; `val` is the folder to compare on."""
-    ctx = make_local(tmp_path, monkeypatch)
+def ctx(tmp_path, monkeypatch, tiny_model_dir, tiny_dataset, database_url):
+    """Three versions of the same model (equal scores), none active; `val` is the folder to compare on;
+    on SQLite and on PostgreSQL."""
+    ctx = make_local(tmp_path, monkeypatch, database_url)
     ctx.a, ctx.b, ctx.c = (registry.register_model(ctx.engine, tiny_model_dir, ctx.workspace.models_dir, actor="ana")
                            for _ in range(3))
     ctx.val = tiny_dataset / "val"

@@ -24,10 +24,14 @@ def tiny_params(dataset: Path, **changes) -> TrainingParams:
     return params.replace(**changes)
 
 
-def make_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+def make_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None = None) -> SimpleNamespace:
+    """A local backend over a workspace in `tmp_path`, its database SQLite or `database_url`."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job processes: 2 cores, 2 test workers
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
-    settings = load_settings(env={}, secrets_path=tmp_path / "no-secrets.toml", workspace=tmp_path / "ws")
+    if database_url:  # the job processes open the same database
+        monkeypatch.setenv("BINAUDIT_DATABASE_URL", database_url)
+    settings = load_settings(env={}, secrets_path=tmp_path / "no-secrets.toml", workspace=tmp_path / "ws",
+                             database_url=database_url)
     workspace = Workspace.from_settings(settings)
     engine = workspace.open()
     backend = get_backend("local", settings=settings, workspace=workspace, engine=engine)
