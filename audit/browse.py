@@ -2,7 +2,8 @@
 
 Filters: split, expected counts, predicted counts, mismatch only (the prediction disagrees with
 the record), a mismatch-probability range, the latest decision, and a text search over bin ids, item
-names and ASINs (a trigram full-text index on SQLite). Pages come from the database with
+names and ASINs (served by a trigram index: FTS5 on SQLite, pg_trgm on PostgreSQL, both from
+migration 4; terms under three characters are a plain LIKE scan). Pages come from the database with
 LIMIT/OFFSET; nothing loads the whole table.
 """
 
@@ -15,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from app.audit.queue import ranking
 from binaudit import db
 
 ORDERS = ("bin_id", "mismatch_probability")
@@ -88,7 +90,7 @@ def _query(dialect: str, version_id: int | None, f: BinFilter, order: str) -> sa
     if order == "mismatch_probability":
         q = (sa.select(*_columns()).select_from(p.join(b, b.c.id == p.c.bin_id))
              .where(p.c.model_version_id == version, *_prediction_conditions(p, f))
-             .order_by(p.c.mismatch_probability.desc(), p.c.bin_id))
+             .order_by(*ranking(dialect)))
     else:
         q = (sa.select(*_columns())
              .select_from(b.outerjoin(p, (p.c.bin_id == b.c.id) & (p.c.model_version_id == version)))

@@ -38,9 +38,11 @@ def _open(version_id: int) -> sa.ColumnElement[bool]:
     return (p.c.model_version_id == version_id) & p.c.settled.is_(False)
 
 
-def _ranking(dialect: str) -> list[sa.ColumnElement]:
+def ranking(dialect: str) -> list[sa.ColumnElement]:
+    """Highest mismatch probability first, unknown ones last, ties by bin id: the order of the rank indexes."""
     prob = db.predictions.c.mismatch_probability.desc()
-    # SQLite sorts NULLs last in DESC order already, and an explicit NULLS LAST would stop it using the index
+    # SQLite sorts NULLs last in DESC order already, and an explicit NULLS LAST would stop it using the index;
+    # PostgreSQL's rank indexes are declared DESC NULLS LAST (migration 4), so the query must say so too
     return [prob if dialect == "sqlite" else prob.nulls_last(), db.predictions.c.bin_id]
 
 
@@ -65,7 +67,7 @@ def queue_page(engine: Engine, version_id: int, *, threshold: float, budget: int
     page = (sa.select(p.c.bin_id, p.c.mismatch_probability, p.c.predicted_count, p.c.decoded_count,
                       p.c.argmax_differs, p.c.probabilities, p.c.created_at.label("predicted_at"), p.c.queued)
             .where(_open(version_id), (p.c.mismatch_probability >= threshold) | p.c.queued.is_(True))
-            .order_by(*_ranking(engine.dialect.name)).limit(limit).offset(offset).subquery())
+            .order_by(*ranking(engine.dialect.name)).limit(limit).offset(offset).subquery())
     q = (sa.select(page.c.bin_id, page.c.mismatch_probability, b.c.expected_count, page.c.predicted_count,
                    page.c.decoded_count, page.c.argmax_differs, page.c.probabilities, page.c.predicted_at,
                    page.c.queued, b.c.decided_at, b.c.decision, b.c.row_version, b.c.image_uri, b.c["items"], b.c.split)
