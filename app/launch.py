@@ -3,7 +3,8 @@
 The first run seeds synthetic bins, trains a model on CPU and scores every bin (a few minutes on two
 cores, progress printed); later runs find the workspace and start in seconds, keeping every
 analyst's decision. Port and address: BINAUDIT_PORT (default 8501), BINAUDIT_ADDRESS (default
-localhost).
+localhost). Only a workspace's own SQLite database is ever seeded: a team's shared database
+(BINAUDIT_DATABASE_URL) starts empty, and servers starting together could not both seed it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import sys
 from pathlib import Path
 
 from app.demo import seed_demo, workspace_is_empty
-from binaudit.config import ConfigError, load_settings
+from binaudit.config import ConfigError, Settings, load_settings
 from binaudit.workspace import Workspace
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard.py"
+
+
+def should_seed_demo(settings: Settings, engine) -> bool:
+    """An empty workspace with its own SQLite database, unless BINAUDIT_SKIP_DEMO=1."""
+    return (not settings.database_url and os.environ.get("BINAUDIT_SKIP_DEMO") != "1"
+            and workspace_is_empty(engine))
 
 
 def main() -> int:
@@ -27,7 +34,7 @@ def main() -> int:
         return 2
     ws = Workspace.from_settings(settings)
     engine = ws.open()
-    if workspace_is_empty(engine) and os.environ.get("BINAUDIT_SKIP_DEMO") != "1":
+    if should_seed_demo(settings, engine):
         print(f"First run: seeding a demo workspace in {ws.root}")
         seed_demo(ws, engine)
     port = os.environ.get("BINAUDIT_PORT", "8501")

@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server for the tests: Debian's `postgresql` binaries, initdb + pg_ctl in a temp folder.
 
-One server per pytest process (each xdist worker starts its own: about two seconds), listening on a unix
-socket only. Tests get a fresh database each, copied from a migrated template (`CREATE DATABASE ...
+One server per pytest process (each xdist worker starts its own: about a second), listening on
+127.0.0.1 on a free port, so tests use the URLs a team would (`postgresql+psycopg://user@host:port/db`).
+Tests get a fresh database each, copied from a migrated template (`CREATE DATABASE ...
 TEMPLATE`, tens of milliseconds). fsync is off: the data is thrown away.
 
 initdb and postgres refuse to run as root; when the tests run as root (CI does) the server runs as the
@@ -17,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,6 +26,12 @@ from pathlib import Path
 SERVER_USER = "nobody"  # who runs initdb/postgres when the tests run as root
 SUPERUSER = "postgres"  # the database role initdb creates (trust authentication on the socket)
 MIN_VERSION = 15
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class PostgresUnavailable(RuntimeError):
@@ -51,6 +59,7 @@ class PostgresServer:
         self.socket_dir = self.root
         self.log = self.root / "server.log"
         self._names = itertools.count(1)
+        self.port = 0
         self._run_as: dict = {}
         if os.geteuid() == 0:
             user = pwd.getpwnam(SERVER_USER)
@@ -69,9 +78,18 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C",
                   "--no-sync", "--no-instructions")
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
-                   "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+        for attempt in range(3):  # another process may take the free port between the probe and the start
+            self.port = _free_port()
+            options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                       "-c shared_buffers=32MB")
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
+                          "start")
+                return self
+            except PostgresUnavailable:
+                if attempt == 2 or "already in use" not in self.log.read_text(errors="replace"):
+                    raise
         return self
 
     def stop(self) -> None:
@@ -84,12 +102,13 @@ class PostgresServer:
     # ------------------------------------------------------------ databases
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.socket_dir}"
+        return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def admin(self, *statements: str) -> None:
         import psycopg
 
-        with psycopg.connect(host=str(self.socket_dir), user=SUPERUSER, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
+                             autocommit=True) as conn:
             for statement in statements:
                 conn.execute(statement)
 

@@ -246,3 +246,59 @@ def test_two_dashboard_servers_share_the_database_and_the_s3_photos(aws_env, pg_
     assert [c.value.split(" · ")[0] for c in at.caption if " · expected " in c.value] == [first]
     with pytest.raises(reviews.ReviewConflict, match="ana decided"):  # and B cannot overwrite it unknowingly
         reviews.decide(db.make_engine(pg_url), reviews.Decision(first, reviews.UNSURE, "ben", 1))
+
+
+# ---------------------------------------------------------------- the README's team commands
+
+
+def test_a_shared_database_is_never_seeded_with_the_demo(pg_url, tmp_path, monkeypatch):
+    from app.launch import should_seed_demo
+    from binaudit.config import load_settings
+    from binaudit.workspace import Workspace
+
+    monkeypatch.delenv("BINAUDIT_SKIP_DEMO", raising=False)
+    team = load_settings(env={}, secrets_path=tmp_path / "none.toml", workspace=tmp_path / "a", database_url=pg_url)
+    alone = load_settings(env={}, secrets_path=tmp_path / "none.toml", workspace=tmp_path / "b")
+    assert not should_seed_demo(team, Workspace.from_settings(team).open())  # empty, but shared
+    assert should_seed_demo(alone, Workspace.from_settings(alone).open())  # make run's first run
+
+
+def test_backup_with_pg_dump_and_restore_keeps_rows_and_the_append_only_log(pg_server, pg_url, tmp_path):
+    bins = _seed_bins(pg_url, 5)
+    engine = db.make_engine(pg_url)
+    with db.write_tx(engine) as conn:
+        db.log_change(conn, actor="ana", action="decide", entity="bin", entity_id=bins[0])
+    dump = tmp_path / "binaudit.dump"
+    subprocess.run([str(pg_server.bindir / "pg_dump"), "--format=custom", f"--file={dump}", _libpq(pg_url)],
+                   check=True, capture_output=True)
+    restored = pg_server.url(pg_server.create_database())
+    subprocess.run([str(pg_server.bindir / "pg_restore"), "--no-owner", f"--dbname={_libpq(restored)}", str(dump)],
+                   check=True, capture_output=True)
+    copy = db.make_engine(restored)
+    assert db.current_version(copy) == db.LATEST_VERSION and db.migrate(copy) == []
+    with copy.connect() as conn:
+        assert conn.execute(sa.select(db.bins.c.id).order_by(db.bins.c.id)).scalars().all() == bins
+        assert conn.execute(sa.select(db.audit_log.c.actor)).scalars().all() == ["ana"]
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), db.write_tx(copy) as conn:
+        conn.execute(db.audit_log.delete())
+    with db.write_tx(copy) as conn:  # the id sequences came along: new rows do not collide
+        db.log_change(conn, actor="ben", action="decide", entity="bin", entity_id=bins[1])
+    copy.dispose()
+
+
+def test_a_sqlite_workspace_moves_to_postgresql_with_copy_database(seeded_workspace, pg_empty_url, tmp_path):
+    env = _env(pg_empty_url, seeded_workspace)
+    env.pop("BINAUDIT_DATABASE_URL")  # the source: the seeded workspace's own SQLite database
+    done = subprocess.run([sys.executable, "-m", "binaudit", "copy-database", "--to", pg_empty_url], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    source, target = db.make_engine(f"sqlite:///{seeded_workspace / 'binaudit.db'}"), db.make_engine(pg_empty_url)
+    for table in (db.bins, db.predictions, db.reviews, db.audit_log, db.model_versions, db.jobs, db.app_state):
+        with source.connect() as a, target.connect() as b:
+            rows = [sorted(map(repr, c.execute(sa.select(table)).all())) for c in (a, b)]
+        assert rows[0] == rows[1] and f"{len(rows[0])} {table.name}" in done.stdout, table.name
+    again = subprocess.run([sys.executable, "-m", "binaudit", "copy-database", "--to", pg_empty_url], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.startswith("error: the target database already has")
+    source.dispose()
+    target.dispose()
