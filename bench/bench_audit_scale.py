@@ -1,8 +1,11 @@
 """Queue and filter queries over 500,000 bins and their predictions, on SQLite (WAL) or PostgreSQL.
 
-    .venv/bin/python -m bench.bench_audit_scale --bins 500000                 # SQLite
-    .venv/bin/python -m bench.bench_audit_scale --bins 500000 --postgres      # a throwaway PostgreSQL server
-    .venv/bin/python -m bench.bench_audit_scale --database-url postgresql+psycopg://.../empty_db
+    .venv/bin/python -m bench.bench_audit_scale --bins 500000                                 # SQLite
+    .venv/bin/python -m bench.bench_audit_scale --bins 500000 --databases sqlite,postgresql   # side by side
+    .venv/bin/python -m bench.bench_audit_scale --databases postgresql --database-url postgresql+psycopg://...
+
+PostgreSQL runs on a throwaway server (Debian's postgresql, started as the tests start theirs, with
+the memory settings a database server of its own gets) unless --database-url names a database.
 
 Rows are synthetic (random counts, items with names and ASINs, a seeded share decided) and are
 bulk-inserted once (SQLite: into bench/out/audit-<n>.db, reused by reruns; PostgreSQL: into the
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,47 +88,88 @@ def text_search_plans(engine: sa.Engine, version: int, terms: tuple[str, ...]) -
         print(f"\nEXPLAIN, text search {term!r}:\n  " + "\n  ".join(plan))
 
 
-def _open(args) -> tuple[sa.Engine, str, object]:
-    """The engine to measure, where its data lives, and the throwaway server to stop (or None)."""
-    if args.postgres:
-        from tests.postgres_server import PostgresServer
+@dataclass
+class Target:
+    label: str
+    engine: sa.Engine
+    where: str
+    version: int = 0
 
-        server = PostgresServer().start()
-        url = server.url(server.create_database())
-        return db.open_database(url), f"a throwaway PostgreSQL server ({server.bindir})", server
-    if args.database_url:
-        return db.open_database(args.database_url), args.database_url, None
+
+def _sqlite(args) -> Target:
     path = args.db or OUT / f"audit-{args.bins}.db"
-    return db.open_database(f"sqlite:///{path}"), str(path), None
+    return Target("SQLite", db.open_database(f"sqlite:///{path}"), str(path))
+
+
+def _postgres(args, stack: ExitStack) -> Target:
+    if args.database_url:
+        return Target("PostgreSQL", db.open_database(args.database_url), args.database_url)
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer(options=BENCH_SERVER_SETTINGS).start()
+    stack.callback(server.stop)
+    target = Target("PostgreSQL", db.open_database(server.url(server.create_database())),
+                    f"a throwaway server ({server.bindir}; {BENCH_SERVER_SETTINGS})")
+    stack.callback(target.engine.dispose)
+    return target
+
+
+# What a database server of its own is given (the test server's defaults are sized for many small databases).
+BENCH_SERVER_SETTINGS = "-c shared_buffers=1GB -c effective_cache_size=4GB -c random_page_cost=1.1"
+
+
+def _prepared(target: Target, n: int) -> Target:
+    with target.engine.connect() as conn:
+        version = conn.execute(sa.select(db.model_versions.c.id).where(db.model_versions.c.name == "bench")).scalar()
+    if version is None:
+        start = time.perf_counter()
+        version = populate(target.engine, n)
+        print(f"{target.label}: populated {n:,} bins + predictions in {time.perf_counter() - start:.0f} s")
+    print(f"{target.label}: {target.where}")
+    target.version = version
+    return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bins", type=int, default=500_000)
+    parser.add_argument("--databases", default="sqlite", help="sqlite, postgresql, or both: sqlite,postgresql")
     parser.add_argument("--db", type=Path, default=None, help="SQLite file (default bench/out/audit-<n>.db)")
-    parser.add_argument("--database-url", default=None, help="a database URL instead (e.g. an empty PostgreSQL one)")
-    parser.add_argument("--postgres", action="store_true",
-                        help="start a throwaway PostgreSQL server (Debian's postgresql) and measure there")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL: this (empty or earlier populated) database instead of a throwaway server")
     args = parser.parse_args()
-    engine, where, server = _open(args)
-    try:
-        measure(engine, args.bins, where)
-    finally:
-        if server is not None:
-            engine.dispose()
-            server.stop()
+    wanted = [d.strip() for d in args.databases.split(",")]
+    with ExitStack() as stack:
+        targets = [_sqlite(args) if d == "sqlite" else _postgres(args, stack) for d in wanted]
+        measure([_prepared(t, args.bins) for t in targets])
 
 
-def measure(engine: sa.Engine, n: int, where: str) -> None:
-    with engine.connect() as conn:
-        version = conn.execute(sa.select(db.model_versions.c.id).where(db.model_versions.c.name == "bench")).scalar()
-    if version is None:
-        start = time.perf_counter()
-        version = populate(engine, n)
-        print(f"populated {n:,} bins + predictions in {time.perf_counter() - start:.0f} s -> {where}")
-    print(f"database: {engine.dialect.name} ({where})")
+def measure(targets: list[Target]) -> None:
+    """Each query on every database, interleaved (warm-up, then best of 5), so they meet the same machine."""
+    table = {t.label: queries(t.engine, t.version) for t in targets}
+    names = list(next(iter(table.values())))
+    print(f"\n{'query':42s}" + "".join(f"{t.label + ' ms':>16s}" for t in targets))
+    worst = {t.label: 0.0 for t in targets}
+    for name in names:
+        for t in targets:
+            table[t.label][name]()  # warm-up
+        best = {t.label: float("inf") for t in targets}
+        for _ in range(5):
+            for t in targets:
+                best[t.label] = min(best[t.label], best_of(table[t.label][name], 1) * 1000)
+        for label, ms in best.items():
+            worst[label] = max(worst[label], ms)
+        print(f"{name:42s}" + "".join(f"{best[t.label]:16.1f}" for t in targets)
+              + ("   > 100 ms" if max(best.values()) > 100 else ""))
+    print("slowest: " + ", ".join(f"{label} {ms:.1f} ms" for label, ms in worst.items())
+          + " (target < 100 ms for queue and filter queries)")
+    for t in targets:
+        if t.engine.dialect.name == "postgresql":
+            text_search_plans(t.engine, t.version, ("grinder", "b000412345"))
 
-    queries = {
+
+def queries(engine: sa.Engine, version: int) -> dict[str, Callable[[], object]]:
+    return {
         "queue: first page (50)": lambda: queue_page(engine, version, threshold=0.5, limit=50),
         "queue: page 100 (offset 4950)": lambda: queue_page(engine, version, threshold=0.5, limit=50, offset=4950),
         "queue: size": lambda: queue_size(engine, version, threshold=0.5),
@@ -139,16 +185,6 @@ def measure(engine: sa.Engine, n: int, where: str) -> None:
         "browse: count, text search": lambda: browse_count(engine, version, BinFilter(text="grinder")),
         "overview figures": lambda: overview(engine, version, threshold=0.5),
     }
-    print(f"{'query':45s} {'ms (best of 5)':>15s}")
-    worst = 0.0
-    for name, fn in queries.items():
-        fn()  # warm-up
-        ms = best_of(fn, 5) * 1000
-        worst = max(worst, ms)
-        print(f"{name:45s} {ms:15.1f}{'   > 100 ms' if ms > 100 else ''}")
-    print(f"slowest: {worst:.1f} ms (target < 100 ms for queue and filter queries)")
-    if engine.dialect.name == "postgresql":
-        text_search_plans(engine, version, ("grinder", "b000412345"))
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ def find_bindir() -> Path:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path | None = None):
+    def __init__(self, bindir: Path | None = None, options: str = ""):
         self.bindir = bindir or find_bindir()
+        self.options = options  # more `-c name=value` server settings
         self.root = Path(tempfile.mkdtemp(prefix="binaudit-pg-"))  # short: a socket path has ~100 characters
         self.data = self.root / "data"
         self.socket_dir = self.root
@@ -82,7 +83,7 @@ class PostgresServer:
             self.port = _free_port()
             options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                       "-c shared_buffers=32MB")
+                       f"-c shared_buffers=32MB {self.options}")
             try:
                 self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
                           "start")
