@@ -237,3 +237,34 @@ def test_two_servers_starting_at_once_migrate_an_empty_database_once(url):
     with engine.connect() as conn:
         versions = conn.execute(sa.select(db.schema_version.c.version)).scalars().all()
     assert sorted(versions) == list(range(1, db.LATEST_VERSION + 1))
+
+
+def test_a_failed_upgrade_leaves_the_database_as_it_was(url, monkeypatch):
+    engine = db.open_database(url)
+
+    def half_done(conn):
+        conn.exec_driver_sql("CREATE TABLE half_done (id INTEGER)")
+        raise RuntimeError("migration 6 failed half-way")
+
+    monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, db.Migration(6, "fails", half_done)))
+    with pytest.raises(RuntimeError, match="half-way"):
+        db.migrate(engine, target=6)
+    assert db.current_version(engine) == db.LATEST_VERSION
+    assert not sa.inspect(engine).has_table("half_done")
+
+
+def test_the_database_owner_migrates_without_being_a_superuser(pg_server):
+    """The README's setup: `createdb --owner=binaudit binaudit`, servers connect as that role (pg_trgm is trusted)."""
+    role = "binaudit_owner"
+    pg_server.admin(f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN PASSWORD 'secret' NOSUPERUSER")
+    name = pg_server.create_database()
+    pg_server.admin(f'ALTER DATABASE "{name}" OWNER TO {role}')
+    engine = db.make_engine(pg_server.url(name).replace("postgres@", f"{role}:secret@"))
+    assert db.migrate(engine) == list(range(1, db.LATEST_VERSION + 1))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT current_user").scalar() == role
+        assert conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar() is False
+        assert conn.exec_driver_sql("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").scalar() == 1
+    engine.dispose()
+    pg_server.drop_database(name)
+    pg_server.admin(f"DROP ROLE {role}")
