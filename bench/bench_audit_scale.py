@@ -77,15 +77,16 @@ def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000,
 
 
 def text_search_plans(engine: sa.Engine, version: int, terms: tuple[str, ...]) -> None:
-    """PostgreSQL's plan for each text search, as the browse page sends it."""
+    """PostgreSQL's plan for each text search, as the browse page sends it: its first page and its count."""
     from app.audit.browse import _query
 
     for term in terms:
-        q = _query(engine.dialect.name, version, BinFilter(text=term), "bin_id").limit(48)
-        sql = str(q.compile(engine, compile_kwargs={"literal_binds": True}))  # '%' comes out escaped as '%%'
-        with engine.connect() as conn:
-            plan = conn.exec_driver_sql("EXPLAIN " + sql).scalars().all()
-        print(f"\nEXPLAIN, text search {term!r}:\n  " + "\n  ".join(plan))
+        q = _query(engine.dialect.name, version, BinFilter(text=term), "bin_id")
+        for what, query in (("page", q.limit(48)), ("count", q.order_by(None).with_only_columns(sa.func.count()))):
+            sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))  # '%' comes out as '%%'
+            with engine.connect() as conn:
+                plan = conn.exec_driver_sql("EXPLAIN " + sql).scalars().all()
+            print(f"\nEXPLAIN, text search {term!r}, {what}:\n  " + "\n  ".join(plan))
 
 
 @dataclass

@@ -106,9 +106,13 @@ def pg_server():
     cannot start fails every test that needs it, with the reason."""
     from tests.postgres_server import PostgresServer, PostgresUnavailable
 
+    server = None
     try:
-        server = PostgresServer().start()
+        server = PostgresServer()
+        server.start()
     except (PostgresUnavailable, OSError, KeyError) as exc:
+        if server is not None:
+            server.stop()
         pytest.fail(f"the PostgreSQL test server did not start: {exc}", pytrace=False)
     yield server
     server.stop()
