@@ -445,6 +445,8 @@ def test_import_from_an_s3_prefix_keeps_the_photos_in_s3(aws_env, engine, ws, ve
     first = sorted(uris)[0]
     cached = local_photo(uris[first], server_b, roots)
     assert server_b.root in cached.parents and cached.read_bytes() == (synth_raw / "bin-images" / f"{first}.jpg").read_bytes()
+    s3.put_object(Bucket=bucket, Key=f"abid/bin-images/{first}.jpg", Body=b"changed in S3")
+    assert local_photo(uris[first], server_b, roots).read_bytes() == cached.read_bytes()  # fetched once, then cached
     s3.delete_object(Bucket=bucket, Key=f"abid/bin-images/{sorted(uris)[1]}.jpg")  # gone from S3 before scoring
     scored = score_bins(engine, server_b, version, local_scorer(version.model_dir, workers=0), progress=False)
     assert (scored.scored, scored.failed) == (14, 1)

@@ -4,6 +4,7 @@ foreign keys, concurrent writers and concurrent migrations."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -268,3 +269,26 @@ def test_the_database_owner_migrates_without_being_a_superuser(pg_server):
     engine.dispose()
     pg_server.drop_database(name)
     pg_server.admin(f"DROP ROLE {role}")
+
+
+def test_readers_do_not_wait_for_a_writer(url):
+    engine = db.open_database(url)
+    with db.write_tx(engine) as conn:
+        db.set_state(conn, "counter", 1)
+    with db.write_tx(engine) as writer:  # holds the write lock, uncommitted change
+        db.set_state(writer, "counter", 2)
+        with engine.connect() as reader:
+            if engine.dialect.name == "postgresql":
+                reader.exec_driver_sql("SET statement_timeout = 5000")  # a blocked read fails instead of hanging
+            started = time.monotonic()
+            assert db.get_state(reader, "counter") == 1  # the committed value, at once
+            assert time.monotonic() - started < 5
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer(bindir=tmp_path)  # no initdb there
+    with pytest.raises((PostgresUnavailable, OSError), match="initdb"):
+        server.start()
+    server.stop()
