@@ -18,6 +18,8 @@ from pathlib import Path
 
 from binaudit.workspace import Workspace, resolve_image
 
+MAX_PHOTO_BYTES = 200 * 1024 * 1024  # the decoder's pixel guard comes later; this keeps a huge object off the disk
+
 
 def cache_path(workspace: Workspace, uri: str) -> Path:
     bucket, _, key = uri[5:].partition("/")
@@ -38,9 +40,13 @@ def _download(uri: str, dest: Path) -> None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     try:
         try:
-            body = _client(False, endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+            response = _client(False, endpoint).get_object(Bucket=bucket, Key=key)
         except NoCredentialsError:  # a public bucket (imported with --unsigned) needs no credentials
-            body = _client(True, endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+            response = _client(True, endpoint).get_object(Bucket=bucket, Key=key)
+        if response.get("ContentLength", 0) > MAX_PHOTO_BYTES:
+            raise OSError(f"{uri} is {response['ContentLength']:,} bytes: not a bin photo "
+                          f"(at most {MAX_PHOTO_BYTES:,})")
+        body = response["Body"].read()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "404", "NotFound"):
