@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.audit.queue import ranking
+from audit.queue import ranking
 from binaudit import db
 
 ORDERS = ("bin_id", "mismatch_probability")

@@ -19,10 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from audit.imports import is_safe_bin_id
+from audit.photos import local_photo
 from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
-from binaudit.photos import local_photo
 from binaudit.workspace import Workspace, image_roots
 from modeling.recounts import folder_bin_ids, usable_recounts
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from audit.photos import local_photo
 from audit.scoring import forget_predictions, refresh_mismatch
 from binaudit import db
-from binaudit.photos import local_photo
 from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root
 from data_tools.layout import METADATA_DIR, scan_local
 from data_tools.metadata import MAX_QUANTITY, BinRecord, item_dicts, parse_metadata

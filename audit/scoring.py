@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from audit.mismatch import score_distributions
+from audit.photos import local_photos
 from binaudit import db
-from binaudit.photos import local_photos
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
 from modeling.registry import ModelVersion
 

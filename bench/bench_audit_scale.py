@@ -78,7 +78,7 @@ def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000,
 
 def text_search_plans(engine: sa.Engine, version: int, terms: tuple[str, ...]) -> None:
     """PostgreSQL's plan for each text search, as the browse page sends it: its first page and its count."""
-    from app.audit.browse import _query
+    from audit.browse import _query
 
     for term in terms:
         q = _query(engine.dialect.name, version, BinFilter(text=term), "bin_id")

@@ -44,8 +44,8 @@ metadata = sa.MetaData()
 
 
 # Column lengths: SQLite ignores them, PostgreSQL enforces them. Free-form text (paths, URIs, actors, logged
-# entity ids) is TEXT; a bin id is at most 200 characters (app.audit.imports.is_safe_bin_id); a reviewer's
-# name at most 200 (app.audit.reviews.validate).
+# entity ids) is TEXT; a bin id is at most 200 characters (audit.imports.is_safe_bin_id); a reviewer's
+# name at most 200 (audit.reviews.validate).
 
 
 def utcnow() -> dt.datetime:

@@ -5,13 +5,13 @@
     <workspace>/models/vN/      registered model versions
     <workspace>/jobs/<id>/      local job folders (logs, outputs)
     <workspace>/exports/        CSV exports and recount datasets
-    <workspace>/cache/s3/       photos fetched from S3 (binaudit.photos)
+    <workspace>/cache/s3/       photos fetched from S3 (audit.photos)
 
 Image paths stored in the database are relative to the workspace, or absolute paths under an
 image root that an import registered explicitly (a dataset folder, say), or S3 URIs in the
 configured bucket or under an S3 prefix an import registered (`s3://bucket/prefix`). Anything
 else is refused, so a crafted row cannot make the app read /etc/passwd or another user's files.
-binaudit.photos turns an allowed location into a local file (S3 objects through a cache).
+audit.photos turns an allowed location into a local file (S3 objects through a cache).
 """
 
 from __future__ import annotations

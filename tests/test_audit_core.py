@@ -421,7 +421,7 @@ def test_import_from_an_s3_prefix_keeps_the_photos_in_s3(aws_env, engine, ws, ve
                                                          tmp_path):
     import boto3
 
-    from binaudit.photos import local_photo
+    from audit.photos import local_photo
     from tests.conftest import s3_bucket_name
 
     bucket = s3_bucket_name(request)

@@ -41,7 +41,7 @@ def _libpq(url: str) -> str:
 def test_from_the_shell_on_an_empty_postgresql_database(pg_server, pg_empty_url, tiny_dataset, tmp_path):
     env = _env(pg_empty_url, tmp_path / "ws")
 
-    def run(*args: str, module: str = "app.audit") -> subprocess.CompletedProcess:
+    def run(*args: str, module: str = "audit") -> subprocess.CompletedProcess:
         done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -91,7 +91,7 @@ def _seed_bins(url: str, n: int) -> list[str]:
 
 def _analyst(url: str, name: str, bin_ids: list[str], barrier, results) -> None:
     """Load the bins (the row version each page showed), wait for the others, then decide each one."""
-    from app.audit import reviews
+    from audit import reviews
 
     engine = db.make_engine(url)
     with engine.connect() as conn:
@@ -157,7 +157,7 @@ def test_eight_analysts_deciding_overlapping_bins_on_postgresql(pg_url):
 
 
 def _scorer_process(url: str, workspace_root: str, version_id: int, barrier, results) -> None:
-    from app.audit.scoring import score_bins
+    from audit.scoring import score_bins
     from binaudit.workspace import Workspace
     from modeling.registry import get_version
 
@@ -220,7 +220,7 @@ def test_two_dashboard_servers_share_the_database_and_the_s3_photos(aws_env, pg_
                                                                      monkeypatch):
     import boto3
 
-    from app.audit import imports, reviews
+    from audit import imports, reviews
     from binaudit.workspace import Workspace
     from tests.conftest import s3_bucket_name
 

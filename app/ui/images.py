@@ -1,5 +1,5 @@
 """Photos for the pages: small JPEG bytes, cached, read only from allowed places (S3 photos through the
-workspace's cache, see binaudit.photos).
+workspace's cache, see audit.photos).
 
 `st.image` re-encodes whatever it is given on every rerun, so pages pass it these cached bytes
 (keyed by path, modification time and size) instead of full photos.
@@ -14,7 +14,7 @@ import streamlit as st
 from PIL import ImageOps
 
 from app.ui.context import AppContext, allowed_roots
-from binaudit.photos import local_photo
+from audit.photos import local_photo
 from binaudit.workspace import UnsafePath
 from modeling.preprocessing import ImageDecodeError, load_image
 
