@@ -27,7 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", type=Path, help="a dataset built by `data_tools build`")
     src.add_argument("--folder", type=Path, help="a folder in ABID layout (bin-images/, metadata/)")
-    src.add_argument("--s3", help="s3://bucket/prefix in ABID layout (downloaded into the workspace)")
+    src.add_argument("--s3", help="s3://bucket/prefix in ABID layout (the photos stay in S3, read through a cache)")
     p.add_argument("--limit", type=int, default=None, help="with --s3: only the first N bins")
     p.add_argument("--unsigned", action="store_true", help="with --s3: anonymous requests (public buckets)")
 
