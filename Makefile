@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # pip on some machines warns about every local index it cannot use; keep the log readable
 PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: run test setup setup-dev chromium postgresql lint bench demo-data
+.PHONY: run test setup setup-dev chromium postgresql java container-env lint bench demo-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,21 @@ postgresql:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 	@ls -d /usr/lib/postgresql/*/bin | tail -1
 
+# A Java runtime for TorchServe (AWS's PyTorch inference toolkit serves models with it in the contract tests).
+java:
+	@command -v java >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	@java -version 2>&1 | head -1
+
+# The Python environment of AWS's PyTorch containers (tests/container_env.py): built once, then reused.
+container-env: setup-dev
+	$(BIN)/python -m tests.container_env 2>&1 | $(PIP_FILTER)
+
 run: setup
 	$(BIN)/python -m app.launch
 
-test: setup-dev chromium postgresql
+test: setup-dev chromium postgresql java container-env
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: setup-dev

@@ -15,13 +15,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pytest
 
 import modeling
-from binaudit.config import ConfigError, load_settings
+from binaudit.config import ConfigError
 from binaudit.workspace import Workspace
 from jobs import (
     DEFAULT_SEARCH_SPACE,
@@ -37,58 +36,26 @@ from jobs.sagemaker import aws
 from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
 from tests.aws_shims import (
-    install_moto_compat,
     on_request,
     override_response,
     queue_endpoint_results,
     record_requests,
     throttled,
 )
-from tests.conftest import s3_bucket_name
 from tests.modeling_fixtures import jpeg_bytes
+from tests.sagemaker_fixtures import PREFIX, ROLE, moto_sagemaker, placeholder_model_dir, sagemaker_settings
 
-ROLE = "arn:aws:iam::123456789012:role/binaudit-sagemaker"
-PREFIX = "binaudit-test"
 CONTAINER_FILES = {"train.py", "inference.py", *(f"modeling/{name}" for name in modeling.CONTAINER_MODULES)}
 
 
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
-    """A model folder as train.py lays it out, with placeholder weights: what is sent is under test, not the model
-    (a real resnet18 is 45 MB, which moto would store and the SDK repack on every test)."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "model.pth").write_bytes(b"placeholder weights")
-    config = {"arch": "resnet18", "max_count": 5, "image_size": 32, "class_to_count": [0, 1, 2, 3, 4, 5],
-              "final_metrics": {"val_accuracy": 0.4615, "val_rmse": 1.2}, "resolved_args": {"val": "/data/val"}}
-    (folder / "model_config.json").write_text(json.dumps(config))
-    return folder
-
-
-def _settings(tmp_path: Path, bucket: str, **overrides):
-    values = dict(workspace=tmp_path / "ws", aws_region="us-east-1", sagemaker_role_arn=ROLE, s3_bucket=bucket,
-                  s3_prefix=PREFIX)
-    values.update(overrides)
-    return load_settings(env={}, secrets_path=tmp_path / "no-secrets.toml", **values)
+    return placeholder_model_dir(tmp_path)
 
 
 @pytest.fixture
 def sm(aws_env, monkeypatch, request, tmp_path):
-    """A bucket on moto, settings pointing at it, a workspace; `make()` builds the backend (after handlers)."""
-    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")  # the role check calls an IAM API moto lacks
-    install_moto_compat()
-    bucket = s3_bucket_name(request)
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    settings = _settings(tmp_path, bucket)
-    workspace = Workspace.from_settings(settings)
-    engine = workspace.open()
-
-    def make(**overrides):
-        s = _settings(tmp_path, bucket, **overrides) if overrides else settings
-        return get_backend("sagemaker", settings=s, workspace=workspace, engine=engine)
-
-    return SimpleNamespace(server=aws_env, bucket=bucket, settings=settings, workspace=workspace, engine=engine,
-                           make=make, s3=boto3.client("s3"), sagemaker=boto3.client("sagemaker"))
+    return moto_sagemaker(aws_env, monkeypatch, request, tmp_path)
 
 
 def _params(bucket: str, **changes) -> TrainingParams:
@@ -128,7 +95,7 @@ def _channels(request: dict) -> dict[str, str]:
     ({"s3_bucket": ""}, "BINAUDIT_S3_BUCKET"),
 ])
 def test_missing_settings_name_what_to_set(tmp_path, missing, named):
-    settings = _settings(tmp_path, "some-bucket", **missing)
+    settings = sagemaker_settings(tmp_path, "some-bucket", **missing)
     workspace = Workspace.from_settings(settings)
     with pytest.raises(ConfigError, match=named):
         get_backend("sagemaker", settings=settings, workspace=workspace, engine=workspace.open())
@@ -137,7 +104,7 @@ def test_missing_settings_name_what_to_set(tmp_path, missing, named):
 def test_no_credentials_names_what_to_set(aws_env, monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    settings = _settings(tmp_path, "some-bucket")
+    settings = sagemaker_settings(tmp_path, "some-bucket")
     workspace = Workspace.from_settings(settings)
     with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID") as err:
         get_backend("sagemaker", settings=settings, workspace=workspace, engine=workspace.open())
