@@ -29,7 +29,7 @@ from modeling.settings import BY_NAME, JOB_SETTINGS, parse_setting
 HYPERPARAMETER_FIELDS = tuple(s.name for s in JOB_SETTINGS)
 CHANNELS = ("train", "val", "test", "recounts")
 # train.py flags a job sets itself (channels and output folders), never through `extra`
-RESERVED_FLAGS = (*CHANNELS, "model-dir", "output-data-dir", "checkpoint-dir")
+RESERVED_FLAGS = (*CHANNELS, "model-dir", "output-data-dir", "checkpoint-dir", "failure-file")
 OBJECTIVES = {"val_accuracy": "Maximize", "val_rmse": "Minimize"}
 STRATEGIES = ("random", "bayesian")
 

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 modeling/train.py ...  (DistributedDataParallel, gloo on CPU, nccl on CUDA)
 
 Paths default from SageMaker's variables (SM_CHANNEL_TRAIN, SM_CHANNEL_VAL, SM_CHANNEL_TEST, SM_MODEL_DIR,
-SM_OUTPUT_DATA_DIR; /opt/ml/checkpoints when present) with local fallbacks; below `main()` the code sees
+SM_OUTPUT_DATA_DIR; /opt/ml/checkpoints/<job> in a job with checkpoints) with local fallbacks; below `main()` the code sees
 plain paths only. Every epoch prints exactly one line: its own metrics, then those of the model kept so far (see
 modeling.metric_log; tuning ranks trials by the latter). `--batch-size` is per process.
 Runs only on the stdlib, torch, torchvision, pillow and numpy (the container's packages).
@@ -78,8 +78,18 @@ EXIT_USAGE = 2
 # ---------------------------------------------------------------- arguments
 
 def default_checkpoint_dir() -> str:
-    """SageMaker syncs /opt/ml/checkpoints to S3 (spot training); locally checkpoints are off unless asked."""
-    return SM_CHECKPOINT_DIR if os.path.isdir(SM_CHECKPOINT_DIR) else ""
+    """In a SageMaker training job (TRAINING_JOB_NAME is set) with checkpoints configured, the job's own folder in
+    /opt/ml/checkpoints, which SageMaker syncs with S3 (spot training); elsewhere off unless asked.
+
+    The folder is named by the job: the trials of a tuning job share one checkpoint prefix, and a trial must resume
+    only its own run (a spot restart keeps the job's name)."""
+    job = os.environ.get("TRAINING_JOB_NAME", "")
+    return os.path.join(SM_CHECKPOINT_DIR, job) if job and os.path.isdir(SM_CHECKPOINT_DIR) else ""
+
+
+def default_failure_file() -> str:
+    """SageMaker reports the first 1024 characters of <SM_OUTPUT_DIR>/failure as the job's FailureReason."""
+    return os.path.join(os.environ["SM_OUTPUT_DIR"], "failure") if os.environ.get("SM_OUTPUT_DIR") else ""
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -105,7 +115,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="copies of metrics.json and summary.csv (SM_OUTPUT_DATA_DIR)")
     g.add_argument("--checkpoint-dir", default=default_checkpoint_dir(),
                    help="resume checkpoint, written every epoch and read on start (empty: off; "
-                        f"default {SM_CHECKPOINT_DIR} when it exists)")
+                        f"default in a SageMaker job: {SM_CHECKPOINT_DIR}/<TRAINING_JOB_NAME> when {SM_CHECKPOINT_DIR} "
+                        "exists)")
+    g.add_argument("--failure-file", default=default_failure_file(),
+                   help="where a user error's one-line message is also written (SageMaker: <SM_OUTPUT_DIR>/failure, "
+                        "the job's FailureReason; empty: nowhere)")
     return p
 
 
@@ -559,6 +573,9 @@ def main(argv: list[str] | None = None) -> None:
         run_training(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        if args.failure_file:  # written before the launcher's own (generic) failure message, which then stands back
+            Path(args.failure_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.failure_file).write_text(f"error: {exc}\n", encoding="utf-8")
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted: rerun with the same --checkpoint-dir to resume", file=sys.stderr, flush=True)
