@@ -50,6 +50,9 @@ class Settings:
     python_version: str = "py311"
     use_spot: bool = False
     max_runtime_seconds: int = 4 * 3600
+    training_volume_gb: int = 30  # each training instance's disk (data channels, checkpoints, the model)
+    max_tuning_runtime_seconds: int = 24 * 3600  # a whole tuning job's time limit
+    endpoint_idle_hours: float = 24.0  # an endpoint with no invocation for this long is flagged idle
 
     # audit queue rules
     mismatch_threshold: float = 0.5

@@ -8,6 +8,7 @@ jobs.sagemaker.backend.SageMakerBackend. `jobs.backends.get_backend` picks one.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -86,6 +87,25 @@ class Backend(abc.ABC):
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         return tail_lines(self._own_job(job_id).log_path, lines)
+
+    def log_follower(self, job_id: str) -> Callable[[], str]:
+        """A function that returns the job's log text written since its last call (here: the job's log file)."""
+        path, offset = self._own_job(job_id).log_path, 0
+
+        def new_text() -> str:
+            nonlocal offset
+            if not path:
+                return ""
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    fh.seek(offset)
+                    text = fh.read()
+                    offset = fh.tell()
+            except OSError:  # not written yet
+                return ""
+            return text
+
+        return new_text
 
     def _own_job(self, job_id: str) -> JobRecord:
         job = store.get_job(self.engine, job_id)

@@ -2,7 +2,7 @@
 
     backend = get_backend("local", settings=settings, workspace=workspace, engine=engine)
     job = backend.start_training(TrainingParams(train=..., val=...), actor="ana")
-    job = follow(backend, job, on_log=print)      # the CLI and the demo seed wait like this
+    job = follow(backend, job, on_log=print)      # the CLI and the demo seed wait like this (jobs log --follow too)
     refresh_active(engine)                        # the dashboard polls every active job like this
 
 The SageMaker backend module is imported only when "sagemaker" is asked for (it brings boto3; the SDK itself is
@@ -64,35 +64,23 @@ def refresh_active(engine: Engine, *, settings: Settings | None = None, workspac
     return refreshed
 
 
-def new_log_text(path: str | None, offset: int) -> tuple[str, int]:
-    """The log's text after `offset`, and the new offset (nothing when the log is not there yet)."""
-    if not path:
-        return "", offset
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            fh.seek(offset)
-            text = fh.read()
-            return text, fh.tell()
-    except OSError:
-        return "", offset
-
-
 def follow(backend: Backend, job: JobRecord, *, on_log: Callable[[str], None],
-           on_change: Callable[[JobRecord], None] | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> JobRecord:
-    """Poll until `job` ends. A local job's new log text goes to `on_log`; a SageMaker job's status or
-    epoch-count changes go to `on_change` (which gets the refreshed record). Returns the final record."""
+           on_change: Callable[[JobRecord], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+           poll_seconds: float | None = None) -> JobRecord:
+    """Poll until `job` ends, giving its new log text to `on_log` (a local job's file, a SageMaker job's
+    CloudWatch streams) and, for a SageMaker job, status or epoch-count changes to `on_change` (which gets the
+    refreshed record). Returns the final record."""
     local = job.backend == "local"
-    offset, seen = 0, (None, 0)
+    new_text = backend.log_follower(job.id)
+    seen = (None, 0)
     while True:
         job = backend.refresh(job.id)
-        if local:
-            text, offset = new_log_text(job.log_path, offset)
-            if text:
-                on_log(text)
-        elif (job.status, len(job.metrics)) != seen and on_change is not None:
+        text = new_text()
+        if text:
+            on_log(text)
+        if not local and (job.status, len(job.metrics)) != seen and on_change is not None:
             seen = (job.status, len(job.metrics))
             on_change(job)
         if not job.is_active:
             return job
-        sleep(LOCAL_POLL_SECONDS if local else SAGEMAKER_POLL_SECONDS)
+        sleep(poll_seconds or (LOCAL_POLL_SECONDS if local else SAGEMAKER_POLL_SECONDS))

@@ -2,15 +2,16 @@
 
     python -m jobs train --train D/train --val D/val --epochs 5       local by default; waits, streams the log
     python -m jobs tune --train D/train --val D/val --max-jobs 3       prints the best trial
-    python -m jobs list [--refresh] | show JOB | log JOB | stop JOB | resume JOB [--no-wait]
+    python -m jobs list [--refresh] | show JOB | log JOB [--follow] | stop JOB | resume JOB [--no-wait]
     python -m jobs models [list] | models promote v3 [--force] | models compare v3
-    python -m jobs deploy v3 | deploy --list | deploy --delete JOB    endpoints (they bill on SageMaker)
+    python -m jobs deploy v3 | deploy --list | deploy --delete JOB | deploy --delete --idle   endpoints
     python -m jobs invoke JOB --image photo.jpg [--expected-count 3]
     python -m jobs transform --model v3 --input photos/ --output out.jsonl
 
 (`python -m modeling.train` is the training script itself, which a training job runs.) `--backend local|sagemaker`
-(default: the `backend` setting, "local"). Errors: one line `error: ...`, exit 2; a job that ended Failed or
-Stopped exits 1.
+(default: the `backend` setting, "local"). On SageMaker, train, tune, deploy and transform say what they will run
+on and about what it costs, and ask before starting (`--yes` starts without asking). Errors: one line
+`error: ...`, exit 2; a job that ended Failed or Stopped exits 1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jobs.backends import follow, get_backend, refresh_active
 from jobs.params import OBJECTIVES, STRATEGIES, TrainingParams, TuningParams
 from jobs.promotion import compare_with_active, promote
 from jobs.records import KINDS, JobError, JobRecord
+from jobs.sagemaker.prices import paid_work_summary
 from jobs.search_space import DEFAULT_SEARCH_SPACE, SearchSpaceError, space_from_json
 from jobs.store import get_job, list_jobs
 from modeling import registry
@@ -98,6 +100,27 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _confirm_paid_work(args: argparse.Namespace, ctx: Context, kind: str, **work: Any) -> None:
+    """On SageMaker: say what the job runs on and about what it costs, and ask (unless --yes)."""
+    if ctx.backend_name != "sagemaker":
+        return
+    print(f"This starts {paid_work_summary(ctx.settings, kind, **work)}.", flush=True)
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError("not started: no terminal to ask in; pass --yes to start paid work without asking")
+    if input("Start it? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise CliError("not started")
+
+
+def _age(created: Any) -> str:
+    if not isinstance(created, dt.datetime):
+        return "-"
+    created = created if created.tzinfo else created.replace(tzinfo=dt.timezone.utc)
+    hours = (dt.datetime.now(dt.timezone.utc) - created).total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 
 def _metric_summary(row: dict[str, Any]) -> str:
@@ -180,7 +203,9 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
 
 
 def _train(args: argparse.Namespace, ctx: Context) -> int:
-    return _follow_training(args, ctx, ctx.backend.start_training(training_params(args), actor=ctx.actor))
+    params = training_params(args)
+    _confirm_paid_work(args, ctx, "training", instance_type=params.instance_type, instance_count=params.instance_count)
+    return _follow_training(args, ctx, ctx.backend.start_training(params, actor=ctx.actor))
 
 
 def _resume(args: argparse.Namespace, ctx: Context) -> int:
@@ -208,6 +233,8 @@ def _tune(args: argparse.Namespace, ctx: Context) -> int:
     params = TuningParams(base=training_params(args), search_space=_search_space(args.search_space),
                           objective=args.objective, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs,
                           strategy=args.strategy, early_stopping=args.early_stopping, seed=args.tuning_seed)
+    _confirm_paid_work(args, ctx, "tuning", instance_type=params.base.instance_type,
+                       instance_count=params.base.instance_count, max_jobs=params.max_jobs)
     job = _started(args, ctx, ctx.backend.start_tuning(params, actor=ctx.actor))
     if job is None:
         return EXIT_OK
@@ -257,7 +284,14 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
 
 def _log(args: argparse.Namespace, ctx: Context) -> int:
     job = get_job(ctx.engine, args.job_id)
-    print(ctx.backend_of(job.backend).log_tail(job.id, args.lines), end="")
+    backend = ctx.backend_of(job.backend)
+    if not args.follow:
+        print(backend.log_tail(job.id, args.lines), end="")
+        return EXIT_OK
+    try:  # the whole log, then new lines as they arrive, until the job ends
+        follow(backend, job, on_log=lambda text: print(text, end="", flush=True), poll_seconds=args.poll)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
     return EXIT_OK
 
 
@@ -300,21 +334,16 @@ def _models(args: argparse.Namespace, ctx: Context) -> int:
 
 def _deploy(args: argparse.Namespace, ctx: Context) -> int:
     if args.list:
-        endpoints = ctx.backend.list_endpoints()
-        if not endpoints:
-            print("no live endpoints")
-            return EXIT_OK
-        rows = [[e["name"], e.get("status") or "-", e.get("url") or e.get("instance_type") or "-",
-                 e.get("model_version") or "-", e.get("job_id") or "(not BinAudit's)", _fmt(e.get("created_at"))]
-                for e in endpoints]
-        print(_table(["endpoint", "status", "url / instance", "model", "job", "created"], rows))
-        return EXIT_OK
-    if args.delete:
-        job = ctx.backend.delete_endpoint(args.delete, actor=ctx.actor)
-        print(f"deleted endpoint {args.delete}" + (f" (job {job.id} {job.status})" if job is not None else ""))
-        return EXIT_OK
+        return _list_endpoints(ctx)
+    if args.delete is not None:
+        return _delete_endpoints(args, ctx)
     version = ctx.version(args.version)
-    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=_waits(args, ctx.backend_name))
+    _confirm_paid_work(args, ctx, "deployment")
+    waits = _waits(args, ctx.backend_name)
+    progress = {"on_progress": lambda j: print(f"{j.id}: endpoint {j.output.get('endpoint_status', j.status)} "
+                                               f"({_age(j.created_at)} so far)", flush=True)} if waits and \
+        ctx.backend_name == "sagemaker" else {}
+    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=waits, **progress)
     where = job.output.get("endpoint_url") or job.output.get("endpoint_name") or "starting"
     print(f"deployment {job.id}: {version.name} -> {where} ({job.output.get('endpoint_status', job.status)})")
     if job.backend == "sagemaker":
@@ -322,6 +351,37 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print(f"stop it with: python -m jobs deploy --delete {job.id}")
     return _outcome(job) if not job.is_active else EXIT_OK
+
+
+def _list_endpoints(ctx: Context) -> int:
+    endpoints = ctx.backend.list_endpoints()
+    if not endpoints:
+        print("no live endpoints")
+        return EXIT_OK
+    rows = [[e["name"] + (" (idle)" if e.get("idle") else ""), e.get("status") or "-",
+             e.get("url") or e.get("instance_type") or "-", e.get("model_version") or "-",
+             e.get("job_id") or "(not BinAudit's)", _age(e.get("created_at")), _fmt(e.get("last_invocation"))]
+            for e in endpoints]
+    print(_table(["endpoint", "status", "url / instance", "model", "job", "age", "last invocation"], rows))
+    idle = [e["name"] for e in endpoints if e.get("idle")]
+    if idle:
+        print(f"warning: {len(idle)} endpoint(s) had no invocation for {ctx.settings.endpoint_idle_hours:g} h and "
+              f"still bill every hour: {', '.join(idle)}; python -m jobs deploy --backend {ctx.backend_name} "
+              f"--delete --idle deletes BinAudit's", file=sys.stderr)
+    return EXIT_OK
+
+
+def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> int:
+    if args.idle == bool(args.delete):
+        raise CliError("deploy --delete takes an endpoint (job id, URL or endpoint name) or --idle, not both")
+    names = [e["job_id"] for e in ctx.backend.list_endpoints() if e.get("idle") and e.get("job_id")] \
+        if args.idle else [args.delete]
+    if args.idle and not names:
+        print(f"no idle BinAudit endpoints (idle: no invocation for {ctx.settings.endpoint_idle_hours:g} h)")
+    for name in names:
+        job = ctx.backend.delete_endpoint(name, actor=ctx.actor)
+        print(f"deleted endpoint {name}" + (f" (job {job.id} {job.status})" if job is not None else ""))
+    return EXIT_OK
 
 
 def _request_body(args: argparse.Namespace) -> tuple[bytes, str]:
@@ -346,6 +406,7 @@ def _invoke(args: argparse.Namespace, ctx: Context) -> int:
 
 def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
+    _confirm_paid_work(args, ctx, "transform")
     job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor)
     print(f"started transform job {job.id} with {version.name} on {job.backend}", flush=True)
     if not _waits(args, ctx.backend_name):
@@ -358,6 +419,10 @@ def _transform(args: argparse.Namespace, ctx: Context) -> int:
 
 
 # ---------------------------------------------------------------- the parser
+
+def _yes_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", action="store_true", help="SageMaker: start paid work without asking")
+
 
 def _wait_flag(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
@@ -378,6 +443,7 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", action="append", default=[], metavar="FLAG=VALUE",
                    help="another train.py flag, e.g. --extra device=cpu (repeatable)")
     _wait_flag(p, "wait for the end and stream progress")
+    _yes_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,9 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", _show, "one job: status, times, per-epoch metrics, output, trials")
     p.add_argument("job_id")
     p.add_argument("--refresh", action="store_true", help="poll the job first")
-    p = command("log", _log, "the end of a job's log")
+    p = command("log", _log, "the end of a job's log (SageMaker: CloudWatch), or --follow it as it grows")
     p.add_argument("job_id")
     p.add_argument("--lines", type=int, default=50, help="log lines (default 50)")
+    p.add_argument("--follow", action="store_true", help="print the log and then new lines until the job ends")
+    p.add_argument("--poll", type=float, default=None, help="seconds between polls with --follow (default: 1 "
+                                                            "local, 30 SageMaker)")
     command("stop", _stop, "stop a training, tuning or transform job, or delete an endpoint").add_argument("job_id")
     p = command("resume", _resume, "continue a Failed or Stopped local training job from its checkpoint, as a new job")
     p.add_argument("job_id")
@@ -438,10 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("deploy", _deploy, "deploy a model version to an endpoint; --list live endpoints; --delete one")
     p.add_argument("version", nargs="?", default=None, help="model version to deploy, e.g. v3 (default: the active one)")
-    p.add_argument("--delete", metavar="ENDPOINT", default=None,
-                   help="delete an endpoint (job id, local URL or SageMaker endpoint name) instead")
-    p.add_argument("--list", action="store_true", help="list live endpoints instead (SageMaker: all in the region)")
-    _wait_flag(p, "wait until the endpoint answers")
+    p.add_argument("--delete", metavar="ENDPOINT", nargs="?", const="", default=None,
+                   help="delete an endpoint (job id, local URL or SageMaker endpoint name) instead; with --idle "
+                        "and no name: every BinAudit endpoint flagged idle")
+    p.add_argument("--idle", action="store_true", help="with --delete: the idle BinAudit endpoints")
+    p.add_argument("--list", action="store_true", help="list live endpoints instead (SageMaker: all in the region, "
+                                                       "with instance type, age, last invocation; idle ones flagged)")
+    _wait_flag(p, "wait until the endpoint answers, reporting its status")
+    _yes_flag(p)
     p = command("invoke", _invoke, "send a photo to an endpoint and print its JSON answer")
     p.add_argument("endpoint", help="deployment job id, local URL or SageMaker endpoint name")
     p.add_argument("--image", type=Path, default=None, help="a JPEG or PNG photo to count")
@@ -454,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None,
                    help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
     _wait_flag(p, "wait for the end")
+    _yes_flag(p)
     return parser
 
 

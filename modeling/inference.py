@@ -7,8 +7,10 @@
     predict_fn(request, model)          -> dict (or list of dicts for "instances")
     output_fn(prediction, accept)       -> (JSON text, "application/json")
 
-Bad input raises RequestError whose message says what was wrong and what is accepted; the toolkit returns it as
-the error response. The toolkit counts each handler's parameters, so none of them may take optional extras.
+Bad input raises RequestError whose message says what was wrong and what is accepted. In the container, AWS's
+inference toolkit answers an exception with 500 unless it is one of its own errors, which carry a status: there a
+RequestError is raised as the toolkit's error with 400 (the toolkit is imported only when present; it is never
+needed elsewhere). The toolkit counts each handler's parameters, so none of them may take optional extras.
 Precision: fp32 unless the model's environment sets BINAUDIT_PRECISION (auto, fp32, bf16, fp16).
 """
 
@@ -21,7 +23,18 @@ import torch
 
 from modeling.serving import RequestError, ScoringModel, ScoringRequest, encode_response, parse_request
 
+try:  # AWS's inference toolkit, in the serving container only
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+except ImportError:
+    GenericInferenceToolkitError = None
+
 __all__ = ["RequestError", "input_fn", "model_fn", "output_fn", "predict_fn"]
+BAD_REQUEST = 400
+
+
+def _client_error(exc: RequestError) -> Exception:
+    """The request's fault: a 400 with the message in the container, the RequestError itself elsewhere."""
+    return exc if GenericInferenceToolkitError is None else GenericInferenceToolkitError(BAD_REQUEST, str(exc))
 
 
 def model_fn(model_dir: str) -> ScoringModel:
@@ -30,12 +43,21 @@ def model_fn(model_dir: str) -> ScoringModel:
 
 
 def input_fn(request_body: Any, request_content_type: str) -> ScoringRequest:
-    return parse_request(request_body, request_content_type)
+    try:
+        return parse_request(request_body, request_content_type)
+    except RequestError as exc:
+        raise _client_error(exc) from None
 
 
 def predict_fn(input_data: ScoringRequest, model: ScoringModel) -> dict[str, Any] | list[dict[str, Any]]:
-    return model.answer(input_data)
+    try:
+        return model.answer(input_data)
+    except RequestError as exc:
+        raise _client_error(exc) from None
 
 
 def output_fn(prediction: dict[str, Any] | list[dict[str, Any]], accept: str) -> tuple[str, str]:
-    return encode_response(prediction, accept)
+    try:
+        return encode_response(prediction, accept)
+    except RequestError as exc:
+        raise _client_error(exc) from None

@@ -64,6 +64,10 @@ def moto_server():
 @pytest.fixture
 def aws_env(moto_server, monkeypatch, tmp_path):
     """Environment pointing boto3 at the moto server with throwaway credentials; nothing reaches AWS."""
+    return point_boto3_at(moto_server, monkeypatch, tmp_path)
+
+
+def point_boto3_at(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -156,9 +156,9 @@ class ContainerRun:
         return found
 
 
-def start_container(ml: Path, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start_container(ml: Path, command: list[str], env: dict[str, str], cwd: Path | str = "/") -> subprocess.Popen:
     """`command` in its own session and mount namespace, with `ml` at /opt/ml, output collected by `_Reader`."""
-    return subprocess.Popen([*NAMESPACE, str(ml), *command], env=env, cwd="/", stdout=subprocess.PIPE,
+    return subprocess.Popen([*NAMESPACE, str(ml), *command], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -33,6 +33,7 @@ from jobs import (
     list_jobs,
 )
 from jobs.sagemaker import aws
+from jobs.sagemaker.backend import folder_digest
 from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
 from tests.aws_shims import (
@@ -81,6 +82,10 @@ def _model_tarball(model_dir: Path) -> bytes:
             if path.is_file():
                 tar.add(path, arcname=path.name)
     return buf.getvalue()
+
+
+def _tags(request: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in request.get("Tags") or []}
 
 
 def _channels(request: dict) -> dict[str, str]:
@@ -150,6 +155,7 @@ def test_training_job_sends_image_code_channels_hyperparameters_metrics_compute(
                                            "LocalPath": "/opt/ml/checkpoints"}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": sm.settings.max_runtime_seconds,
                                             "MaxWaitTimeInSeconds": 2 * sm.settings.max_runtime_seconds}
+    assert _tags(request) == {"project": "binaudit", "binaudit:job-id": job.id, "binaudit:started-by": "tester"}
 
     # the uploaded code: exactly the shims and the container modules
     assert _tar_names(_s3_object(sm.s3, job.output["source_code"])) == CONTAINER_FILES
@@ -160,7 +166,8 @@ def test_training_job_sends_image_code_channels_hyperparameters_metrics_compute(
     assert b"tar -xzf sourcedir.tar.gz" in script
 
 
-def test_single_instance_on_demand_training_has_no_spot_or_torchrun(sm):
+def test_single_instance_on_demand_training_has_no_spot_and_still_runs_torchrun(sm):
+    """torchrun on one instance too: it starts one process per GPU (a multi-GPU instance trains on all of them)."""
     with record_requests() as sent:
         backend = sm.make()
         job = backend.start_training(TrainingParams(epochs=1), actor="tester")
@@ -176,7 +183,8 @@ def test_single_instance_on_demand_training_has_no_spot_or_torchrun(sm):
     assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
     drivers = _channels(request)["sm_drivers"][5:].split("/", 1)
     script = sm.s3.get_object(Bucket=drivers[0], Key=drivers[1].rstrip("/") + "/sm_train.sh")["Body"].read()
-    assert b"torchrun" not in script and b"basic_script_driver.py" in script
+    assert b"torchrun_driver.py" in script and b"basic_script_driver.py" not in script
+    assert request["ResourceConfig"]["VolumeSizeInGB"] == sm.settings.training_volume_gb == 30
     assert job.is_active
 
 
@@ -347,7 +355,8 @@ def test_tuning_job_sends_ranges_objective_limits_and_the_same_code(sm):
     # the kept model's RMSE, printed after every epoch: SageMaker's latest value is the best epoch's
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "best_val_rmse"}
     assert config["Strategy"] == "Bayesian"
-    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 3}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 3,
+                                        "MaxRuntimeInSeconds": sm.settings.max_tuning_runtime_seconds}
     assert config["TrainingJobEarlyStoppingType"] == "Auto"
     ranges = config["ParameterRanges"]
     continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
@@ -427,8 +436,12 @@ def test_deploy_invoke_list_and_delete_endpoint(sm, version):
         names = _tar_names(_s3_object(sm.s3, container["ModelDataUrl"]))
         assert {"model.pth", "model_config.json"} <= names
         assert {f"code/{name}" for name in CONTAINER_FILES} <= names
-        # the original model tarball was uploaded once under the prefix
-        assert job.output["model_data"] == f"s3://{sm.bucket}/{PREFIX}/models/{version.name}/model.tar.gz"
+        # the original model tarball was uploaded once under the prefix, keyed by its content
+        assert job.output["model_data"] == (f"s3://{sm.bucket}/{PREFIX}/models/{version.name}/"
+                                            f"{folder_digest(version.model_dir)[:16]}/model.tar.gz")
+        for request in (model_request, config_request, endpoint_request):
+            assert _tags(request) == {"project": "binaudit", "binaudit:job-id": job.id,
+                                      "binaudit:started-by": "tester"}
 
         listed = {e["name"]: e for e in backend.list_endpoints()}
         assert listed[job.external_id]["job_id"] == job.id
@@ -477,16 +490,158 @@ def test_endpoints_created_outside_binaudit_are_listed(sm):
 
 
 def test_batch_transform_request(sm, version):
+    """Only the photos under the prefix are sent (a manifest names them): a .DS_Store or a CSV would fail the job."""
+    for key in ("photos/a.jpg", "photos/sub/b.PNG", "photos/.DS_Store", "photos/manifest.csv", "photos/c.jpeg"):
+        sm.s3.put_object(Bucket=sm.bucket, Key=key, Body=b"x")
     with record_requests() as sent:
         backend = sm.make()
-        job = backend.start_transform(version.id, f"s3://{sm.bucket}/photos/", None, actor="tester")
+        job = backend.start_transform(version.id, f"s3://{sm.bucket}/photos", None, actor="tester")
     request = sent.one("CreateTransformJob")
     assert request["TransformJobName"] == job.external_id
     assert request["ModelName"] == job.output["model_name"]
-    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{sm.bucket}/photos/"
+    source = request["TransformInput"]["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "ManifestFile" and source["S3Uri"] == job.output["manifest"]
+    assert json.loads(_s3_object(sm.s3, source["S3Uri"])) == [{"prefix": f"s3://{sm.bucket}/photos/"}, "a.jpg",
+                                                              "c.jpeg", "sub/b.PNG"]
     assert request["TransformInput"]["ContentType"] == "application/x-image"
+    # one photo per request, up to 20 MB (SageMaker's default is 6 MB); TorchServe is told the same limit
+    assert request["MaxPayloadInMB"] == 20 and request["MaxPayloadInMB"] * request["MaxConcurrentTransforms"] <= 100
+    environment = sent.one("CreateModel")["PrimaryContainer"]["Environment"]
+    assert environment["TS_MAX_REQUEST_SIZE"] == str(20 * 1024 * 1024)
+    assert _tags(request)["binaudit:job-id"] == job.id
     assert request["TransformOutput"] == {"S3OutputPath": f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/transform",
                                           "Accept": "application/json"}
     assert request["TransformResources"] == {"InstanceType": sm.settings.transform_instance_type,
                                              "InstanceCount": 1}
     assert backend.refresh(job.id).status == "Completed"
+
+
+def test_a_transform_over_a_prefix_without_photos_is_refused(sm, version):
+    sm.s3.put_object(Bucket=sm.bucket, Key="empty/.DS_Store", Body=b"x")
+    with pytest.raises(JobError, match="no photos"):
+        sm.make().start_transform(version.id, f"s3://{sm.bucket}/empty/", None, actor="tester")
+
+
+# ---------------------------------------------------------------- what moto accepts and AWS would not
+
+def test_two_trainings_started_in_the_same_second_get_different_names(sm, monkeypatch):
+    import sagemaker.train.model_trainer as model_trainer
+
+    # the SDK appends a timestamp to the second to the base name: freeze it
+    monkeypatch.setattr(model_trainer, "_get_unique_name", lambda base, max_length=63: f"{base}-20260101000000")
+    with record_requests() as sent:
+        backend = sm.make()
+        backend.start_training(_params(sm.bucket), actor="tester")
+        backend.start_training(_params(sm.bucket), actor="tester")
+    names = [r["TrainingJobName"] for r in sent.all("CreateTrainingJob")]
+    assert len(names) == 2 and names[0] != names[1]
+    assert all(len(n) <= 63 for n in names)
+
+
+def test_spot_tuning_limits_the_whole_job_and_tags_it(sm):
+    with record_requests() as sent:
+        backend = sm.make(use_spot=True, max_tuning_runtime_seconds=7200, training_instance_type="ml.g5.12xlarge")
+        job = backend.start_tuning(TuningParams(base=_params(sm.bucket), max_jobs=2), actor="tester")
+    request = sent.one("CreateHyperParameterTuningJob")
+    assert request["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxRuntimeInSeconds"] == 7200
+    assert _tags(request) == {"project": "binaudit", "binaudit:job-id": job.id, "binaudit:started-by": "tester"}
+    definition = request["TrainingJobDefinition"]
+    # one prefix for every trial (the API has one definition); train.py keeps each trial in its own folder there
+    assert definition["CheckpointConfig"]["S3Uri"] == f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/checkpoints"
+    # a 4-GPU instance: the image's launcher runs torchrun with one process per GPU
+    assert definition["StaticHyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_deploying_from_a_workspace_under_a_path_the_sdk_refuses(sm, version, monkeypatch):
+    """A clone run as root lives under /root, which the SDK refuses for the repacked code: its scratch goes
+    elsewhere (the workspace here stands for /root)."""
+    from sagemaker.core import common_utils
+
+    monkeypatch.setattr(common_utils, "_SENSITIVE_SYSTEM_PATHS",
+                        [*common_utils._SENSITIVE_SYSTEM_PATHS, str(sm.workspace.root.resolve())])
+    with record_requests() as sent:
+        job = sm.make().deploy(version.id, actor="tester")
+    assert job.is_active and sent.one("CreateEndpoint")["EndpointName"] == job.external_id
+
+
+def test_a_model_tarball_is_reused_only_for_the_same_weights(sm, version, tmp_path):
+    """Another workspace on the same bucket (or a reset database) has its own v1: it must not serve this one's."""
+    first = sm.make().model_data_uri(version)
+    other = tmp_path / "other-model"
+    other.mkdir()
+    for path in version.model_dir.iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    (other / "model.pth").write_bytes(b"other weights")
+    other_ws = Workspace(tmp_path / "other-ws", f"sqlite:///{tmp_path / 'other.db'}")
+    other_version = registry.register_model(other_ws.open(), other, other_ws.models_dir, actor="tester")
+    assert other_version.name == version.name
+    second = sm.make().model_data_uri(other_version)
+    assert second != first
+    with tarfile.open(fileobj=io.BytesIO(_s3_object(sm.s3, second)), mode="r:gz") as tar:
+        assert tar.extractfile("model.pth").read() == b"other weights"
+    assert sm.make().model_data_uri(version) == first  # the same weights: uploaded once
+
+
+def _log_stream(sm, group: str, stream: str, lines: list[str], start_ms: int) -> None:
+    with contextlib.suppress(sm.logs.exceptions.ResourceAlreadyExistsException):
+        sm.logs.create_log_group(logGroupName=group)
+    sm.logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    sm.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+        {"timestamp": start_ms + i, "message": line} for i, line in enumerate(lines)])
+
+
+def test_endpoint_logs_come_from_the_endpoints_own_group(sm, version):
+    job = sm.make().deploy(version.id, actor="tester")
+    now_ms = int(time.time() * 1000)
+    _log_stream(sm, f"/aws/sagemaker/Endpoints/{job.external_id}", "AllTraffic/i-0abc", ["model loaded"], now_ms)
+    assert sm.make().log_tail(job.id, 5) == "model loaded\n"
+
+
+def test_tuning_logs_are_its_trials_logs(sm):
+    job = sm.make().start_tuning(TuningParams(base=_params(sm.bucket), max_jobs=2), actor="tester")
+    now_ms = int(time.time() * 1000)
+    group = "/aws/sagemaker/TrainingJobs"
+    _log_stream(sm, group, f"{job.external_id}-001-1a2b3c4d/algo-1-1700000000", ["trial one"], now_ms - 5000)
+    _log_stream(sm, group, f"{job.external_id}-002-5e6f7a8b/algo-1-1700000100", ["trial two"], now_ms)
+    _log_stream(sm, group, "someone-elses-job/algo-1-1700000000", ["not ours"], now_ms + 10)
+    backend = sm.make()
+    assert backend.log_tail(job.id, 5) == "trial two\n"  # the newest trial's stream
+    text = backend.log_follower(job.id)()
+    assert f"[{job.external_id}-001-1a2b3c4d] trial one" in text and "trial two" in text and "not ours" not in text
+
+
+def test_after_a_spot_restart_the_tail_reads_the_new_stream_and_metrics_span_both(sm):
+    backend = sm.make()
+    job = backend.start_training(_params(sm.bucket), actor="tester")
+    row = {"train_loss": 1.0, "train_accuracy": 0.3, "val_loss": 1.1, "val_accuracy": 0.25, "val_rmse": 2.0,
+           "val_mae": 0.5}
+    now_ms = int(time.time() * 1000)
+    group, name = "/aws/sagemaker/TrainingJobs", job.external_id
+    _log_stream(sm, group, f"{name}/algo-1-1700000000", [format_epoch_line(1, row), "spot interruption"],
+                now_ms - 60_000)
+    _log_stream(sm, group, f"{name}/algo-1-1700009999",
+                ["resuming after epoch 1", format_epoch_line(2, {**row, "val_accuracy": 0.5})], now_ms)
+    with override_response("DescribeTrainingJob", TrainingJobStatus="InProgress"):
+        job = sm.make().refresh(job.id)
+    assert [m["epoch"] for m in job.metrics] == [1, 2] and job.metrics[1]["val_accuracy"] == 0.5
+    assert sm.make().log_tail(job.id, 1).startswith("epoch=2 ")
+
+
+def test_endpoints_are_listed_with_instance_type_age_last_invocation_and_idleness(sm, version):
+    import datetime as dt
+
+    backend = sm.make(endpoint_idle_hours=1)
+    busy = backend.deploy(version.id, actor="tester")
+    quiet = backend.deploy(version.id, actor="tester")
+    boto3.client("cloudwatch").put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
+        "MetricName": "Invocations", "Value": 3.0, "Timestamp": dt.datetime.now(dt.timezone.utc),
+        "Dimensions": [{"Name": "EndpointName", "Value": busy.external_id},
+                       {"Name": "VariantName", "Value": "AllTraffic"}]}])
+    with override_response("ListEndpoints", Endpoints=[
+            {"EndpointName": j.external_id, "EndpointStatus": "InService", "EndpointArn": "arn:x",
+             "CreationTime": dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3),
+             "LastModifiedTime": dt.datetime.now(dt.timezone.utc)} for j in (busy, quiet)]):
+        listed = {e["name"]: e for e in sm.make(endpoint_idle_hours=1).list_endpoints()}
+    assert listed[busy.external_id]["instance_type"] == sm.settings.inference_instance_type
+    assert listed[busy.external_id]["last_invocation"] is not None and not listed[busy.external_id]["idle"]
+    assert listed[quiet.external_id]["last_invocation"] is None and listed[quiet.external_id]["idle"]

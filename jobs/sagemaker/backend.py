@@ -3,15 +3,24 @@
     training    sagemaker.train.ModelTrainer: the PyTorch training image for settings.pytorch_version, the project's
                 source package (jobs.sagemaker.packaging) with train.py as entry script, hyperparameters from
                 TrainingParams, S3 channels train/val/test, metric definitions from modeling.metric_log, instance
-                type and count (count > 1: torchrun, which train.py runs as DistributedDataParallel), spot with S3
-                checkpoints when settings.use_spot, max runtime. Started with wait=False; `refresh` polls it.
+                type, count and volume, always under torchrun (one process per GPU on every instance; train.py
+                runs DistributedDataParallel when there are several), spot with S3 checkpoints when
+                settings.use_spot, max runtime. Named after the BinAudit job (unique). Started with wait=False;
+                `refresh` polls it.
     tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space (log-scale ranges), objective
                 best_val_accuracy (Maximize) or best_val_rmse (Minimize): the figures of the model train.py keeps,
                 printed after every epoch, so SageMaker's "latest value" is the best epoch's, as the local tuner
-                ranks; early stopping "Auto" when asked.
-    endpoints   sagemaker.serve.model_builder.ModelBuilder with inference.py, deployed without waiting; invoke,
-                delete (endpoint, endpoint config and model) and a listing of every live endpoint in the region.
-    transform   the same model, batch-transformed over an S3 prefix of photos (one JSON answer per photo).
+                ranks; early stopping "Auto" when asked; a time limit for the whole tuning job. Spot trials share
+                the checkpoint prefix; train.py keeps each trial's checkpoints in a folder named by the trial.
+    endpoints   sagemaker.serve.model_builder.ModelBuilder with inference.py, deployed (--wait polls and reports);
+                invoke, delete (endpoint, endpoint config and model) and a listing of every live endpoint in the
+                region with its instance type, age and last invocation (idle ones flagged).
+    transform   the same model, batch-transformed over the photos under an S3 prefix: a manifest names exactly the
+                image keys (a .DS_Store or a CSV beside them is not sent), payloads up to TRANSFORM_MAX_PAYLOAD_MB.
+
+Every resource is tagged: project=binaudit, binaudit:job-id, binaudit:started-by. The SDK's scratch (the repack
+of model.tar.gz) lives in a folder the SDK accepts (never under /root, /etc, /var/lib or ~/.config, which it
+refuses), whatever the workspace's path.
 
 A completed training job (or a tuning job's best trial) is downloaded (model.tar.gz), unpacked into the job's
 folder and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
@@ -22,11 +31,15 @@ AWS_DEFAULT_REGION, which is set from settings.aws_region when absent. The SDK's
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +58,57 @@ from jobs.sagemaker.aws import (
     extract_model_tarball,
     pack_model_folder,
 )
+from jobs.sagemaker.logs import LogFollower, first_host_text, log_source, tail
 from jobs.sagemaker.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
+from jobs.sagemaker.prices import gpu_count
 from jobs.search_space import to_sagemaker_range
 from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, parse_metric_log
 
 log = logging.getLogger(__name__)
 
-TRAINING_JOB_PREFIX = "binaudit-train"
 ENDPOINT_PREFIX = "binaudit-"
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # train.py resumes from here when it exists
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # train.py resumes from <this>/<training job name> when it exists
+TRANSFORM_MAX_PAYLOAD_MB = 20  # one photo per request; x TRANSFORM_CONCURRENCY must stay within SageMaker's 100 MB
+TRANSFORM_CONCURRENCY = 4
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+TAG_VALUE_UNSAFE = re.compile(r"[^\w .:/=+\-@]")  # what a tag value may not hold
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
 TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
                    "Failed": "Failed", "Stopped": "Stopped"}
 ENDPOINT_FINAL_FAILURE = ("Failed",)
-LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs", "transform": "/aws/sagemaker/TransformJobs",
-              "deployment": "/aws/sagemaker/Endpoints"}
+
+
+def scratch_dir() -> Path:
+    """A temporary folder outside the paths the SDK refuses for code (/root, /etc, /var/lib, ~/.config, ...): a
+    clone run as root under /root must still deploy."""
+    from sagemaker.core.common_utils import _SENSITIVE_SYSTEM_PATHS
+
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        real = os.path.realpath(base)
+        if os.path.isdir(real) and os.access(real, os.W_OK) and not any(
+                real.startswith(p) for p in _SENSITIVE_SYSTEM_PATHS):
+            return Path(tempfile.mkdtemp(prefix="binaudit-sdk-", dir=real))
+    raise ConfigError("no writable temporary folder outside the paths the SageMaker SDK refuses; set TMPDIR")
+
+
+def resource_tags(job: JobRecord) -> list[dict[str, str]]:
+    """What every resource a job creates is tagged with (cost allocation, clean-up)."""
+    actor = job.output.get("requested_by") or "unknown"
+    return [{"Key": "project", "Value": "binaudit"}, {"Key": "binaudit:job-id", "Value": job.id},
+            {"Key": "binaudit:started-by", "Value": TAG_VALUE_UNSAFE.sub("_", actor)[:256]}]
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over a model folder's file names and contents: which weights a model.tar.gz holds."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _newest_version_at_most(requested: str, available: list[str]) -> str | None:
@@ -79,7 +126,6 @@ class SageMakerBackend(Backend):
         super().__init__(settings=settings, workspace=workspace, engine=engine)
         self.aws = AwsContext.from_settings(settings, boto_session)
         self._sdk_session = None
-        self._source_dir: tempfile.TemporaryDirectory | None = None
         self._package: SourcePackage | None = None
 
     # ---------------------------------------------------------------- SDK plumbing
@@ -100,8 +146,7 @@ class SageMakerBackend(Backend):
 
     def source_package(self) -> SourcePackage:
         if self._package is None:
-            self._source_dir = tempfile.TemporaryDirectory(prefix="binaudit-source-")
-            self._package = build_source_package(Path(self._source_dir.name))
+            self._package = build_source_package(scratch_dir())
         return self._package
 
     def source_tarball_uri(self) -> str:
@@ -165,9 +210,9 @@ class SageMakerBackend(Backend):
         return (params.instance_type or self.settings.training_instance_type,
                 params.instance_count or self.settings.training_instance_count)
 
-    def model_trainer(self, params: TrainingParams, job_id: str):
+    def model_trainer(self, params: TrainingParams, job: JobRecord):
         """The ModelTrainer for one training job (or a tuning job's trials)."""
-        from sagemaker.core.shapes import MetricDefinition
+        from sagemaker.core.shapes import MetricDefinition, Tag
         from sagemaker.core.training.configs import (
             CheckpointConfig,
             Compute,
@@ -184,21 +229,24 @@ class SageMakerBackend(Backend):
         trainer = ModelTrainer(
             sagemaker_session=self.sdk_session(),
             role=self.aws.role_arn,
-            base_job_name=TRAINING_JOB_PREFIX,
+            base_job_name=f"binaudit-{job.id}",  # the SDK adds only a timestamp to the second: the job id keeps it unique
             training_image=self.training_image(instance_type),
             source_code=SourceCode(source_dir=self.source_tarball_uri(), entry_script=ENTRY_SCRIPT),
-            # more than one instance: torchrun on each, and train.py runs DistributedDataParallel (WORLD_SIZE > 1)
-            distributed=Torchrun() if instance_count > 1 else None,
+            # torchrun starts one process per GPU on every instance (one on a CPU instance); train.py runs
+            # DistributedDataParallel when there are several (WORLD_SIZE > 1)
+            distributed=Torchrun(),
             compute=Compute(instance_type=instance_type, instance_count=instance_count,
+                            volume_size_in_gb=self.settings.training_volume_gb,
                             enable_managed_spot_training=True if spot else None),
             hyperparameters=params.to_hyperparameters(),
-            output_data_config=OutputDataConfig(s3_output_path=self.aws.uri("jobs", job_id, "output")),
+            output_data_config=OutputDataConfig(s3_output_path=self.aws.uri("jobs", job.id, "output")),
             stopping_condition=StoppingCondition(max_runtime_in_seconds=max_runtime,
                                                  max_wait_time_in_seconds=2 * max_runtime if spot else None),
             # spot instances can be reclaimed: train.py checkpoints every epoch and resumes from the synced folder
-            checkpoint_config=CheckpointConfig(s3_uri=self.aws.uri("jobs", job_id, "checkpoints"),
+            checkpoint_config=CheckpointConfig(s3_uri=self.aws.uri("jobs", job.id, "checkpoints"),
                                                local_path=CHECKPOINT_LOCAL_PATH) if spot else None,
             environment={"PYTHONUNBUFFERED": "1"},
+            tags=[Tag(key=t["Key"], value=t["Value"]) for t in resource_tags(job)],
         )
         return trainer.with_metric_definitions(
             [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS])
@@ -270,7 +318,7 @@ class SageMakerBackend(Backend):
             if "recounts" in channels:
                 recounts = self._recount_channel(job.id, channels.pop("recounts"))
                 channels.update({"recounts": recounts} if recounts else {})
-            trainer = self.model_trainer(params, job.id)
+            trainer = self.model_trainer(params, job)
             trainer.train(input_data_config=self._inputs(channels), wait=False, logs=False)
             name = trainer._latest_training_job.training_job_name
             return name, {"training_job_name": name, "output_path": self.aws.uri("jobs", job.id, "output"),
@@ -288,8 +336,9 @@ class SageMakerBackend(Backend):
         def submit() -> tuple[str, dict[str, Any]]:
             from sagemaker.train.tuner import HyperparameterTuner
 
-            trainer = self.model_trainer(params.base, job.id)
-            if self._compute(params.base)[1] > 1:  # tuning runs the container's legacy launcher, not torchrun
+            trainer = self.model_trainer(params.base, job)
+            instance_type, instance_count = self._compute(params.base)
+            if instance_count > 1 or gpu_count(instance_type) > 1:  # trials run the image's launcher, not torchrun
                 trainer.hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
             tuner = HyperparameterTuner(
                 model_trainer=trainer, objective_metric_name=params.objective_metric,
@@ -299,6 +348,7 @@ class SageMakerBackend(Backend):
                 max_jobs=params.max_jobs, max_parallel_jobs=params.max_parallel_jobs,
                 early_stopping_type="Auto" if params.early_stopping else "Off",
                 random_seed=params.seed or None, base_tuning_job_name="binaudit-tune",
+                max_runtime_in_seconds=self.settings.max_tuning_runtime_seconds, tags=resource_tags(job),
             )
             tuner.tune(inputs=self._inputs(channels), job_name=job.id, wait=False)
             name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
@@ -310,26 +360,31 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- models on S3
 
     def model_data_uri(self, version: registry.ModelVersion) -> str:
-        """The version's model.tar.gz in S3: the training job's own artifact, else the local folder uploaded once."""
+        """The version's model.tar.gz in S3: the training job's own artifact, else the local folder uploaded once
+        under a key named by its content's digest (a reset database or another workspace on the same bucket may
+        have another "v3": the digest, not the name, says which weights a key holds)."""
         known = (version.config.get("sagemaker") or {}).get("model_data")
         if known:
             return known
-        key = self.aws.key("models", version.name, "model.tar.gz")
+        key = self.aws.key("models", version.name, folder_digest(version.model_dir)[:16], "model.tar.gz")
         with aws_errors(f"uploading model {version.name}"):
             if not self.aws.object_exists(self.aws.bucket, key):
                 with tempfile.TemporaryDirectory() as tmp:
                     self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def model_builder(self, version: registry.ModelVersion, instance_type: str, job_id: str):
+    def model_builder(self, version: registry.ModelVersion, instance_type: str):
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
+        request_bytes = str(TRANSFORM_MAX_PAYLOAD_MB * 1024 * 1024)
         return ModelBuilder(
-            model_path=str(job_dir(self.workspace, job_id) / "model-builder"),  # the SDK's scratch, not /tmp
+            model_path=str(scratch_dir()),  # the SDK repacks model.tar.gz here: never under a path it refuses
             s3_model_data_url=self.model_data_uri(version), image_uri=self.inference_image(instance_type),
             role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
             source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
+            # TorchServe refuses requests over 6.5 MB unless told otherwise (a large photo in a batch transform)
+            env_vars={"TS_MAX_REQUEST_SIZE": request_bytes, "TS_MAX_RESPONSE_SIZE": request_bytes},
         )
 
     def _register_artifact(self, job: JobRecord, artifact_uri: str, training_job_name: str) -> registry.ModelVersion:
@@ -367,7 +422,8 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- endpoints
 
     def deploy(self, model_version_id: int | str, *, actor: str, wait: bool = False,
-               timeout_seconds: float = 3600.0) -> JobRecord:
+               timeout_seconds: float = 3600.0, on_progress: Callable[[JobRecord], None] | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> JobRecord:
         version = registry.get_version(self.engine, model_version_id)
         instance_type = self.settings.inference_instance_type
         job = self._create("deployment", {"model_version_id": version.id, "model_version": version.name},
@@ -376,9 +432,11 @@ class SageMakerBackend(Backend):
         endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
 
         def submit() -> tuple[str, dict[str, Any]]:
-            builder = self.model_builder(version, instance_type, job.id)
-            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
-            endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False)
+            builder = self.model_builder(version, instance_type)
+            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
+                                  tags=resource_tags(job))
+            endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False,
+                                      tags=resource_tags(job))
             return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
                                             "model_data": builder.s3_model_data_url}
 
@@ -387,7 +445,9 @@ class SageMakerBackend(Backend):
             return job
         deadline = time.monotonic() + timeout_seconds
         while job.is_active and job.output.get("endpoint_status") != "InService" and time.monotonic() < deadline:
-            time.sleep(30)
+            if on_progress is not None:
+                on_progress(job)
+            sleep(30)
             job = self.refresh(job.id)
         return job
 
@@ -476,20 +536,45 @@ class SageMakerBackend(Backend):
         return store.get_job(self.engine, job.id)
 
     def list_endpoints(self) -> list[dict[str, Any]]:
-        """Every endpoint in the region (BinAudit's and others'): each one bills until it is deleted."""
+        """Every endpoint in the region (BinAudit's and others'; each bills until it is deleted): instance type,
+        age, last invocation (CloudWatch's Invocations metric, by the hour) and whether it is idle (no invocation
+        for settings.endpoint_idle_hours, and older than that)."""
         sm = self.aws.client("sagemaker")
         known = {j.external_id: j for j in store.list_jobs(self.engine, kind="deployment", backend=self.name,
                                                             limit=None) if j.external_id}
+        now = dt.datetime.now(dt.timezone.utc)
+        idle_after = dt.timedelta(hours=self.settings.endpoint_idle_hours)
         out = []
         with aws_errors("listing endpoints"):
             for page in sm.get_paginator("list_endpoints").paginate():
                 for ep in page.get("Endpoints", []):
-                    job = known.get(ep["EndpointName"])
-                    out.append({"backend": self.name, "name": ep["EndpointName"], "status": ep.get("EndpointStatus"),
-                                "created_at": ep.get("CreationTime"), "job_id": job.id if job else None,
+                    name, job = ep["EndpointName"], known.get(ep["EndpointName"])
+                    created, last = ep.get("CreationTime"), self._last_invocation(name, now)
+                    seen = max(t for t in (created, last) if t) if created or last else None
+                    out.append({"backend": self.name, "name": name, "status": ep.get("EndpointStatus"),
+                                "created_at": created, "job_id": job.id if job else None,
                                 "model_version": job.output.get("model_version") if job else None,
-                                "instance_type": job.output.get("instance_type") if job else None})
+                                "instance_type": self._endpoint_instance_type(name), "last_invocation": last,
+                                "idle": seen is not None and now - seen > idle_after})
         return out
+
+    def _endpoint_instance_type(self, name: str) -> str | None:
+        sm = self.aws.client("sagemaker")
+        try:
+            config = sm.describe_endpoint_config(
+                EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+        except ClientError:
+            return None  # deleted meanwhile
+        return ", ".join(sorted({v.get("InstanceType") or "serverless" for v in config["ProductionVariants"]}))
+
+    def _last_invocation(self, name: str, now: dt.datetime, days: int = 14) -> dt.datetime | None:
+        """The end of the newest hour with an invocation in the last `days` (CloudWatch keeps hourly data 63 days)."""
+        points = self.aws.client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/SageMaker", MetricName="Invocations", Period=3600, Statistics=["Sum"],
+            Dimensions=[{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}],
+            StartTime=now - dt.timedelta(days=days), EndTime=now + dt.timedelta(hours=1))["Datapoints"]  # this hour too
+        used = [p["Timestamp"] for p in points if p.get("Sum")]
+        return min(max(used) + dt.timedelta(hours=1), now) if used else None
 
     # ---------------------------------------------------------------- batch transform
 
@@ -507,16 +592,37 @@ class SageMakerBackend(Backend):
         output_path = output or self.aws.uri("jobs", job.id, "transform")
 
         def submit() -> tuple[str, dict[str, Any]]:
-            builder = self.model_builder(version, instance_type, job.id)
-            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}")
+            manifest = self._image_manifest(input, job.id)
+            builder = self.model_builder(version, instance_type)
+            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
+                                  tags=resource_tags(job))
             transformer = builder.transformer(instance_count=1, instance_type=instance_type, output_path=output_path,
-                                              accept="application/json")
-            transformer.transform(input, content_type="application/x-image", job_name=f"{ENDPOINT_PREFIX}{job.id}",
-                                  wait=False, logs=False)
+                                              accept="application/json", max_payload=TRANSFORM_MAX_PAYLOAD_MB,
+                                              max_concurrent_transforms=TRANSFORM_CONCURRENCY, tags=resource_tags(job))
+            transformer.transform(manifest, data_type="ManifestFile", content_type="application/x-image",
+                                  job_name=f"{ENDPOINT_PREFIX}{job.id}", wait=False, logs=False)
             name = transformer.latest_transform_job.transform_job_name
-            return name, {"transform_job_name": name, "model_name": model.model_name, "output_path": output_path}
+            return name, {"transform_job_name": name, "model_name": model.model_name, "output_path": output_path,
+                          "manifest": manifest}
 
         return self._submit(job, "batch transform", submit)
+
+    def _image_manifest(self, input: str, job_id: str) -> str:
+        """A manifest of exactly the photos under the input prefix (by suffix), uploaded under the job's prefix:
+        batch transform sends every object it is given, and a .DS_Store or a CSV would fail the whole job. Answers
+        keep the photos' names: <output>/<path below the prefix>.out."""
+        bucket, prefix = input[5:].split("/", 1) if "/" in input[5:] else (input[5:], "")
+        prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        keys = []
+        for page in self.aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"][len(prefix):] for o in page.get("Contents", [])
+                     if o["Key"].lower().endswith(IMAGE_SUFFIXES) and not o["Key"].rsplit("/", 1)[-1].startswith(".")]
+        if not keys:
+            raise JobError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) under {input}")
+        manifest = [{"prefix": f"s3://{bucket}/{prefix}"}, *sorted(keys)]
+        key = self.aws.key("jobs", job_id, "transform-input.manifest")
+        self.aws.client("s3").put_object(Bucket=self.aws.bucket, Key=key, Body=json.dumps(manifest).encode())
+        return f"s3://{self.aws.bucket}/{key}"
 
     # ---------------------------------------------------------------- watching
 
@@ -530,9 +636,10 @@ class SageMakerBackend(Backend):
             return refreshers[job.kind](job)
 
     def _training_metrics(self, name: str, description: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per-epoch metrics parsed from the CloudWatch log with the same regexes; else the final values."""
-        text = self._log_text("training", name, lines=10_000)
-        metrics = parse_metric_log(text)
+        """Per-epoch metrics parsed from the CloudWatch log with the same regexes (a restarted run's epochs replace
+        those it repeats); else the final values."""
+        text = first_host_text(self.aws.client("logs"), log_source("training", name))
+        metrics = list({int(row["epoch"]): row for row in parse_metric_log(text)}.values())
         if metrics:
             return metrics
         final = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList") or []}
@@ -628,29 +735,26 @@ class SageMakerBackend(Backend):
         with aws_errors(f"stopping {job.external_id}"):
             calls[job.kind]()
 
-    def _log_text(self, kind: str, name: str, lines: int) -> str:
-        """The newest log lines of a job's CloudWatch streams (the first stream is rank 0, which prints metrics)."""
-        logs = self.aws.client("logs")
-        group = LOG_GROUPS.get(kind)
-        if group is None:
-            return ""
-        try:
-            streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/").get(
-                "logStreams", [])
-            if not streams:
-                return ""
-            events = logs.get_log_events(logGroupName=group, logStreamName=streams[0]["logStreamName"],
-                                         limit=min(lines, 10_000), startFromHead=False).get("events", [])
-        except ClientError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return ""
-            raise
-        return "".join(e["message"].rstrip("\n") + "\n" for e in events)
-
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         job = self._own_job(job_id)
         if not job.external_id:
             return ""
         with aws_errors(f"reading the log of {job.id}"):
-            text = self._log_text(job.kind, job.external_id, lines)
-        return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "")
+            return tail(self.aws.client("logs"), log_source(job.kind, job.external_id), lines)
+
+    def log_follower(self, job_id: str) -> Callable[[], str]:
+        """A function that returns the job's new CloudWatch log lines on each call (jobs log --follow)."""
+        job = self._own_job(job_id)
+        follower: LogFollower | None = None
+
+        def new_text() -> str:
+            nonlocal job, follower
+            if follower is None:
+                job = store.get_job(self.engine, job.id)  # a job being submitted gets its AWS name later
+                if not job.external_id:
+                    return ""
+                follower = LogFollower(self.aws.client("logs"), log_source(job.kind, job.external_id))
+            with aws_errors(f"reading the log of {job.id}"):
+                return follower.new_text()
+
+        return new_text
