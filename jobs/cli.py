@@ -106,6 +106,7 @@ def _confirm_paid_work(args: argparse.Namespace, ctx: Context, kind: str, **work
     """On SageMaker: say what the job runs on and about what it costs, and ask (unless --yes)."""
     if ctx.backend_name != "sagemaker":
         return
+    _ = ctx.backend  # a missing region, role or bucket is said before anything is asked
     print(f"This starts {paid_work_summary(ctx.settings, kind, **work)}.", flush=True)
     if args.yes:
         return

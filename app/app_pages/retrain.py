@@ -3,7 +3,9 @@
 Jobs run through `jobs` on the configured backend (local by default, SageMaker when chosen); the form has one
 input per training setting (modeling.settings: the defaults train.py has). With "Include analysts' recounts" the
 audit core writes the recounts of bins outside val and test into a folder, which the job gets as its "recounts"
-channel. The job list refreshes itself every few seconds without rerunning the rest of the page.
+channel. The job list refreshes itself every few seconds without rerunning the rest of the page. Before Start the
+form says what a SageMaker job would run on and about what it costs; with the SageMaker backend configured, idle
+endpoints (which bill every hour) are named at the top.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from jobs import (
     promote,
     refresh_active,
 )
+from jobs.sagemaker.prices import paid_work_summary
 from modeling.registry import get_version
 from modeling.settings import ARCHS, BY_NAME, GROUPS, JOB_SETTINGS, LOSSES, Setting
 
@@ -117,6 +120,8 @@ def training_form() -> None:
             objective = u[1].selectbox("Objective", ["val_accuracy", "val_rmse"])
             parallel = u[2].selectbox("Trials at a time", [1, 2])
             strategy = u[3].selectbox("Strategy", ["bayesian", "random"])
+        st.caption(f"With the sagemaker backend this starts {paid_work_summary(ctx.settings, 'training')} "
+                   f"(a tuning job: that, for each trial).")
         submitted = st.form_submit_button("Start", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -283,6 +288,30 @@ def scoring_ui() -> None:
         st.success(f"{report}")
 
 
+@st.cache_data(ttl=600, show_spinner="Listing SageMaker endpoints ...")
+def idle_endpoints(region: str, idle_hours: float) -> list[dict]:
+    """The idle endpoints in the region (listed at most every 10 minutes: each listing asks AWS)."""
+    backend = get_backend("sagemaker", settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
+    return [{"name": e["name"], "instance_type": e["instance_type"], "last_invocation": e["last_invocation"]}
+            for e in backend.list_endpoints() if e["idle"]]
+
+
+def idle_endpoints_ui() -> None:
+    if ctx.settings.backend != "sagemaker":
+        return
+    try:
+        idle = idle_endpoints(ctx.settings.aws_region, ctx.settings.endpoint_idle_hours)
+    except (ConfigError, JobError) as exc:
+        st.caption(f"SageMaker endpoints could not be listed: {exc}")
+        return
+    for e in idle:
+        last = f"last invoked {e['last_invocation']:%Y-%m-%d %H:%M} UTC" if e["last_invocation"] else "never invoked"
+        st.warning(f"Endpoint {e['name']} ({e['instance_type']}) is idle ({last}; no invocation for "
+                   f"{ctx.settings.endpoint_idle_hours:g} h) and bills every hour until it is deleted: "
+                   f"python -m jobs deploy --backend sagemaker --delete --idle", icon=":material/payments:")
+
+
+idle_endpoints_ui()
 scoring_ui()
 training_form()
 st.subheader("Jobs")

@@ -68,6 +68,7 @@ from modeling.metric_log import METRIC_DEFINITIONS, parse_metric_log
 log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "binaudit-"
+ENDPOINT_POLL_SECONDS = 30  # deploy(wait=True); the SDK's own wait sleeps 30 s before its first look too
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # train.py resumes from <this>/<training job name> when it exists
 TRANSFORM_MAX_PAYLOAD_MB = 20  # one photo per request; x TRANSFORM_CONCURRENCY must stay within SageMaker's 100 MB
 TRANSFORM_CONCURRENCY = 4
@@ -422,8 +423,7 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- endpoints
 
     def deploy(self, model_version_id: int | str, *, actor: str, wait: bool = False,
-               timeout_seconds: float = 3600.0, on_progress: Callable[[JobRecord], None] | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> JobRecord:
+               timeout_seconds: float = 3600.0, on_progress: Callable[[JobRecord], None] | None = None) -> JobRecord:
         version = registry.get_version(self.engine, model_version_id)
         instance_type = self.settings.inference_instance_type
         job = self._create("deployment", {"model_version_id": version.id, "model_version": version.name},
@@ -447,7 +447,7 @@ class SageMakerBackend(Backend):
         while job.is_active and job.output.get("endpoint_status") != "InService" and time.monotonic() < deadline:
             if on_progress is not None:
                 on_progress(job)
-            sleep(30)
+            time.sleep(ENDPOINT_POLL_SECONDS)
             job = self.refresh(job.id)
         return job
 
