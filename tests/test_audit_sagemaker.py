@@ -9,6 +9,7 @@ other leaves the outputs missing and checks that every bin is reported with that
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import boto3
@@ -63,9 +64,13 @@ def sm(aws_env, monkeypatch, request, tmp_path, tiny_dataset, tiny_model_dir):
     return make_backend, version, ws, engine, bucket, n_bins
 
 
+def bucket_of(uri: str) -> str:
+    return uri[5:].split("/", 1)[0]
+
+
 @contextlib.contextmanager
 def playing_the_container(model_dir: Path):
-    """While active, a CreateTransformJob request makes the photos under its input prefix be scored by
+    """While active, a CreateTransformJob request makes the photos its manifest names be scored by
     modeling/inference.py's four handlers and the answers written to `<output>/<name>.out`, as SageMaker would."""
     from modeling import inference
 
@@ -75,14 +80,16 @@ def playing_the_container(model_dir: Path):
     def transform(params, model: object = None, **_):
         if getattr(model, "name", "") != "CreateTransformJob":
             return
-        source = params["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
-        bucket, prefix = source[5:].split("/", 1)
+        source = params["TransformInput"]["DataSource"]["S3DataSource"]
+        assert source["S3DataType"] == "ManifestFile"
+        manifest = json.loads(s3.get_object(Bucket=bucket_of(source["S3Uri"]), Key=source["S3Uri"][5:].split("/", 1)[1])
+                              ["Body"].read())
+        bucket, prefix = manifest[0]["prefix"][5:].split("/", 1)
         out_prefix = params["TransformOutput"]["S3OutputPath"][5:].split("/", 1)[1].rstrip("/")
-        for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", []):
-            photo = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        for name in manifest[1:]:
+            photo = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
             request = inference.input_fn(photo, params["TransformInput"]["ContentType"])
             body, _content_type = inference.output_fn(inference.predict_fn(request, model_), "application/json")
-            name = obj["Key"].rsplit("/", 1)[-1]
             s3.put_object(Bucket=bucket, Key=f"{out_prefix}/{name}.out", Body=body.encode())
 
     model_ = model
@@ -101,7 +108,9 @@ def test_scoring_through_batch_transform(sm, tiny_model_dir):
         backend = make_backend()
         report = score_bins(engine, ws, version, sagemaker_scorer(backend, version, poll_seconds=0), progress=False)
     request = sent.one("CreateTransformJob")
-    source = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    manifest = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    source = json.loads(s3.get_object(Bucket=bucket, Key=manifest[5:].split("/", 1)[1])["Body"].read())[0]["prefix"]
+    source = source.rstrip("/")
     assert source.startswith(f"s3://{bucket}/{PREFIX}/audit-scoring/") and source.endswith("/input")
     assert request["TransformInput"]["ContentType"] == "application/x-image"
     uploaded = s3.list_objects_v2(Bucket=bucket, Prefix=source[len(f"s3://{bucket}/"):] + "/")["KeyCount"]
