@@ -128,7 +128,7 @@ def test_training_job_sends_image_code_channels_hyperparameters_metrics_compute(
     from sagemaker.core import image_uris
 
     with record_requests() as sent:
-        backend = sm.make(use_spot=True, training_instance_type="ml.g5.xlarge")
+        backend = sm.make(use_spot=True, training_instance_type="ml.g5.xlarge", training_volume_gb=100)
         params = _params(sm.bucket, instance_count=2)
         job = backend.start_training(params, actor="tester")
     request = sent.one("CreateTrainingJob")
@@ -148,6 +148,7 @@ def test_training_job_sends_image_code_channels_hyperparameters_metrics_compute(
     assert channels["code"] == job.output["source_code"]
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["ResourceConfig"]["VolumeSizeInGB"] == 100
     assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{sm.bucket}/{PREFIX}/jobs/{job.id}/output"
     # spot: managed spot, checkpoints synced to S3, a wait limit beyond the runtime limit
     assert request["EnableManagedSpotTraining"] is True
