@@ -52,7 +52,10 @@ def test_paid_work_asks_in_a_terminal(sm, monkeypatch, capsys, answer, started):
     assert main(["deploy", sm.version.name]) == (0 if started else 2)
     out, _ = capsys.readouterr()
     assert "a SageMaker endpoint on ml.m5.large, about $0.12/h" in out and "until it is deleted" in out
-    assert bool(sm.sagemaker.list_endpoints()["Endpoints"]) == started
+    jobs = list_jobs(sm.engine, kind="deployment")
+    assert len(jobs) == (1 if started else 0)
+    live = {e["EndpointName"] for e in sm.sagemaker.list_endpoints()["Endpoints"]}  # moto's: every test's
+    assert all(j.external_id in live for j in jobs)
 
 
 def test_deploy_wait_reports_progress(sm, monkeypatch, capsys):

@@ -261,13 +261,9 @@ def test_running_job_metrics_come_from_its_cloudwatch_log_with_the_same_regexes(
     lines = [format_epoch_line(e, {"train_loss": 1.0 / e, "train_accuracy": 0.3 * e, "val_loss": 1.1,
                                    "val_accuracy": 0.25 * e, "val_rmse": 2.0 / e, "val_mae": 0.5})
              for e in (1, 2)]
-    logs = boto3.client("logs")
-    group, stream = "/aws/sagemaker/TrainingJobs", f"{job.external_id}/algo-1-1700000000"
-    logs.create_log_group(logGroupName=group)
-    logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now_ms = int(time.time() * 1000)  # CloudWatch drops events older than 14 days
-    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
-        {"timestamp": now_ms + i, "message": line} for i, line in enumerate(["starting", *lines])])
+    _log_stream(sm, "/aws/sagemaker/TrainingJobs", f"{job.external_id}/algo-1-1700000000", ["starting", *lines],
+                now_ms)
     with override_response("DescribeTrainingJob", TrainingJobStatus="InProgress"):
         job = sm.make().refresh(job.id)
     assert job.status == "InProgress"

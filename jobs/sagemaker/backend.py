@@ -58,7 +58,7 @@ from jobs.sagemaker.aws import (
     extract_model_tarball,
     pack_model_folder,
 )
-from jobs.sagemaker.logs import LogFollower, first_host_text, log_source, tail
+from jobs.sagemaker.cloudwatch import LogFollower, first_host_text, last_invocation, log_source, tail
 from jobs.sagemaker.packaging import ENTRY_SCRIPT, INFERENCE_SCRIPT, TARBALL_NAME, SourcePackage, build_source_package
 from jobs.sagemaker.prices import gpu_count
 from jobs.search_space import to_sagemaker_range
@@ -81,16 +81,16 @@ TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Comple
 ENDPOINT_FINAL_FAILURE = ("Failed",)
 
 
-def scratch_dir() -> Path:
+def scratch_dir() -> tempfile.TemporaryDirectory:
     """A temporary folder outside the paths the SDK refuses for code (/root, /etc, /var/lib, ~/.config, ...): a
-    clone run as root under /root must still deploy."""
+    clone run as root under /root must still deploy. Removed when the object is cleaned up."""
     from sagemaker.core.common_utils import _SENSITIVE_SYSTEM_PATHS
 
     for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
         real = os.path.realpath(base)
         if os.path.isdir(real) and os.access(real, os.W_OK) and not any(
                 real.startswith(p) for p in _SENSITIVE_SYSTEM_PATHS):
-            return Path(tempfile.mkdtemp(prefix="binaudit-sdk-", dir=real))
+            return tempfile.TemporaryDirectory(prefix="binaudit-sdk-", dir=real)
     raise ConfigError("no writable temporary folder outside the paths the SageMaker SDK refuses; set TMPDIR")
 
 
@@ -127,6 +127,7 @@ class SageMakerBackend(Backend):
         super().__init__(settings=settings, workspace=workspace, engine=engine)
         self.aws = AwsContext.from_settings(settings, boto_session)
         self._sdk_session = None
+        self._source_dir: tempfile.TemporaryDirectory | None = None
         self._package: SourcePackage | None = None
 
     # ---------------------------------------------------------------- SDK plumbing
@@ -147,7 +148,8 @@ class SageMakerBackend(Backend):
 
     def source_package(self) -> SourcePackage:
         if self._package is None:
-            self._package = build_source_package(scratch_dir())
+            self._source_dir = scratch_dir()
+            self._package = build_source_package(Path(self._source_dir.name))
         return self._package
 
     def source_tarball_uri(self) -> str:
@@ -374,13 +376,13 @@ class SageMakerBackend(Backend):
                     self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def model_builder(self, version: registry.ModelVersion, instance_type: str):
+    def model_builder(self, version: registry.ModelVersion, instance_type: str, scratch: str):
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
         request_bytes = str(TRANSFORM_MAX_PAYLOAD_MB * 1024 * 1024)
         return ModelBuilder(
-            model_path=str(scratch_dir()),  # the SDK repacks model.tar.gz here: never under a path it refuses
+            model_path=scratch,  # the SDK repacks model.tar.gz here: never under a path it refuses
             s3_model_data_url=self.model_data_uri(version), image_uri=self.inference_image(instance_type),
             role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
             source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
@@ -432,11 +434,12 @@ class SageMakerBackend(Backend):
         endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
 
         def submit() -> tuple[str, dict[str, Any]]:
-            builder = self.model_builder(version, instance_type)
-            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                  tags=resource_tags(job))
-            endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False,
+            with scratch_dir() as scratch:
+                builder = self.model_builder(version, instance_type, scratch)
+                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
                                       tags=resource_tags(job))
+                endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False,
+                                          tags=resource_tags(job))
             return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
                                             "model_data": builder.s3_model_data_url}
 
@@ -549,7 +552,7 @@ class SageMakerBackend(Backend):
             for page in sm.get_paginator("list_endpoints").paginate():
                 for ep in page.get("Endpoints", []):
                     name, job = ep["EndpointName"], known.get(ep["EndpointName"])
-                    created, last = ep.get("CreationTime"), self._last_invocation(name, now)
+                    created, last = ep.get("CreationTime"), last_invocation(self.aws.client("cloudwatch"), name, now)
                     seen = max(t for t in (created, last) if t) if created or last else None
                     out.append({"backend": self.name, "name": name, "status": ep.get("EndpointStatus"),
                                 "created_at": created, "job_id": job.id if job else None,
@@ -566,15 +569,6 @@ class SageMakerBackend(Backend):
         except ClientError:
             return None  # deleted meanwhile
         return ", ".join(sorted({v.get("InstanceType") or "serverless" for v in config["ProductionVariants"]}))
-
-    def _last_invocation(self, name: str, now: dt.datetime, days: int = 14) -> dt.datetime | None:
-        """The end of the newest hour with an invocation in the last `days` (CloudWatch keeps hourly data 63 days)."""
-        points = self.aws.client("cloudwatch").get_metric_statistics(
-            Namespace="AWS/SageMaker", MetricName="Invocations", Period=3600, Statistics=["Sum"],
-            Dimensions=[{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}],
-            StartTime=now - dt.timedelta(days=days), EndTime=now + dt.timedelta(hours=1))["Datapoints"]  # this hour too
-        used = [p["Timestamp"] for p in points if p.get("Sum")]
-        return min(max(used) + dt.timedelta(hours=1), now) if used else None
 
     # ---------------------------------------------------------------- batch transform
 
@@ -593,14 +587,16 @@ class SageMakerBackend(Backend):
 
         def submit() -> tuple[str, dict[str, Any]]:
             manifest = self._image_manifest(input, job.id)
-            builder = self.model_builder(version, instance_type)
-            model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                  tags=resource_tags(job))
-            transformer = builder.transformer(instance_count=1, instance_type=instance_type, output_path=output_path,
-                                              accept="application/json", max_payload=TRANSFORM_MAX_PAYLOAD_MB,
-                                              max_concurrent_transforms=TRANSFORM_CONCURRENCY, tags=resource_tags(job))
-            transformer.transform(manifest, data_type="ManifestFile", content_type="application/x-image",
-                                  job_name=f"{ENDPOINT_PREFIX}{job.id}", wait=False, logs=False)
+            with scratch_dir() as scratch:
+                builder = self.model_builder(version, instance_type, scratch)
+                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
+                                      tags=resource_tags(job))
+                transformer = builder.transformer(
+                    instance_count=1, instance_type=instance_type, output_path=output_path, accept="application/json",
+                    max_payload=TRANSFORM_MAX_PAYLOAD_MB, max_concurrent_transforms=TRANSFORM_CONCURRENCY,
+                    tags=resource_tags(job))
+                transformer.transform(manifest, data_type="ManifestFile", content_type="application/x-image",
+                                      job_name=f"{ENDPOINT_PREFIX}{job.id}", wait=False, logs=False)
             name = transformer.latest_transform_job.transform_job_name
             return name, {"transform_job_name": name, "model_name": model.model_name, "output_path": output_path,
                           "manifest": manifest}

@@ -1,5 +1,5 @@
-"""Where a SageMaker job logs in CloudWatch, and reading it: the newest stream's tail, a training job's whole log,
-new lines as they arrive.
+"""CloudWatch for the SageMaker backend: where a job logs and reading it (the newest stream's tail, a training job's
+whole log, new lines as they arrive), and when an endpoint was last invoked (its Invocations metric).
 
     training     /aws/sagemaker/TrainingJobs              <job>/algo-<n>-<epoch seconds>   (a spot restart adds a
                                                                                        stream per host)
@@ -12,6 +12,7 @@ A group that does not exist yet (nothing logged so far) reads as no streams.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,3 +105,14 @@ class LogFollower:
                 text = "".join(f"[{trial}] {line}\n" for line in text.splitlines())
             out.append(text)
         return "".join(out)
+
+
+def last_invocation(cloudwatch: Any, endpoint: str, now: dt.datetime, days: int = 14) -> dt.datetime | None:
+    """The end of the newest hour in which the endpoint was invoked in the last `days` (CloudWatch's
+    AWS/SageMaker Invocations metric, by the hour; this hour included), None when it was not."""
+    points = cloudwatch.get_metric_statistics(
+        Namespace="AWS/SageMaker", MetricName="Invocations", Period=3600, Statistics=["Sum"],
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
+        StartTime=now - dt.timedelta(days=days), EndTime=now + dt.timedelta(hours=1))["Datapoints"]
+    used = [p["Timestamp"] for p in points if p.get("Sum")]
+    return min(max(used) + dt.timedelta(hours=1), now) if used else None
