@@ -163,3 +163,15 @@ def test_what_batch_transform_sends_a_large_photo_whole(endpoint, tmp_path):
     assert len(big) > 7_000_000, len(big)
     answer = _answer(*endpoint.invoke(big, "application/x-image"))
     assert answer["predicted_count"] in range(6)
+
+
+def test_real_abid_photos_are_counted_by_the_served_model(endpoint, abid_sample):
+    """Real bin photos (the ABID sample, where present) through the container's decoding path, as sent raw and as
+    JSON with their record's expected count."""
+    for path in sorted((abid_sample / "bin-images").glob("*.jpg"))[:5]:
+        record = json.loads((abid_sample / "metadata" / f"{path.stem}.json").read_text())
+        answer = _answer(*endpoint.invoke(path.read_bytes(), "image/jpeg"))
+        assert answer["predicted_count"] in answer["counts"]
+        body = json.dumps({"image": base64.b64encode(path.read_bytes()).decode(),
+                           "expected_count": record["EXPECTED_QUANTITY"]}).encode()
+        assert 0 <= _answer(*endpoint.invoke(body, "application/json"))["mismatch_probability"] <= 1

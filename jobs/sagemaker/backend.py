@@ -1,32 +1,20 @@
 """The SageMaker backend (SDK v3): training, tuning, endpoints and batch transform on AWS.
 
-    training    sagemaker.train.ModelTrainer: the PyTorch training image for settings.pytorch_version, the project's
-                source package (jobs.sagemaker.packaging) with train.py as entry script, hyperparameters from
-                TrainingParams, S3 channels train/val/test, metric definitions from modeling.metric_log, instance
-                type, count and volume, always under torchrun (one process per GPU on every instance; train.py
-                runs DistributedDataParallel when there are several), spot with S3 checkpoints when
-                settings.use_spot, max runtime. Named after the BinAudit job (unique). Started with wait=False;
-                `refresh` polls it.
-    tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space (log-scale ranges), objective
-                best_val_accuracy (Maximize) or best_val_rmse (Minimize): the figures of the model train.py keeps,
-                printed after every epoch, so SageMaker's "latest value" is the best epoch's, as the local tuner
-                ranks; early stopping "Auto" when asked; a time limit for the whole tuning job. Spot trials share
-                the checkpoint prefix; train.py keeps each trial's checkpoints in a folder named by the trial.
-    endpoints   sagemaker.serve.model_builder.ModelBuilder with inference.py, deployed (--wait polls and reports);
-                invoke, delete (endpoint, endpoint config and model) and a listing of every live endpoint in the
-                region with its instance type, age and last invocation (idle ones flagged).
-    transform   the same model, batch-transformed over the photos under an S3 prefix: a manifest names exactly the
-                image keys (a .DS_Store or a CSV beside them is not sent), payloads up to TRANSFORM_MAX_PAYLOAD_MB.
+    training    sagemaker.train.ModelTrainer: the PyTorch training image, the source package (packaging.py) with
+                train.py under torchrun (one process per GPU on every instance), TrainingParams as hyperparameters,
+                S3 channels, modeling.metric_log's metric definitions, instance type, count and volume, spot with S3
+                checkpoints (train.py keeps them per job name), max runtime; named after the BinAudit job.
+    tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space; objective best_val_accuracy
+                or best_val_rmse (the kept model's figures, printed every epoch); early stopping "Auto" when asked;
+                a time limit for the whole tuning job.
+    endpoints   ModelBuilder with inference.py; deploy (--wait reports progress), invoke, delete (endpoint, config,
+                model), and every endpoint in the region with instance type, age, last invocation, idleness.
+    transform   the same model over a manifest of exactly the photos under an S3 prefix, payloads up to 20 MB.
 
-Every resource is tagged: project=binaudit, binaudit:job-id, binaudit:started-by. The SDK's scratch (the repack
-of model.tar.gz) lives in a folder the SDK accepts (never under /root, /etc, /var/lib or ~/.config, which it
-refuses), whatever the workspace's path.
-
-A completed training job (or a tuning job's best trial) is downloaded (model.tar.gz), unpacked into the job's
-folder and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
-
-The SDK is imported on first use (it takes seconds and pulls in much); `import sagemaker.serve` needs
-AWS_DEFAULT_REGION, which is set from settings.aws_region when absent. The SDK's telemetry is switched off.
+Every resource is tagged project=binaudit, binaudit:job-id, binaudit:started-by. The SDK's scratch lives outside the
+paths it refuses for code (/root, /etc, ...). A completed training job (or a tuning job's best trial) is downloaded,
+unpacked and registered as a model version; an artifact that cannot be fetched fails the job with that reason. The
+SDK is imported on first use (seconds); AWS_DEFAULT_REGION is set for `import sagemaker.serve`; telemetry is off.
 """
 
 from __future__ import annotations
