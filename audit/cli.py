@@ -125,6 +125,7 @@ def _cmd_queue(args, settings: Settings, ws: Workspace, engine) -> int:
     page = queue_page(engine, version.id, threshold=threshold, budget=budget or None, limit=args.limit)
     print(f"{size} bin(s) in the queue (model {version.name}, threshold {threshold:g})")
     if len(page):
+        page = page.assign(predicted_count=page["predicted_count"].map(version.classes.label))
         print(page[["bin_id", "mismatch_probability", "expected_count", "predicted_count", "row_version"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
@@ -192,6 +193,10 @@ def _cmd_overview(args, settings: Settings, ws: Workspace, engine) -> int:
     share = f"{o.agree_share:.1%}" if o.agree_share is not None else "n/a"
     print(f"bins: {o.bins}  scored: {o.scored}  prediction agrees with record: {share}  open queue: {o.open_queue}  "
           f"decisions this week: {o.decisions_week}  confirmed mismatches: {o.confirmed_mismatches}")
+    if o.beyond_range:
+        print(f"beyond the model's range: {o.beyond_range} bin(s) whose record is above the active model's top count "
+              f"{version.max_count}; it cannot check them (no mismatch probability, not queued): train an open model "
+              f"(data_tools build --top-class open) to audit them")
     if version:
         acc = f"{version.val_accuracy:.3f}" if version.val_accuracy is not None else "?"
         rmse = f"{version.val_rmse:.3f}" if version.val_rmse is not None else "?"

@@ -17,6 +17,22 @@ ABID_BUCKET = "aft-vbi-pds"
 ABID_REGION = "us-east-1"
 
 
+def open_class_folder(max_count: int) -> str:
+    """The class folder of bins with more than `max_count` items: "6+" for 5. The same name as the model's open
+    class label (modeling.counts.open_label; a test checks they agree: this package may not import modeling)."""
+    return f"{max_count + 1}+"
+
+
+def class_folder(count: int, max_count: int) -> str:
+    """The class folder of a bin of `count` items: its count, or the open class folder above `max_count`."""
+    return str(count) if count <= max_count else open_class_folder(max_count)
+
+
+def class_sort_key(name: str) -> tuple[int, bool]:
+    """Class and count names in count order, the open class last: "0" < "5" < "6+" (and "6" < "6+" < "7")."""
+    return int(name.rstrip("+")), name.endswith("+")
+
+
 def normalize_bin_id(value: str | int) -> str:
     """ABID ids are zero-padded to 5 digits below 100000 ("00042"); keep other ids as given."""
     if isinstance(value, int):

@@ -53,9 +53,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics, rows = evaluate_folder(predictor, args.data, args.batch_size, args.workers,
                                     progress=False if args.no_progress else None)
     out = args.out or args.model_dir / "evaluation" / args.data.name
-    write_evaluation(out, metrics, rows, predictor.class_to_count)
+    write_evaluation(out, metrics, rows, predictor.spec.classes.labels)
     for name in ("argmax", "expected"):
         print(f"{name} decoding:\n{format_per_class_table(metrics[name])}\n")
+    if metrics["data_has_open_class"] or predictor.spec.classes.open_top:
+        top = predictor.spec.max_count + 1
+        print(f"RMSE and MAE are over counts truncated at {top}: a bin of more than {top - 1} items counts as {top}")
     print(f"scored {metrics['n_scored']} of {metrics['n_images']} photos -> {out}")
     for failure in metrics["failed"][:20]:
         print(f"  failed: {failure['path']}: {failure['error']}", file=sys.stderr)
@@ -82,7 +85,7 @@ def _predict(args: argparse.Namespace) -> int:
                 failures.append(f"{r.path}: {r.error}")
             yield r
 
-    scored, failed = write_predictions_csv(noting_failures(), args.out, predictor.class_to_count)
+    scored, failed = write_predictions_csv(noting_failures(), args.out, predictor.spec.classes)
     print(f"scored {scored} photos, {failed} failed -> {args.out}")
     for line in failures[:20]:
         print(f"  failed: {line}", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from modeling.counts import CountClasses
 from modeling.preprocessing import ImageDecodeError, load_image, stack_images
 from modeling.serving import ScoringModel
 
@@ -26,7 +27,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 class PathResult(NamedTuple):
     path: str
-    probs: np.ndarray | None  # (C,) over counts 0..N, None when the photo failed
+    probs: np.ndarray | None  # (C,) over the classes (0..N, and N+1 or more if open), None when the photo failed
     error: str | None
 
 
@@ -128,24 +129,25 @@ def _progress_bar(total: int, enabled: bool | None):
     return tqdm(total=total, unit="img", desc="scoring", disable=None if enabled is None else not enabled)
 
 
-def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike, class_to_count: Sequence[int]
+def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike, classes: CountClasses
                           ) -> tuple[int, int]:
-    """path, bin_id (file stem), predicted_count (argmax), p0..pN, error; returns (scored, failed)."""
+    """path, bin_id, predicted_count (argmax, as its label: "6+" for the open class), p<label>..., error;
+    returns (scored, failed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scored = failed = 0
+    labels = classes.labels
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "bin_id", "predicted_count", *(f"p{c}" for c in class_to_count), "error"])
+        writer.writerow(["path", "bin_id", "predicted_count", *(f"p{label}" for label in labels), "error"])
         for r in results:
             bin_id = Path(r.path).stem
             if r.probs is None:
                 failed += 1
-                writer.writerow([r.path, bin_id, "", *([""] * len(class_to_count)), r.error])
+                writer.writerow([r.path, bin_id, "", *([""] * len(labels)), r.error])
             else:
                 scored += 1
-                count = class_to_count[int(np.argmax(r.probs))]
-                writer.writerow([r.path, bin_id, count, *(f"{p:.6f}" for p in r.probs), ""])
+                writer.writerow([r.path, bin_id, labels[int(np.argmax(r.probs))], *(f"{p:.6f}" for p in r.probs), ""])
     os.replace(tmp, out)
     return scored, failed

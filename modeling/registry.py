@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
+from modeling.counts import CountClasses
 
 ACTIVE_KEY = "active_model_version"
 MODEL_FILES = ("model.pth", "model_config.json", "metrics.json", "summary.csv", "args.json")
@@ -54,6 +55,11 @@ class ModelVersion:
     @property
     def model_dir(self) -> Path:
         return Path(self.artifact_uri)
+
+    @property
+    def classes(self) -> CountClasses:
+        """What the version's classes mean (exact 0..max_count, and "max_count + 1 or more" when open)."""
+        return CountClasses.from_config({"max_count": self.max_count, **self.config})
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -37,6 +37,7 @@ OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BEST_METRICS = {"val_accuracy": "max", "val_rmse": "min"}
+TOP_CLASS_CHOICES = ("auto", "open", "closed")
 GROUPS = ("model", "optimisation", "runtime")
 
 
@@ -73,7 +74,11 @@ SETTINGS: tuple[Setting, ...] = (
             "or the torch cache)", "model", "Initial weights", choices=PRETRAINED_CHOICES),
     Setting("weights_path", str, "", "initial weights from a state_dict file (wins over --pretrained)", "model",
             "Weights file", job=False),
-    Setting("max_count", int, 5, "counts 0..N: the head has N+1 classes", "model", "Max count", positive_int),
+    Setting("max_count", int, 5, "exact counts 0..N: the head has N+1 classes (N+2 with an open top class)", "model",
+            "Max count", positive_int),
+    Setting("top_class", str, "auto", "open: one more class, 'more than N items' (class folder 'N+1+', e.g. 6+); "
+            "closed: counts 0..N only (the published ABID setting); auto: open when the training folder has the "
+            "'N+1+' folder", "model", "Top class", choices=TOP_CLASS_CHOICES),
     Setting("image_size", int, 224, "square side the photos are squashed to", "model", "Image size", image_size),
     Setting("epochs", int, 10, "total epochs (a resumed run continues to this)", "optimisation", "Epochs",
             positive_int),

@@ -445,6 +445,89 @@ def test_a_recount_of_a_test_bin_made_on_the_queue_page_never_reaches_a_job_star
     trained = get_version(engine, job.model_version_id)
     assert trained.config["resolved_args"]["recounts"] == str(channel)
     assert trained.metrics["recounts"] == {"folder": str(channel), "used": 1, "replaced": 0, "left_out": 0,
-                                           "left_out_bins": []}
+                                           "left_out_bins": [], "beyond_range": 0}
     assert ("recounts: 1 used (0 replacing their photo in --train), 0 left out of training"
             in Path(job.log_path).read_text())
+
+
+def _activate_a_closed_model(ws: Workspace, tmp_path: Path):
+    """A closed 0..5 model made active and every bin scored with it (the demo's bins hold up to 8 items)."""
+    from audit.scorers import local_scorer
+    from audit.scoring import score_bins
+    from modeling.registry import activate, register_model
+    from tests.modeling_fixtures import closed_model_dir
+
+    engine = ws.open()
+    version = register_model(engine, closed_model_dir(tmp_path / "closed"), ws.models_dir)
+    activate(engine, version.id, actor="test")
+    score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    with engine.connect() as conn:
+        beyond = set(conn.execute(sa.select(db.predictions.c.bin_id).where(
+            db.predictions.c.model_version_id == version.id, db.predictions.c.expected_count > 5)).scalars())
+    assert beyond  # the demo draws bins of 6 to 8 items
+    return engine, version, beyond
+
+
+def test_the_open_demo_model_shows_its_top_class_as_6_plus(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    assert version.classes.open_top and version.classes.labels[-1] == "6+"  # the demo builds an open dataset
+    at = open_page("browse")
+    at.multiselect(key="f_predicted").set_value([6]).run()  # the open class is index 6, shown as "6+"
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c.value for c in at.caption if " · predicted " in c.value]
+    assert all(" · predicted 6+" in c for c in captions) and not any(" · predicted 6 " in c for c in captions)
+    assert at.toggle(key="f_beyond").disabled  # an open model checks every bin
+    at = open_page("evaluation")
+    assert any("truncated at 6" in c.value for c in at.caption)
+
+
+def test_a_closed_model_leaves_bins_above_5_out_of_the_queue_and_says_why(ws, tmp_path):
+    engine, version, beyond = _activate_a_closed_model(ws, tmp_path)
+    queued = set(queue_page(engine, version.id, threshold=0.0, limit=1000)["bin_id"])
+    assert queued and not queued & beyond  # at threshold 0 every checkable bin is in, no beyond-range one
+
+    at = open_page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Beyond the model's range"] == f"{len(beyond):,}"
+    assert metrics["Open mismatches"] == f"{queue_size(engine, version.id, threshold=0.5):,}"
+
+    at = open_page("browse")
+    at.toggle(key="f_beyond").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert next(c.value for c in at.caption if c.value.endswith("bin(s)")) == f"{len(beyond)} bin(s)"
+    captions = [c.value for c in at.caption if " · expected " in c.value]
+    assert captions and all(c.endswith("· beyond range") for c in captions)
+    first = sorted(beyond)[0]
+    at.button(key=f"open-{first}").click().run()
+    assert any("beyond this model's range" in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric}["Mismatch probability"] == "–"
+
+    at.button(key="detail-queue").click().run()  # an analyst may still send it by hand
+    for row in queue_page(engine, version.id, threshold=0.0, limit=1000).itertuples():  # hand-queued bins rank last
+        if row.bin_id != first:
+            decide(engine, Decision(row.bin_id, DISMISS, "ben", int(row.row_version)))
+    at = open_page("queue", reviewer="ana")
+    labels = at.radio(key="queue_current").options
+    assert f"{first} · sent by hand · beyond range" in labels
+
+
+def test_the_published_reference_shows_only_beside_a_closed_0_to_5_model(ws, tmp_path):
+    from app.ui.model_facts import shows_published_reference
+    from modeling.registry import activate, register_model
+    from tests.modeling_fixtures import closed_model_dir
+
+    engine = ws.open()
+    opened = active_version(engine)
+    closed_dir = closed_model_dir(tmp_path / "closed")
+    shutil.copy(opened.model_dir / "metrics.json", closed_dir / "metrics.json")  # figures to show beside it
+    closed = register_model(engine, closed_dir, ws.models_dir, extra_config={"data_source": "abid"})
+    assert shows_published_reference(closed) and not shows_published_reference(opened)
+    open_abid = register_model(engine, opened.model_dir, ws.models_dir, extra_config={"data_source": "abid"})
+    for version, shown in ((open_abid, False), (closed, True)):
+        activate(engine, version.id, actor="test")
+        at = open_page("evaluation")
+        assert not at.exception, [e.value for e in at.exception]
+        deltas = [m.delta for m in at.metric if m.label in ("Accuracy", "RMSE")]
+        assert any("ABID ref." in (d or "") for d in deltas) == shown, version.name
+        assert any("Published ABID results" in e.label for e in at.expander) == shown

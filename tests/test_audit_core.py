@@ -197,20 +197,24 @@ def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tm
 
 
 def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.DataFrame:
-    """Random bins, predictions and decisions written straight to the tables."""
+    """Random bins, predictions and decisions written straight to the tables; about one in ten has a record above
+    5 written as a closed 0..5 model writes it (beyond its range: no mismatch probability, no flag)."""
     rng = np.random.default_rng(seed)
     t0 = db.utcnow()
     bins, preds = [], []
     for i in range(n):
         decided = rng.random() < 0.3
         decided_at = t0 + pd.Timedelta(seconds=int(rng.integers(-100, 100))) if decided else None
-        bins.append({"id": f"b{i:04d}", "image_uri": f"images/{i}.jpg", "expected_count": int(rng.integers(0, 6)),
+        beyond = bool(rng.random() < 0.1)
+        expected = int(rng.integers(6, 12)) if beyond else int(rng.integers(0, 6))
+        bins.append({"id": f"b{i:04d}", "image_uri": f"images/{i}.jpg", "expected_count": expected,
                      "items": [], "search_text": "", "source": "upload", "created_at": t0, "updated_at": t0,
                      "decided_at": decided_at, "decision": "dismiss" if decided else None,
                      "queued": bool(rng.random() < 0.05)})
         preds.append({"bin_id": f"b{i:04d}", "model_version_id": version_id, "predicted_count": 1, "decoded_count": 1,
-                      "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": 0,
-                      "mismatch_probability": round(float(rng.random()), 3), "argmax_differs": False,
+                      "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": expected, "beyond_range": beyond,
+                      "mismatch_probability": None if beyond else round(float(rng.random()), 3),
+                      "argmax_differs": None if beyond else False,
                       "created_at": t0,
                       # the queue facts as audit.reviews keeps them
                       "settled": decided_at is not None and decided_at >= t0, "queued": bins[-1]["queued"]})
@@ -228,6 +232,10 @@ def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.Data
 def test_sql_queue_agrees_with_the_reference_rules(engine, version, threshold):
     frame = _seed_predictions(engine, version.id, 300)
     expected = queue_rules(frame, threshold=threshold)["bin_id"].tolist()
+    beyond = set(frame.loc[frame["expected_count"] > 5, "bin_id"])
+    hand = set(frame.loc[frame["queued"], "bin_id"])
+    assert beyond - hand and beyond & hand  # both kinds are seeded: only those sent by hand may be queued
+    assert {b for b in expected if b in beyond} <= hand
     assert queue_size(engine, version.id, threshold=threshold) == len(expected)
     got = queue_page(engine, version.id, threshold=threshold, limit=1000)["bin_id"].tolist()
     assert got == expected
@@ -350,8 +358,10 @@ def test_overview_figures(engine, ws, version, tiny_dataset):
     o = overview(engine, version.id, threshold=0.5)
     preds = _predictions(engine)
     assert o.bins == o.scored == len(preds)
-    assert o.agree == int((preds["predicted_count"] == preds["expected_count"]).sum())
+    # the open class 6 agrees with any record above 5
+    assert o.agree == int((preds["predicted_count"] == preds["expected_count"].clip(upper=6)).sum())
     assert o.open_queue == queue_size(engine, version.id, threshold=0.5)
+    assert o.beyond_range == 0  # an open model checks every bin
 
 
 def test_cli_end_to_end(sqlite_ws, tiny_dataset, tiny_model_dir):
@@ -466,7 +476,7 @@ def _uniform_scorer(during=None):
         for i, _ in enumerate(paths):
             if i == 1 and during:
                 during()
-            yield np.full(6, 1 / 6), None
+            yield np.full(7, 1 / 7), None  # the tiny model's classes: 0..5 and 6+
     return scorer
 
 
@@ -512,7 +522,7 @@ def test_reuploading_a_bin_keeps_its_record_and_replaces_a_changed_photo(engine,
     assert (_predictions(engine)["bin_id"] == bin_id).sum() == 0
     from audit.scoring import record_prediction
 
-    assert record_prediction(engine, version, bin_id, np.full(6, 1 / 6))
+    assert record_prediction(engine, version, bin_id, np.full(7, 1 / 7))
     with engine.connect() as conn:
         stored = conn.execute(sa.select(db.bins).where(db.bins.c.id == bin_id)).mappings().one()
         actions = conn.execute(sa.select(db.audit_log.c.action).where(db.audit_log.c.entity_id == bin_id)).scalars()
@@ -525,20 +535,34 @@ def test_expected_count_change_rescores_predictions_of_models_with_other_class_c
     from audit.scoring import record_prediction
     from modeling.registry import get_version
 
+    def closed_version(name: str, max_count: int) -> int:
+        """A closed 0..max_count model, its config as written before the open class existed (no top_class)."""
+        config = {k: v for k, v in version.config.items() if k not in ("top_class", "class_labels")}
+        with db.write_tx(engine) as conn:
+            return conn.execute(db.model_versions.insert().values(
+                name=name, artifact_uri=str(version.model_dir), arch="resnet18", image_size=64, max_count=max_count,
+                config={**config, "class_to_count": list(range(max_count + 1)), "max_count": max_count,
+                        "num_classes": max_count + 1}, metrics={}, created_at=db.utcnow())).inserted_primary_key[0]
+
+    wide_id, old_id = closed_version("wide", 10), closed_version("old", 5)
     wide_probs = np.arange(1, 12, dtype=np.float64) / np.arange(1, 12).sum()  # an 11-class model (counts 0..10)
-    with db.write_tx(engine) as conn:
-        wide_id = conn.execute(db.model_versions.insert().values(
-            name="wide", artifact_uri=str(version.model_dir), arch="resnet18", image_size=64, max_count=10,
-            config={**version.config, "class_to_count": list(range(11)), "max_count": 10}, metrics={},
-            created_at=db.utcnow())).inserted_primary_key[0]
-    assert record_prediction(engine, version, row["id"], np.full(6, 1 / 6))
+    open_probs = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4])  # the tiny model: 0..5 and 6+
+    assert record_prediction(engine, version, row["id"], open_probs)
     assert record_prediction(engine, get_version(engine, wide_id), row["id"], wide_probs)
+    assert record_prediction(engine, get_version(engine, old_id), row["id"], np.full(6, 1 / 6))
 
     imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=7)
     preds = _predictions(engine).set_index("model_version_id")
     assert preds.loc[wide_id, "mismatch_probability"] == pytest.approx(1 - wide_probs[7], abs=1e-5)
-    assert preds.loc[version.id, "mismatch_probability"] == pytest.approx(1.0, abs=1e-4)  # 7 > 5: P(holds <= 5)
+    assert preds.loc[version.id, "mismatch_probability"] == pytest.approx(0.6, abs=1e-5)  # 7 is 6+: 1 - p(6+)
+    # 7 is beyond the old closed 0..5 model's range: no probability (it used to be p(count <= 5) = 1.0)
+    assert pd.isna(preds.loc[old_id, "mismatch_probability"]) and pd.isna(preds.loc[old_id, "argmax_differs"])
+    assert preds["beyond_range"].to_dict() == {version.id: False, wide_id: False, old_id: True}
     assert set(preds["expected_count"]) == {7}
+    assert row["id"] not in queue_page(engine, old_id, threshold=0.0, limit=10)["bin_id"].tolist()
+    imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=5)
+    back = _predictions(engine).set_index("model_version_id").loc[old_id]
+    assert back["mismatch_probability"] == pytest.approx(5 / 6, abs=1e-5) and not back["beyond_range"]
 
 
 def test_recount_export_never_deletes_a_folder_it_did_not_write(engine, ws, tmp_path):

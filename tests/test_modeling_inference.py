@@ -46,15 +46,19 @@ def test_handlers_take_exactly_the_arguments_the_toolkit_passes():
 @pytest.mark.parametrize("content_type", ["image/jpeg", "application/x-image", "image/jpeg; charset=binary"])
 def test_raw_jpeg_round_trip(served, content_type):
     answer = _invoke(served, jpeg_bytes(90, 70), content_type)
-    assert set(answer) == {"predicted_count", "probabilities", "counts"}
-    assert answer["counts"] == [0, 1, 2, 3, 4, 5]
+    assert set(answer) == {"predicted_count", "predicted_label", "probabilities", "counts", "labels", "top_class"}
+    # the tiny model is open: its last class is "6+", which has no exact count
+    assert answer["counts"] == [0, 1, 2, 3, 4, 5, None] and answer["labels"][-1] == "6+"
+    assert answer["top_class"] == "open"
     assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-6)
-    assert answer["predicted_count"] == int(np.argmax(answer["probabilities"]))
+    best = int(np.argmax(answer["probabilities"]))
+    assert answer["predicted_label"] == answer["labels"][best]
+    assert answer["predicted_count"] == (None if best == 6 else best)
 
 
 def test_png_round_trip(served):
     answer = _invoke(served, png_bytes(64, 80), "image/png")
-    assert len(answer["probabilities"]) == 6
+    assert len(answer["probabilities"]) == 7
 
 
 def test_json_with_expected_count_reports_the_mismatch_probability(served):
@@ -65,6 +69,12 @@ def test_json_with_expected_count_reports_the_mismatch_probability(served):
     assert answer["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][2])
     raw = _invoke(served, image, "image/jpeg")
     assert raw["probabilities"] == pytest.approx(answer["probabilities"])
+    # a record above 5 is checked against the open class 6+: 1 - p(6+), not 1.0 by construction
+    body = json.dumps({"image": base64.b64encode(image).decode(), "expected_count": 9})
+    above = _invoke(served, body, "application/json")
+    assert above["beyond_range"] is False
+    assert above["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][6])
+    assert above["mismatch_probability"] < 1.0
 
 
 def test_json_instances_answer_in_order(served):

@@ -35,6 +35,41 @@ def test_spec_insists_that_class_index_is_the_count():
         ModelSpec("vgg16", 5, PreprocessConfig(64))
 
 
+def test_an_open_spec_says_so_explicitly_and_round_trips():
+    spec = ModelSpec("resnet18", 5, PreprocessConfig(64), top_class="open")
+    config = spec.to_dict()
+    assert config["top_class"] == "open" and config["max_count"] == 5 and config["num_classes"] == 7
+    assert config["class_to_count"] == [0, 1, 2, 3, 4, 5, 6]
+    assert config["class_labels"] == ["0", "1", "2", "3", "4", "5", "6+"]
+    assert ModelSpec.from_dict(config) == spec
+    assert ModelSpec("resnet18", 5, PreprocessConfig(64)).to_dict()["top_class"] == "closed"
+    with pytest.raises(ModelConfigError, match="class_labels"):
+        ModelSpec.from_dict({**config, "class_labels": [*config["class_labels"][:-1], "6"]})
+    with pytest.raises(ModelConfigError, match="top_class"):
+        ModelSpec.from_dict({**config, "top_class": "half-open"})
+
+
+def test_a_model_saved_before_the_open_class_loads_and_scores_as_before(tmp_path):
+    """An old model_config.json has no top_class and no class_labels: it is a closed 0..5 model, as it was."""
+    model = build_model("resnet18", 6)
+    save_model(tmp_path / "old", model.state_dict(), ModelSpec("resnet18", 5, PreprocessConfig(32)))
+    config = json.loads((tmp_path / "old" / CONFIG_FILE).read_text())
+    for key in ("top_class", "class_labels"):
+        del config[key]
+    (tmp_path / "old" / CONFIG_FILE).write_text(json.dumps(config))
+    from modeling.serving import ScoringModel
+    from tests.modeling_fixtures import jpeg_bytes
+
+    scorer = ScoringModel.load(tmp_path / "old")
+    assert scorer.spec.top_class == "closed" and scorer.spec.classes.labels == tuple("012345")
+    answer = scorer.predict_bytes(jpeg_bytes(), expected_count=3)
+    assert answer["counts"] == [0, 1, 2, 3, 4, 5] and len(answer["probabilities"]) == 6
+    assert answer["predicted_label"] == str(answer["predicted_count"])
+    assert answer["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][3])
+    beyond = scorer.predict_bytes(jpeg_bytes(), expected_count=8)
+    assert beyond["mismatch_probability"] is None and beyond["beyond_range"] is True and "0..5" in beyond["note"]
+
+
 def test_load_checks_the_head_against_class_to_count(tmp_path):
     spec = ModelSpec("resnet18", 5, PreprocessConfig(32))
     save_model(tmp_path / "ok", build_model("resnet18", 6).state_dict(), spec)
@@ -43,7 +78,7 @@ def test_load_checks_the_head_against_class_to_count(tmp_path):
 
     shutil.copytree(tmp_path / "ok", tmp_path / "bad")
     config = json.loads((tmp_path / "bad" / CONFIG_FILE).read_text())
-    config.update(max_count=4, num_classes=5, class_to_count=[0, 1, 2, 3, 4])
+    config.update(max_count=4, num_classes=5, class_to_count=[0, 1, 2, 3, 4], class_labels=list("01234"))
     (tmp_path / "bad" / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ModelConfigError, match="6-class head"):
         load_model_dir(tmp_path / "bad")

@@ -43,11 +43,14 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
         assert latest == pytest.approx(trial_value(epochs, definition["Name"].removeprefix("best_")), abs=1e-9)
 
     state = torch.load(model_dir / "model.pth", weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values()) and state["fc.weight"].shape[0] == 6
+    # tiny_dataset has bins above 5 in its "6+" folder: --top-class auto makes the model open, 0..5 and "6+"
+    assert all(isinstance(v, torch.Tensor) for v in state.values()) and state["fc.weight"].shape[0] == 7
 
     config = _json(model_dir / "model_config.json")
-    assert config["arch"] == "resnet18" and config["num_classes"] == 6 and config["max_count"] == 5
-    assert config["class_to_count"] == [0, 1, 2, 3, 4, 5] and config["image_size"] == 64
+    assert config["arch"] == "resnet18" and config["num_classes"] == 7 and config["max_count"] == 5
+    assert config["top_class"] == "open" and config["class_labels"] == ["0", "1", "2", "3", "4", "5", "6+"]
+    assert config["class_to_count"] == [0, 1, 2, 3, 4, 5, 6] and config["image_size"] == 64
+    assert config["resolved_args"]["top_class"] == "auto" and config["resolved_args"]["resolved_top_class"] == "open"
     assert config["resize_mode"] == "squash" and len(config["mean"]) == len(config["std"]) == 3
     assert config["resolved_args"]["epochs"] == 2 and config["resolved_args"]["arch"] == "resnet18"
     assert len(config["dataset_fingerprint"]) == 64 and len(config["manifest_sha256"]) == 64
@@ -62,7 +65,8 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     assert final["rmse"] == best_row["val_rmse"] == config["final_metrics"]["val_rmse"]
     assert {"mae", "within_one", "per_class", "confusion_matrix"} <= set(final)
     assert sum(map(sum, final["confusion_matrix"])) == n_val == final["n"]
-    assert [row["count"] for row in final["per_class"]] == list(range(6))
+    assert [row["count"] for row in final["per_class"]] == list(range(7)) and final["per_class"][6]["label"] == "6+"
+    assert final["labels"][-1] == "6+" and metrics["top_class"] == "open"
     assert set(final["decodings"]) == {"argmax", "expected"}
     assert final["decodings"]["expected"]["rmse"] == best_row["val_rmse_expected"]
 

@@ -48,7 +48,7 @@ def test_from_the_shell_on_an_empty_postgresql_database(pg_server, pg_empty_url,
         return done
 
     migrated = run("migrate", module="binaudit").stdout
-    assert f"schema version {db.LATEST_VERSION} (applied 1, 2, 3, 4, 5)" in migrated and "postgresql+psycopg" in migrated
+    assert f"schema version {db.LATEST_VERSION} (applied 1, 2, 3, 4, 5, 6)" in migrated and "postgresql+psycopg" in migrated
     assert "nothing to apply" in run("migrate", module="binaudit").stdout
     assert "added" in run("import", "--dataset", str(tiny_dataset)).stdout
     with (tiny_dataset / "manifest.csv").open() as fh:

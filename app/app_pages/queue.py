@@ -24,6 +24,7 @@ CURRENT, FLASH, NOTE = "queue_current", "queue_flash", "queue_note"
 ctx = app_context()
 st.title("Mismatch queue")
 version = require_model(ctx, "the queue fills once a model has scored the bins.")
+classes = version.classes
 
 with st.sidebar:
     threshold = st.slider("Queue threshold (mismatch probability)", 0.0, 1.0,
@@ -58,8 +59,10 @@ current = by_id.loc[st.session_state[CURRENT]]
 reviewer = current_reviewer()
 
 
-def queue_label(bin_id: str, probability) -> str:
-    return f"{bin_id} · sent by hand" if pd.isna(probability) else f"{bin_id} · {probability:.0%}"
+def queue_label(bin_id: str, probability, beyond_range) -> str:
+    if pd.isna(probability):
+        return f"{bin_id} · sent by hand" + (" · beyond range" if beyond_range else "")
+    return f"{bin_id} · {probability:.0%}"
 
 
 def typed_recount(key: str) -> int | None:
@@ -86,7 +89,7 @@ def record(decision: str, recount: int | None = None) -> None:
 left, right = st.columns([1, 3])
 with left:
     st.radio("Queue (most likely mismatch first)", ids, key=CURRENT,
-             format_func=lambda b: queue_label(b, by_id.loc[b, "mismatch_probability"]))
+             format_func=lambda b: queue_label(b, by_id.loc[b, "mismatch_probability"], by_id.loc[b, "beyond_range"]))
 with right:
     if not reviewer:
         st.warning("Enter your name in the sidebar to record decisions.", icon=":material/person:")
@@ -96,7 +99,7 @@ with right:
              icon=":material/check:", width="stretch", key="btn-dismiss")
     with b.form("confirm", border=False, enter_to_submit=True):
         st.number_input("Recounted quantity", min_value=0, step=1, value=None, key=f"recount-{current.name}",
-                        placeholder=f"count the items (model says {int(current.predicted_count)})")
+                        placeholder=f"count the items (model says {classes.label(int(current.predicted_count))})")
         st.form_submit_button("Confirm mismatch", type="primary", disabled=not reviewer, icon=":material/close:",
                               on_click=lambda: record(CONFIRM, typed_recount(f"recount-{current.name}")),
                               width="stretch")
@@ -104,4 +107,4 @@ with right:
              width="stretch", key="btn-unsure")
     detail = bin_detail(ctx.engine, str(current.name), version.id)
     if detail is not None:
-        bin_detail_ui(ctx, detail, roots=allowed_roots(ctx), key="queue-detail")
+        bin_detail_ui(ctx, detail, roots=allowed_roots(ctx), key="queue-detail", classes=classes)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.ui.bin_view import beyond_range_text
 from app.ui.charts import probability_chart
 from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
@@ -88,18 +89,23 @@ for photo, data, digest in distinct(photos):
             show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE, caption=f"{photo.name} → bin {result['bin_id']}")
         expected = result.get("expected_count")
         m = right.columns(3)
-        m[0].metric("Predicted count", result["predicted_count"])
+        m[0].metric("Predicted count", result["predicted_label"])
         m[1].metric("Expected count", expected if expected is not None else "–",
                     help="from the metadata JSON" if meta is not None else "typed above")
-        if expected is not None:
+        if expected is not None and result.get("beyond_range"):
+            m[2].metric("Mismatch probability", "–", help="beyond the model's range")
+            right.info(beyond_range_text(expected, version.classes), icon=":material/info:")
+        elif expected is not None:
             p = result["mismatch_probability"]
             m[2].metric("Mismatch probability", f"{p:.0%}")
             if p >= ctx.settings.mismatch_threshold:
-                right.error(f"Likely stock mismatch: the photo probably does not hold {expected} item(s).",
+                n = version.classes.max_count
+                held = f"more than {n}" if expected > n else str(expected)  # an open model checks "6+", not 8
+                right.error(f"Likely stock mismatch: the photo probably does not hold {held} item(s).",
                             icon=":material/warning:")
             else:
                 right.success("The photo agrees with the record.", icon=":material/check_circle:")
-        right.plotly_chart(probability_chart(result["probabilities"], expected=expected),
+        right.plotly_chart(probability_chart(result["probabilities"], expected=expected, labels=result["labels"]),
                            key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
         if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
             try:

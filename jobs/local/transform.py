@@ -1,7 +1,8 @@
 """Local batch transform: score every photo under a folder into JSON lines, with the batched Predictor.
 
 One object per photo, in sorted path order:
-    {"file": "3/bin.jpg", "bin_id": "bin", "predicted_count": 3, "probabilities": [...], "counts": [0..5]}
+    {"file": "3/bin.jpg", "bin_id": "bin", "predicted_count": 3, "predicted_label": "3", "probabilities": [...],
+     "counts": [0..5, null], "labels": ["0".."5", "6+"], "top_class": "open"}
     {"file": "bad.jpg", "bin_id": "bad", "error": "cannot decode ..."}
 The prediction keys are the endpoint's (modeling.serving.prediction_response), so the same code reads both.
 """
@@ -55,7 +56,7 @@ def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_si
                 line["error"] = result.error
                 failed += 1
             else:
-                line.update(prediction_response(result.probs, predictor.class_to_count))
+                line.update(prediction_response(result.probs, predictor.spec.classes))
                 scored += 1
             fh.write(json.dumps(line) + "\n")
     os.replace(tmp, output)
