@@ -606,3 +606,56 @@ def test_unsafe_or_absurd_input_is_refused_with_a_reason(engine, ws, tiny_datase
         monkeypatch.setenv(key, value)
     assert main(["import", "--folder", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# ---------------------------------------------------------------- real ABID bins above 5 items (../shared/abid-sample)
+
+
+def test_an_open_model_checks_real_abid_bins_above_5_by_their_photo(engine, ws, version, abid_sample):
+    """The tiny model is trained on an open synthetic dataset (its "6+" folder): a record of 12 is checked against
+    p(6+) of that bin's photo, so the mismatch probabilities differ from bin to bin and none is 1.0 by construction."""
+    assert version.classes.open_top
+    imports.import_abid_folder(engine, abid_sample, actor="t")
+    report = score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    assert report.scored == 100 and report.failed == 0
+    preds = _predictions(engine)
+    above = preds[preds["expected_count"] > 5]
+    assert len(above) == 34 and not above["beyond_range"].any()
+    p_open = np.array([p[6] for p in above["probabilities"]])
+    assert above["mismatch_probability"].to_numpy() == pytest.approx(1 - p_open, abs=1e-5)
+    assert (above["mismatch_probability"] < 1.0).all()
+    # one value per photo (a model that has seen few "6+" bins puts little mass there: close to 1, but not fixed)
+    assert above["mismatch_probability"].nunique() == 34 and np.ptp(above["mismatch_probability"]) > 1e-3
+    assert overview(engine, version.id, threshold=0.5).beyond_range == 0
+
+
+def test_a_closed_model_does_not_queue_real_abid_bins_above_5_and_labels_them_beyond_range(engine, ws, abid_sample,
+                                                                                           tmp_path):
+    from tests.modeling_fixtures import closed_model_dir
+
+    closed = activate(engine, register_model(engine, closed_model_dir(tmp_path / "closed"), ws.models_dir).id,
+                      actor="t")
+    imports.import_abid_folder(engine, abid_sample, actor="t")
+    score_bins(engine, ws, closed, local_scorer(closed.model_dir, workers=0), progress=False)
+    preds = _predictions(engine).set_index("bin_id")
+    above = preds[preds["expected_count"] > 5]
+    assert len(above) == 34 and above["beyond_range"].all()
+    assert above["mismatch_probability"].isna().all() and above["argmax_differs"].isna().all()
+    queue = queue_page(engine, closed.id, threshold=0.0, limit=1000)
+    assert set(queue["bin_id"]) == set(preds.index) - set(above.index)  # the 66 bins it can check, no other
+    assert overview(engine, closed.id, threshold=0.0).beyond_range == 34
+    listed = browse_page(engine, closed.id, BinFilter(beyond_range_only=True), limit=1000)
+    assert set(listed["bin_id"]) == set(above.index) and listed["beyond_range"].all()
+    out = subprocess.run([sys.executable, "-m", "audit", "overview"], cwd=ROOT, env=_cli_env(ws), capture_output=True,
+                         text=True, timeout=120)
+    assert "beyond the model's range: 34 bin(s)" in out.stdout, out.stderr
+
+
+def test_a_recount_above_n_is_filed_under_the_open_class(engine, ws, tmp_path):
+    imports.import_upload(engine, ws, "00777.jpg", jpeg_bytes(), actor="ana", expected_count=2)
+    with engine.connect() as conn:
+        row_version = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == "00777")).scalar_one()
+    reviews.decide(engine, reviews.Decision("00777", reviews.CONFIRM, "ana", row_version, 9))
+    frame = build_recount_dataset(engine, ws, tmp_path / "recounts", max_count=5)
+    assert frame.set_index("bin_id").loc["00777", "status"] == "written: 6+/00777.jpg"
+    assert (tmp_path / "recounts" / "6+" / "00777.jpg").is_file()

@@ -121,7 +121,7 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         page.locator("[data-testid='stMetric']", has_text="Predicted count").wait_for(timeout=90_000)
         _idle(page)
         predicted = _metric(page, "Predicted count")
-        assert re.fullmatch(r"[0-5]", predicted), predicted
+        assert re.fullmatch(r"[0-5]|6\+", predicted), predicted  # the demo model's top class is open: "6+"
         assert _metric(page, "Expected count") == "0"
         page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
         _shot(page, "upload")
@@ -141,7 +141,7 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         _go(page, "Browse bins")
         page.get_by_role("button", name="Details").first.click()
         _idle(page)
-        assert page.get_by_role("heading", name=re.compile(r"^Bin \d+")).is_visible()
+        page.get_by_role("heading", name=re.compile(r"^Bin \d+")).wait_for(timeout=30_000)  # slow on a loaded machine
         _shot(page, "browse")
 
         _go(page, "Evaluation")

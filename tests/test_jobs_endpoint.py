@@ -78,7 +78,8 @@ def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(loca
         expected = reference.answer(parse_request(body, content_type))
         _same_answer(answer["predictions"] if isinstance(expected, list) else answer, expected)
     status, answer = _post(url, single, "application/json")
-    assert {"predicted_count", "probabilities", "counts", "expected_count", "mismatch_probability"} == set(answer)
+    assert {"predicted_count", "predicted_label", "probabilities", "counts", "labels", "top_class", "expected_count",
+            "mismatch_probability", "beyond_range"} == set(answer)
 
     # errors: a 4xx whose message says what was wrong and what is accepted
     status, answer = _post(url, b"hello", "text/plain")
@@ -176,9 +177,11 @@ def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(lo
     for line in lines:
         if "error" in line:
             continue
-        assert {"file", "bin_id", "predicted_count", "probabilities", "counts"} == set(line)
+        assert {"file", "bin_id", "predicted_count", "predicted_label", "probabilities", "counts", "labels",
+                "top_class"} == set(line)
         expected = reference.predict_bytes((photos / line["file"]).read_bytes())
         assert line["predicted_count"] == expected["predicted_count"]
+        assert line["predicted_label"] == expected["predicted_label"] and line["labels"][-1] == "6+"
         assert line["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
 
 

@@ -76,7 +76,7 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
 
     # the recounts channel: train.py trained on two recounts (one replacing its photo), left the val bin's out
     assert version.metrics["recounts"] == {"folder": str(recounts), "used": 2, "replaced": 1, "left_out": 1,
-                                           "left_out_bins": [in_val.stem]}
+                                           "left_out_bins": [in_val.stem], "beyond_range": 0}
     assert ("recounts: 2 used (1 replacing their photo in --train), 1 left out of training because their bins are "
             f"in val/test (training on them would leak held-out photos): {in_val.stem}") in Path(job.log_path).read_text()
     assert version.config["job"]["recounts"] == str(recounts) == version.config["resolved_args"]["recounts"]

@@ -31,7 +31,7 @@ from modeling.train import get_args_parser
 NON_DEFAULT = dict(arch="resnet34", epochs=7, batch_size=12, lr=0.0123, momentum=0.8, weight_decay=0.0005,
                    optimizer="adamw", lr_schedule="step", lr_step_size=2, lr_gamma=0.5, image_size=96,
                    loss="ordinal", ordinal_weight=2.5, label_smoothing=0.1, seed=42, pretrained="imagenet",
-                   workers=3, max_count=4, best_metric="val_rmse")
+                   workers=3, max_count=4, top_class="closed", best_metric="val_rmse")
 
 
 def test_every_hyperparameter_field_is_a_train_py_flag_and_arrives_unchanged():
