@@ -15,8 +15,9 @@ ordinal; only the data (and so the head: 6 or 7 classes) differs. Scored in fp32
     open model, whole test split          every bin, counts truncated at 6 (RMSE and MAE over min(count, 6))
     closed model, whole test split        every bin: a closed model's best guess for a bin of 6+ is 5
 
-The always-predict-the-training-majority baseline is given for each split. Training resumes from checkpoints
-under the workdir if interrupted; trained models are reused (`bench.bench_audit_ranking` takes them).
+The always-predict-the-training-majority baseline is given for each split, and how far bf16 scoring moves the open
+model's test predictions. Training resumes from checkpoints under the workdir if interrupted; trained models are
+reused (`bench.bench_audit_ranking` and `bench.bench_abid_queue` take them).
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def scored(predictor: Predictor, folder: Path, args: argparse.Namespace) -> dict
     return {r[0]: tuple(as_count[v] for v in r[1:4]) for r in rows}
 
 
+def bf16_check(model_dir: Path, folder: Path, args: argparse.Namespace) -> None:
+    """How far bf16 scoring (the predictor's default on CPUs with native bf16) moves the test predictions."""
+    fast = Predictor.load(model_dir, precision="auto")
+    if fast.precision == "fp32":
+        return
+    paths = [p for p, _ in scan_count_folders(folder, MAX_COUNT, open_top=True)]
+    exact = Predictor.load(model_dir, precision="fp32")
+    p32 = np.stack([r.probs for r in exact.predict_paths(paths, 32, args.workers, progress=False)])
+    p16 = np.stack([r.probs for r in fast.predict_paths(paths, 32, args.workers, progress=False)])
+    print(f"{model_dir.name}: {fast.precision} vs fp32 on the test split: argmax agrees on "
+          f"{np.mean(p32.argmax(1) == p16.argmax(1)):.1%} of photos, max |p difference| {np.abs(p32 - p16).max():.4f}, "
+          f"mean {np.abs(p32 - p16).mean():.5f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=8000, help="bins drawn (default 8000)")
@@ -129,6 +144,7 @@ def main() -> None:
     true = np.array([test["open"][b][0] for b in open_ids])
     pred = np.array([test["open"][b][1] for b in open_ids])
     top_class = true == MAX_COUNT + 1
+    bf16_check(models["open"], datasets["open"] / "test", args)
     print(f"open model, class 6+: recall {np.mean(pred[top_class] == MAX_COUNT + 1):.3f}, precision "
           f"{np.mean(true[pred == MAX_COUNT + 1] == MAX_COUNT + 1):.3f} ({top_class.sum()} test bins of 6+)")
     print("\n".join(lines))

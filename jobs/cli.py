@@ -270,6 +270,11 @@ def _stop(args: argparse.Namespace, ctx: Context) -> int:
 
 # ---------------------------------------------------------------- models
 
+def _classes_text(classes) -> str:
+    """"0-5" for a closed model, "0-5,6+" for an open one."""
+    return f"0-{classes.max_count}" + (f",{classes.labels[-1]}" if classes.open_top else "")
+
+
 def _models(args: argparse.Namespace, ctx: Context) -> int:
     if args.action == "list":
         versions = registry.list_versions(ctx.engine)
@@ -277,8 +282,8 @@ def _models(args: argparse.Namespace, ctx: Context) -> int:
             print("no model versions yet: python -m jobs train ... registers one")
             return EXIT_OK
         rows = [[("* " if v.active else "  ") + v.name, f"{v.created_at:%Y-%m-%d %H:%M}", v.arch, str(v.image_size),
-                 _fmt(v.val_accuracy), _fmt(v.val_rmse), v.job_id or "-"] for v in versions]
-        print(_table(["version", "created", "arch", "size", "val_acc", "val_rmse", "job"], rows))
+                 _classes_text(v.classes), _fmt(v.val_accuracy), _fmt(v.val_rmse), v.job_id or "-"] for v in versions]
+        print(_table(["version", "created", "arch", "size", "classes", "val_acc", "val_rmse", "job"], rows))
         print("* active")
         return EXIT_OK
     if not args.version:

@@ -335,6 +335,10 @@ def test_exports_and_recount_dataset(engine, ws, version, tiny_dataset, tmp_path
         reviews.decide(engine, reviews.Decision(row.bin_id, reviews.CONFIRM, "ana", int(row.row_version), recount))
     n_queue = export_queue(engine, version.id, tmp_path / "q.csv", threshold=0.0)
     assert n_queue == len(pd.read_csv(tmp_path / "q.csv")) == queue_size(engine, version.id, threshold=0.0)
+    exported = pd.read_csv(tmp_path / "q.csv", dtype=str)
+    labels = set(version.classes.labels)  # the open class is written "6+", never 6
+    assert set(exported["predicted_count"]) <= labels and set(exported["decoded_count"]) <= labels
+    assert "6" not in set(exported["predicted_count"]) | set(exported["decoded_count"])
     assert export_decisions(engine, tmp_path / "d.csv") == 3
     decisions = pd.read_csv(tmp_path / "d.csv")
     assert set(decisions["decision"]) == {"confirm_mismatch"} and set(decisions["reviewer"]) == {"ana"}

@@ -45,7 +45,8 @@ def test_train_then_models_lists_the_version_with_its_metrics(tiny_dataset, tmp_
     models = _run(["models"], ws)
     assert models.returncode == 0, models.stderr
     row = next(line for line in models.stdout.splitlines() if name in line.split())
-    assert row.split()[-4:] == ["32", accuracy, rmse, job_id]  # image size, val accuracy, val RMSE, job
+    # image size, classes (tiny_dataset's "6+" folder makes the model open), val accuracy, val RMSE, job
+    assert row.split()[-5:] == ["32", "0-5,6+", accuracy, rmse, job_id]
     assert "resnet18" in row
 
     jobs = _run(["list", "--refresh"], ws)

@@ -149,3 +149,19 @@ def test_modeling_cli_holds_the_model_commands_only():
     """Jobs are `python -m jobs`: `python -m modeling train` cannot be mistaken for `python -m modeling.train`."""
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"evaluate", "predict"}
+
+
+def test_a_closed_model_evaluated_on_an_open_folder_is_charged_for_the_6_plus_bins(tiny_dataset, tmp_path):
+    """Promotion compares an open candidate with a closed active model on the same folder: the closed model's best
+    guess for a bin of 6+ is at most 5, so those bins count against it, in a matrix with the 6+ row and column."""
+    from modeling.evaluate import evaluate_folder
+    from tests.modeling_fixtures import closed_model_dir
+
+    closed = Predictor.load(closed_model_dir(tmp_path / "closed"), precision="fp32")
+    metrics, rows = evaluate_folder(closed, tiny_dataset / "train", batch_size=32, workers=0, progress=False)
+    summary = metrics["argmax"]
+    assert metrics["data_has_open_class"] and summary["labels"] == LABELS and len(summary["confusion_matrix"]) == 7
+    top = summary["per_class"][6]
+    assert top["label"] == "6+" and top["n"] > 0 and top["accuracy"] == 0.0
+    assert [col[6] for col in summary["confusion_matrix"]] == [0] * 7  # it never predicts 6+
+    assert {r[1] for r in rows} >= {"6+"} and "6+" not in {r[2] for r in rows}
