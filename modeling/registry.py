@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -78,6 +79,18 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise RegistryError(f"{path} is not valid JSON ({exc})") from None
 
 
+def _json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as None: metrics.json writes NaN for a class with no images (an open model's
+    "6+" in a small validation split), which JSON has no word for and PostgreSQL's JSON type refuses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _final_metric(config: dict[str, Any], metrics: dict[str, Any], name: str) -> float | None:
     value = (config.get("final_metrics") or {}).get(name)
     if value is None:
@@ -91,8 +104,8 @@ def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str 
     config = _read_json(model_dir / "model_config.json")
     if not config or not (model_dir / "model.pth").is_file():
         raise RegistryError(f"{model_dir} is not a trained model folder (needs model.pth and model_config.json)")
-    metrics = _read_json(model_dir / "metrics.json")
-    config = {**config, **(extra_config or {})}
+    metrics = _json_safe(_read_json(model_dir / "metrics.json"))
+    config = _json_safe({**config, **(extra_config or {})})
     with db.write_tx(engine) as conn:
         next_id = (conn.execute(sa.select(sa.func.max(db.model_versions.c.id))).scalar() or 0) + 1
         name = f"v{next_id}"
