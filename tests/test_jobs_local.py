@@ -33,7 +33,16 @@ from jobs.local.backend import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
 from jobs.local.processes import process_alive
 from modeling import registry
 from modeling.metric_log import parse_metric_log
-from tests.test_jobs_support import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
+from tests.test_jobs_support import (
+    JOB_TIMEOUT_SECONDS,
+    add_recount,
+    hold_train_py_after_epoch,
+    make_local,
+    stop_leftovers,
+    tiny_params,
+    wait_done,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -237,13 +246,15 @@ def _first_epoch_line(log_path: str) -> int:
     return int(re.search(r"^epoch=(\d+) ", Path(log_path).read_text(), re.M).group(1))
 
 
-def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset):
-    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=4), actor="ana")
-    wait_for(lambda: _checkpoint_epoch(local, job.id) >= 1, timeout=120, what="the first epoch's checkpoint")
+def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset, tmp_path, monkeypatch):
+    hold_train_py_after_epoch(monkeypatch, tmp_path, 1)  # never released: the stop lands after epoch 1 of 3
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=3), actor="ana")
+    wait_for(lambda: _checkpoint_epoch(local, job.id) == 1, timeout=JOB_TIMEOUT_SECONDS,
+             what="train.py held after epoch 1's checkpoint")
     stopped = local.backend.stop(job.id, actor="ana")
-    assert stopped.status == "Stopped", stopped.failure_reason  # 4 epochs take seconds: stopped half-way
+    assert stopped.status == "Stopped", stopped.failure_reason
     after = _checkpoint_epoch(local, job.id)
-    assert 1 <= after < 4 and registry.list_versions(local.engine) == []
+    assert after == 1 and registry.list_versions(local.engine) == []
 
     resumed = local.backend.resume_training(job.id, actor="ben")
     assert resumed.id != job.id and resumed.kind == "training" and resumed.is_active
@@ -259,8 +270,8 @@ def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, 
     assert done.status == "Completed", done.failure_reason
     log = Path(done.log_path).read_text()
     assert f"resuming from {checkpoint_dir(job_dir(local.workspace, done.id))} after epoch {after}" in log
-    assert f"epochs {after + 1}..4" in log and _first_epoch_line(done.log_path) == after + 1
-    assert [m["epoch"] for m in done.metrics] == list(range(after + 1, 5))
+    assert "epochs 2..3" in log and _first_epoch_line(done.log_path) == 2  # starts after the held epoch: never held
+    assert [m["epoch"] for m in done.metrics] == [2, 3]
     version = registry.get_version(local.engine, done.model_version_id)
     assert version.job_id == done.id and version.val_accuracy is not None
     assert not checkpoint_dir(job_dir(local.workspace, done.id)).exists()  # the registered model is what is kept

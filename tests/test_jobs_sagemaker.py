@@ -11,9 +11,7 @@ import contextlib
 import io
 import json
 import tarfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +44,7 @@ from tests.aws_shims import (
 )
 from tests.conftest import s3_bucket_name
 from tests.modeling_fixtures import jpeg_bytes
+from tests.test_jobs_support import refresh_while_another_registers
 
 ROLE = "arn:aws:iam::123456789012:role/binaudit-sagemaker"
 PREFIX = "binaudit-test"
@@ -248,23 +247,12 @@ def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
 
 def test_two_refreshers_of_a_completed_job_register_one_version(sm, model_dir, monkeypatch):
     backend, job, artifact = _training_job_with_artifact(sm, model_dir)
-    real_register = registry.register_model
-
-    def slow_register(*args, **kwargs):
-        time.sleep(0.5)  # a real model takes a while to download and copy: both refreshers are in here at once
-        return real_register(*args, **kwargs)
-
-    monkeypatch.setattr(registry, "register_model", slow_register)
-    together = threading.Barrier(2)
-
-    def refresh(refresher):
-        together.wait()
-        return refresher.refresh(job.id)
-
-    with ThreadPoolExecutor(2) as pool:  # the dashboard's fragment and a CLI watching, each with its own backend
-        list(pool.map(refresh, [sm.make(), sm.make()]))
+    # the dashboard's fragment and a CLI watching, each with its own backend
+    first, second = refresh_while_another_registers(monkeypatch, lambda: sm.make().refresh(job.id),
+                                                    lambda: sm.make().refresh(job.id))
     versions = [v for v in registry.list_versions(sm.engine) if v.job_id == job.id]
     assert len(versions) == 1
+    assert (first.status, second.status) == ("Completed", "InProgress")  # the second saw it being registered
     assert backend.refresh(job.id).status == "Completed" and backend.refresh(job.id).model_version_id == versions[0].id
 
 
