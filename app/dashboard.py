@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 
 from app.ui.context import app_context  # noqa: E402
 from app.ui.identity import reviewer_ui  # noqa: E402
+from app.ui.run_counter import show_run_number  # noqa: E402
 
 st.set_page_config(page_title="BinAudit", page_icon=":material/inventory_2:", layout="wide")
 
@@ -33,6 +34,7 @@ PAGES = [
 page = st.navigation(PAGES)
 ctx = app_context()
 with st.sidebar:
+    show_run_number()  # test mode only
     st.markdown("**BinAudit**")
     reviewer_ui(ctx)
     st.caption(f"workspace: `{ctx.workspace.root}`")

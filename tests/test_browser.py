@@ -20,10 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from app.ui.run_counter import ATTRIBUTE as RUN_ATTRIBUTE
+from app.ui.run_counter import ENV as RUN_COUNTER_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 IDLE = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-script-state='notRunning']"
+RUN_MARK = f"[{RUN_ATTRIBUTE}]"
+WAIT_MS = 90_000  # generous: a deadline for a condition, not a pause (the machine may be loaded)
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +51,8 @@ def app_url(seeded_workspace, tmp_path):
     shutil.copytree(os.environ.get("BINAUDIT_BROWSER_WORKSPACE") or seeded_workspace, ws, symlinks=True)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "BINAUDIT_"))}
-    env.update(BINAUDIT_WORKSPACE=str(ws), BINAUDIT_SECRETS=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))
+    env.update(BINAUDIT_WORKSPACE=str(ws), BINAUDIT_SECRETS=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT),
+               **{RUN_COUNTER_ENV: "1"})
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "dashboard.py"), "--server.headless", "true",
@@ -70,10 +76,20 @@ def app_url(seeded_workspace, tmp_path):
         log.close()
 
 
-def _idle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(300)  # let the rerun start
-    page.wait_for_selector(IDLE, timeout=90_000)
+def _run_number(page) -> int:
+    """The number of the app's latest script run (app/ui/run_counter.py; 0 before the first run drew it)."""
+    return page.evaluate("s => Math.max(0, ...[...document.querySelectorAll(s)].map(e => +e.getAttribute('"
+                         + RUN_ATTRIBUTE + "')))", RUN_MARK)
+
+
+def _rerun(page, action) -> None:
+    """Do `action`, then wait until the script run it triggers has been seen to start (the run counter moved past
+    its number before the action) and the app is idle again: conditions, never a fixed wait."""
+    before = _run_number(page)
+    action()
+    page.wait_for_function("([s, n]) => [...document.querySelectorAll(s)].some(e => +e.getAttribute('"
+                           + RUN_ATTRIBUTE + "') > n)", arg=[RUN_MARK, before], timeout=WAIT_MS)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
 
 
 def _shot(page, name: str) -> None:
@@ -83,18 +99,17 @@ def _shot(page, name: str) -> None:
 
 def _go(page, title: str) -> None:
     """Navigate like a user, through the sidebar (a fresh page load would start a new session)."""
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    _idle(page)
+    _rerun(page, page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click)
 
 
-def _metric(page, label: str) -> str:
-    metric = page.locator("[data-testid='stMetric']", has_text=label).first
-    return metric.locator("[data-testid='stMetricValue']").inner_text().strip()
+def _metric(page, label: str):
+    return page.locator("[data-testid='stMetric']", has_text=label).first.locator("[data-testid='stMetricValue']")
 
 
 def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=WAIT_MS)
     url, ws = app_url
     photo = sorted((ws / "demo" / "audit" / "bin-images").glob("*.jpg"))[0]
     upload = tmp_path / "88001.jpg"
@@ -107,48 +122,43 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        _idle(page)
-        assert page.get_by_role("heading", name="BinAudit").is_visible()
+        _rerun(page, lambda: page.goto(url))
+        expect(page.get_by_role("heading", name="BinAudit")).to_be_visible()
         _shot(page, "overview")
 
-        page.get_by_role("textbox", name="Your name").fill("Playwright Analyst")
-        page.get_by_role("textbox", name="Your name").press("Enter")
-        _idle(page)
+        name = page.get_by_role("textbox", name="Your name")
+        name.fill("Playwright Analyst")
+        _rerun(page, lambda: name.press("Enter"))
 
         _go(page, "Upload")
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(upload), str(meta)])
-        page.locator("[data-testid='stMetric']", has_text="Predicted count").wait_for(timeout=90_000)
-        _idle(page)
-        predicted = _metric(page, "Predicted count")
-        assert re.fullmatch(r"[0-5]", predicted), predicted
-        assert _metric(page, "Expected count") == "0"
-        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+        _rerun(page, lambda: page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(upload), str(meta)]))
+        expect(_metric(page, "Predicted count")).to_have_text(re.compile(r"^[0-5]$"))
+        expect(_metric(page, "Expected count")).to_have_text("0")
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
         _shot(page, "upload")
 
         _go(page, "Mismatch queue")
         options = page.locator("[data-testid='stRadio'] [role='radiogroup'] label")
+        expect(options.first).to_be_visible()
         first = options.first.inner_text().split(" · ")[0]
         before = options.count()
-        page.get_by_role("button", name="Dismiss: record is right").click()
-        page.get_by_text(f"Bin {first}: dismiss recorded.").wait_for(timeout=60_000)
-        _idle(page)
-        remaining = [t.split(" · ")[0] for t in page.locator("[data-testid='stRadio'] [role='radiogroup'] label").all_inner_texts()]
-        assert first not in remaining
-        assert len(remaining) <= before
+        _rerun(page, page.get_by_role("button", name="Dismiss: record is right").click)
+        expect(page.get_by_text(f"Bin {first}: dismiss recorded.")).to_be_visible()
+        expect(options.filter(has_text=re.compile(rf"^{re.escape(first)} · "))).to_have_count(0)
+        assert options.count() <= before
         _shot(page, "queue")
 
         _go(page, "Browse bins")
-        page.get_by_role("button", name="Details").first.click()
-        _idle(page)
-        assert page.get_by_role("heading", name=re.compile(r"^Bin \d+")).is_visible()
+        _rerun(page, page.get_by_role("button", name="Details").first.click)
+        expect(page.get_by_role("heading", name=re.compile(r"^Bin \d+"))).to_be_visible()
         _shot(page, "browse")
 
         _go(page, "Evaluation")
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        assert page.locator("[data-testid='stMetric']", has_text="Accuracy").count() >= 1
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
+        expect(page.locator("[data-testid='stMetric']", has_text="Accuracy").first).to_be_visible()
         _shot(page, "evaluation")
 
         _go(page, "Retrain")
+        expect(page.get_by_role("button", name="Start")).to_be_visible()
         _shot(page, "retrain")
         browser.close()
