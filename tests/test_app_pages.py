@@ -137,6 +137,7 @@ def test_queue_decision_leaves_the_queue(ws):
     engine = ws.open()
     version = active_version(engine)
     before = queue_size(engine, version.id, threshold=0.5)
+    assert before >= 2  # so a queue is left to show after the decision
     at = open_page("queue", reviewer="ana")
     first = queue_page(engine, version.id, threshold=0.5, limit=1).iloc[0].bin_id
     assert at.radio(key="queue_current").value == first
@@ -144,7 +145,7 @@ def test_queue_decision_leaves_the_queue(ws):
     at.button(key="btn-dismiss").click().run()
     assert not at.exception
     assert any("recorded" in s.value for s in at.success)
-    assert first not in at.radio(key="queue_current").options if at.radio else True
+    assert first not in at.radio(key="queue_current").options  # the queue had two or more bins: it still shows
     assert queue_size(engine, version.id, threshold=0.5) == before - 1
     with engine.connect() as conn:
         review = conn.execute(sa.select(db.reviews.c.reviewer, db.reviews.c.note, db.reviews.c.decision)
@@ -210,10 +211,40 @@ def _wait_for_job(engine, job_id: str, timeout: float = 240.0):
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
-def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws):
-    ws = sqlite_ws
-    from jobs import list_jobs
+def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
+    """An active model that beats `candidate` on a folder by construction, whatever the two tiny trainings learned.
 
+    The twin is the candidate with its head's rows rolled by one (it predicts count c+1 mod 6 wherever the candidate
+    predicts c); the folder files real photos under the twin's prediction, so the twin is right on each one and the
+    candidate wrong. Returns the folder.
+    """
+    import torch
+
+    from modeling.predictor import Predictor
+    from modeling.registry import activate, register_model
+
+    twin_dir = tmp_path / "twin"
+    shutil.copytree(candidate.model_dir, twin_dir)
+    state = torch.load(twin_dir / "model.pth", weights_only=True)
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"].roll(1, 0), state["fc.bias"].roll(1, 0)
+    torch.save(state, twin_dir / "model.pth")
+    twin = register_model(engine, twin_dir, ws.models_dir, actor="test")
+    activate(engine, twin.id, actor="test")
+
+    folder = tmp_path / "judge"
+    photos = sorted((ws.root / "demo" / "dataset" / "val").glob("*/*.jpg"))
+    for result in Predictor.load(twin.model_dir, precision="fp32").predict_paths(photos, workers=0, progress=False):
+        target = folder / str(int(result.probs.argmax())) / Path(result.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.path, target)
+    return twin, folder
+
+
+def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path):
+    from jobs import list_jobs
+    from modeling.registry import get_version
+
+    ws = sqlite_ws
     engine = ws.open()
     before = {j.id for j in list_jobs(engine, kind="training")}
     assert len(before) == 1  # the demo's own training job
@@ -233,16 +264,27 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws):
     job = _wait_for_job(engine, jobs[0].id)
     assert job.status == "Completed", job.failure_reason
     assert job.model_version_id is not None and len(job.metrics) == 1
+    candidate = get_version(engine, job.model_version_id)
+    twin, folder = _better_twin_and_folder(engine, ws, candidate, tmp_path)
 
     at.run()  # the job list and the detail view of the finished job
     assert not at.exception, [e.value for e in at.exception]
     assert any("is registered" in m.value for m in at.markdown)
-    at.button(key=f"cmp-{job.model_version_id}").click().run()
+    at.text_input(key=f"cmp-val-{candidate.id}").set_value(str(folder))
+    at.button(key=f"cmp-{candidate.id}").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("accuracy / RMSE" in m.label for m in at.metric)
-    at.button(key=f"promote-{job.model_version_id}").click().run()
-    outcome = [*(s.value for s in at.success), *(e.value for e in at.error)]
-    assert any(o.startswith(("Promoted:", "Refused:")) for o in outcome), outcome
+    shown = {m.label: float(m.value.split("%")[0]) for m in at.metric if m.label.endswith("accuracy / RMSE")}
+    # 0% and 100% unless a near-tie of two logits decodes differently in the comparison's batches
+    assert shown[f"{candidate.name} accuracy / RMSE"] < 50 < shown[f"{twin.name} (active) accuracy / RMSE"], shown
+    assert any(f"vs active {twin.name}" in w.value for w in at.warning), [w.value for w in at.warning]  # not info
+
+    at.button(key=f"promote-{candidate.id}").click().run()  # worse: refused
+    assert [e.value for e in at.error if e.value.startswith("Refused:")], [e.value for e in at.error]
+    assert active_version(engine).id == twin.id
+    at.checkbox(key=f"force-{candidate.id}").check()
+    at.button(key=f"promote-{candidate.id}").click().run()  # forced: promoted
+    assert any(s.value.startswith("Promoted:") for s in at.success), [s.value for s in at.success]
+    assert active_version(engine).id == candidate.id
 
 
 def test_reviewer_comes_from_the_login_when_oidc_is_configured(ws, monkeypatch):

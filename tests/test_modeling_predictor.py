@@ -87,6 +87,7 @@ def test_predict_command_writes_a_csv_and_reports_failures(tiny_model_dir, photo
     broken = next(r for r in rows if r["bin_id"] == "broken")
     assert broken["error"] and broken["predicted_count"] == ""
     scored = [r for r in rows if not r["error"]]
+    assert len(scored) == 6
     assert all(int(r["predicted_count"]) == int(np.argmax([float(r[f"p{c}"]) for c in range(6)])) for r in scored)
 
 
