@@ -240,6 +240,7 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
     return twin, folder
 
 
+@pytest.mark.slow
 def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path):
     from jobs import list_jobs
     from modeling.registry import get_version
@@ -383,6 +384,7 @@ def test_retrain_lists_training_jobs_behind_many_other_jobs(ws):
     assert any("not configured here" in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_retrain_resumes_a_stopped_job_from_its_checkpoint(sqlite_ws):
     ws = sqlite_ws
     from jobs import TrainingParams, get_job

@@ -192,6 +192,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tmp_path, synth_raw):
     total = imports.import_abid_folder(engine, synth_raw, actor="t").added
     args = ["score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
@@ -379,6 +380,7 @@ def test_overview_figures(engine, ws, version, tiny_dataset):
     assert o.open_queue == queue_size(engine, version.id, threshold=0.5)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(sqlite_ws, tiny_dataset, tiny_model_dir):
     ws = sqlite_ws
     engine = ws.open()

@@ -30,7 +30,7 @@ IDLE = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-
 RUN_MARK = f"[{RUN_ATTRIBUTE}]"
 WAIT_MS = 90_000  # generous: a deadline for a condition, not a pause (the machine may be loaded)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _free_port() -> int:

@@ -32,6 +32,7 @@ def _data(dataset) -> list[str]:
     return ["--train", str(dataset / "train"), "--val", str(dataset / "val")]
 
 
+@pytest.mark.slow
 def test_train_then_models_lists_the_version_with_its_metrics(tiny_dataset, tmp_path):
     ws = tmp_path / "ws"
     train = _run(["train", *_data(tiny_dataset), *TINY], ws)
@@ -60,6 +61,7 @@ def test_train_then_models_lists_the_version_with_its_metrics(tiny_dataset, tmp_
     assert f"* {name}" in _run(["models"], ws).stdout
 
 
+@pytest.mark.slow
 def test_tune_runs_three_trials_and_reports_the_best(tiny_dataset, tmp_path):
     ws = tmp_path / "ws"
     space = json.dumps({"lr": {"type": "continuous", "low": 0.001, "high": 0.2, "log": True},
@@ -90,6 +92,7 @@ def test_tune_runs_three_trials_and_reports_the_best(tiny_dataset, tmp_path):
         assert json.loads(best.group(3)).keys() == {"lr", "batch_size"}
 
 
+@pytest.mark.slow
 def test_a_training_job_killed_half_way_is_resumed_with_jobs_resume(tiny_dataset, tmp_path):
     ws = tmp_path / "ws"
     # train.py waits after epoch 1's checkpoint for a file nobody writes (modeling.train.hold_for_test)

@@ -58,6 +58,7 @@ def _same_answer(got, expected) -> None:
         assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(local):
     job = local.backend.deploy(local.version.id, actor="ana", wait=True)
     assert job.status == "InProgress" and job.output["endpoint_status"] == "InService"
@@ -155,6 +156,7 @@ def test_an_unexpected_error_is_a_500_with_json(tmp_path):
     assert status == 500 and answer == {"error": "RuntimeError: CUDA error: out of memory"}
 
 
+@pytest.mark.slow
 def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(local, tiny_dataset, tmp_path):
     photos = tmp_path / "photos"
     for count in ("1", "3"):

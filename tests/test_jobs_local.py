@@ -58,6 +58,7 @@ def _audit_actions(engine, entity_id) -> list[str]:
                                  .order_by(db.audit_log.c.id)).scalars())
 
 
+@pytest.mark.slow
 def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path):
     replaced = sorted((tiny_dataset / "train" / "1").glob("*.jpg"))[0]  # recounted as 4: must move class
     extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
@@ -98,6 +99,7 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert "activate_model" in _audit_actions(local.engine, version.id)
 
 
+@pytest.mark.slow
 def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, tmp_path):
     job = wait_done(local.backend, local.backend.start_training(tiny_params(tiny_dataset), actor="ana").id)
     model_dir = local.workspace.jobs_dir / job.id / "model"
@@ -129,6 +131,7 @@ def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, 
         promote(local.engine, candidate.id, actor="ana", metric="loss")
 
 
+@pytest.mark.slow
 def test_bad_data_path_fails_with_train_py_reason_and_registers_nothing(local, tiny_dataset, tmp_path):
     missing = tmp_path / "no-such-folder"
     job = local.backend.start_training(tiny_params(tiny_dataset, train=str(missing)), actor="ana")
@@ -138,6 +141,7 @@ def test_bad_data_path_fails_with_train_py_reason_and_registers_nothing(local, t
     assert job.model_version_id is None and registry.list_versions(local.engine) == []
 
 
+@pytest.mark.slow
 def test_stop_request_stops_the_process_group_and_registers_nothing(local, tiny_dataset):
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
     wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
@@ -153,6 +157,7 @@ def test_stop_request_stops_the_process_group_and_registers_nothing(local, tiny_
     assert local.backend.stop(job.id, actor="ana").status == "Stopped"  # stopping again changes nothing
 
 
+@pytest.mark.slow
 def test_restart_finds_the_jobs_and_fails_a_job_whose_process_died(local, tiny_dataset):
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
     wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
@@ -246,6 +251,7 @@ def _first_epoch_line(log_path: str) -> int:
     return int(re.search(r"^epoch=(\d+) ", Path(log_path).read_text(), re.M).group(1))
 
 
+@pytest.mark.slow
 def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset, tmp_path, monkeypatch):
     hold_train_py_after_epoch(monkeypatch, tmp_path, 1)  # never released: the stop lands after epoch 1 of 3
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=3), actor="ana")

@@ -288,6 +288,7 @@ def test_running_job_metrics_come_from_its_cloudwatch_log_with_the_same_regexes(
     assert backend.log_tail(job.id, lines=2).splitlines() == lines
 
 
+@pytest.mark.slow
 def test_throttled_calls_are_retried(sm):
     with throttled("CreateTrainingJob", 1) as create, throttled("DescribeTrainingJob", 2) as describe:
         backend = sm.make()
@@ -325,6 +326,7 @@ def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, mon
     assert "stop it in the SageMaker console" in job.failure_reason
 
 
+@pytest.mark.slow
 def test_recounts_travel_as_their_own_channel(sm, tmp_path):
     """The audit core writes the recounts folder (as the Retrain page does); the backend uploads it as a channel."""
     from audit import imports, reviews
@@ -420,6 +422,7 @@ def version(sm, model_dir):
     return registry.register_model(sm.engine, model_dir, sm.workspace.models_dir, actor="tester")
 
 
+@pytest.mark.slow
 def test_deploy_invoke_list_and_delete_endpoint(sm, version):
     from sagemaker.core import image_uris
 
@@ -473,6 +476,7 @@ def test_deploy_invoke_list_and_delete_endpoint(sm, version):
     assert backend.list_endpoints() == [] or job.external_id not in {e["name"] for e in backend.list_endpoints()}
 
 
+@pytest.mark.slow
 def test_a_deployment_stopped_while_being_submitted_leaves_no_endpoint(sm, version):
     with record_requests() as sent, _stop_pressed_during(sm, "CreateModel") as backend:
         job = backend.deploy(version.id, actor="tester")
@@ -497,6 +501,7 @@ def test_endpoints_created_outside_binaudit_are_listed(sm):
     assert "stray" not in {e["name"] for e in backend.list_endpoints()}
 
 
+@pytest.mark.slow
 def test_batch_transform_request(sm, version):
     with record_requests() as sent:
         backend = sm.make()

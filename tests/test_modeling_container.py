@@ -55,6 +55,7 @@ def _write_blocker(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_train_and_inference_import_nothing_outside_the_container(tmp_path):
     code = BLOCKER + textwrap.dedent("""
         try:
@@ -114,6 +115,7 @@ def _container_env(tmp_path: Path) -> dict[str, str]:
     return subprocess_env(PYTHONPATH=str(_write_blocker(tmp_path / "blocker")))
 
 
+@pytest.mark.slow
 def test_source_dir_trains_from_another_cwd(tiny_dataset, tmp_path):
     source = _source_dir(tmp_path)
     cwd = tmp_path / "cwd"
@@ -128,6 +130,7 @@ def test_source_dir_trains_from_another_cwd(tiny_dataset, tmp_path):
     assert (tmp_path / "model" / "model.pth").is_file()
 
 
+@pytest.mark.slow
 def test_source_dir_serves_with_the_four_handlers(tiny_model_dir, tmp_path):
     source = _source_dir(tmp_path)
     (tmp_path / "bin.jpg").write_bytes(jpeg_bytes(90, 70))

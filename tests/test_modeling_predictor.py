@@ -91,6 +91,7 @@ def test_predict_command_writes_a_csv_and_reports_failures(tiny_model_dir, photo
     assert all(int(r["predicted_count"]) == int(np.argmax([float(r[f"p{c}"]) for c in range(6)])) for r in scored)
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_metrics_and_predictions(tiny_model_dir, tiny_dataset, tmp_path):
     out = tmp_path / "eval"
     result = run_python(["-m", "modeling", "evaluate", "--model-dir", str(tiny_model_dir), "--data",
