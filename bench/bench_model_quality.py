@@ -13,6 +13,7 @@ native bf16) moves the test predictions. Training resumes from bench/out checkpo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -88,6 +89,9 @@ def main() -> None:
     lines.append(row(f"always {majority} (train majority) | -", true, np.full_like(true, majority)))
     for loss in ("ce", "ordinal"):
         model_dir = train(dataset, args.workdir, loss, args)
+        history = json.loads((model_dir / "metrics.json").read_text())
+        print(f"{loss}: best epoch {history['best_epoch']} of {len(history['history'])} by "
+              f"{history['best_metric']} (the model kept and scored below)", flush=True)
         exact = Predictor.load(model_dir, precision="fp32")
         metrics, rows = evaluate_folder(exact, dataset / "test", batch_size=32, workers=args.workers, progress=False)
         assert metrics["n_scored"] == len(samples)
