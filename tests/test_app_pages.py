@@ -446,6 +446,7 @@ def test_the_training_settings_agree_in_train_py_the_job_params_the_cli_and_the_
     assert at.number_input(key="setting-lr").value == BY_NAME["lr"].default == train_py["--lr"].default == 0.01
 
 
+@pytest.mark.slow
 def test_a_recount_of_a_test_bin_made_on_the_queue_page_never_reaches_a_job_started_on_the_retrain_page(ws, tmp_path):
     """Three recounts made in the dashboard: of a bin the database knows is in the test split, of a bin whose photo
     is in the test folder the job uses, and of an ordinary audited bin. Only the last reaches training."""
