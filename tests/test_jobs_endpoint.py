@@ -64,7 +64,7 @@ def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(loca
     assert job.status == "InProgress" and job.output["endpoint_status"] == "InService"
     url = job.output["endpoint_url"]
     assert url.startswith("http://127.0.0.1:")
-    with urllib.request.urlopen(f"{url}/ping", timeout=10) as ping:
+    with urllib.request.urlopen(f"{url}/ping", timeout=60) as ping:
         assert ping.status == 200
 
     reference = ScoringModel.load(local.version.model_dir, precision="fp32")
