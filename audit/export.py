@@ -18,12 +18,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from audit.imports import is_safe_bin_id
 from audit.photos import local_photo
 from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
 from binaudit.workspace import Workspace, image_roots
+from data_tools.layout import is_safe_bin_id
 from modeling.recounts import folder_bin_ids, usable_recounts
 
 RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild

@@ -8,6 +8,7 @@ A bad file gets a message naming it and the reason; the others still score.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import streamlit as st
@@ -23,6 +24,7 @@ from audit.scoring import record_prediction
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 PREVIEW_SIDE = 480
 RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
+LOG = logging.getLogger("binaudit.upload")
 
 ctx = app_context()
 st.title("Upload bin photos")
@@ -79,6 +81,10 @@ for photo, data, digest in distinct(photos):
                 cache[key] = score_upload(photo.name, data, meta, int(typed) if typed is not None else None)
             except ImportError_ as exc:
                 cache[key] = {"error": str(exc)}
+            except Exception:  # one file's unforeseen failure must not stop the others; the details go to the log
+                LOG.exception("upload of %s failed", photo.name)
+                cache[key] = {"error": f"{photo.name}: could not be processed (an internal error, logged on the "
+                                       "server)"}
         result = cache[key]
         if "error" in result:
             left.error(result["error"], icon=":material/error:")
