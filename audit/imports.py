@@ -103,6 +103,11 @@ def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportRep
             report.updated += len(changed)
             report.unchanged += len(chunk) - len(new) - len(changed)
             db.upsert(conn, db.bins, new + changed, key=("id",), update=_UPDATABLE)
+            # a decision is made against the row version the analyst saw: a new record or photo is a new version
+            touched = sorted({r["id"] for r in changed} | set(replaced))
+            if touched:
+                conn.execute(db.bins.update().where(db.bins.c.id.in_(touched))
+                             .values(row_version=db.bins.c.row_version + 1))
             if new:
                 db.log_change(conn, actor=actor, action="import_bins", entity="bin", entity_id=new[0]["id"],
                               details={"count": len(new), "source": new[0]["source"], "ids": [r["id"] for r in new[:50]]})
@@ -217,7 +222,8 @@ def upload_bin_id(filename: str, data: bytes) -> str:
 def import_upload(engine: Engine, workspace: Workspace, filename: str, data: bytes, *, actor: str,
                   metadata: bytes | None = None, expected_count: int | None = None,
                   max_pixels: int = 40_000_000) -> dict:
-    """One uploaded photo (+ optional metadata JSON or typed expected count); returns the bin row.
+    """One uploaded photo (+ optional metadata JSON or typed expected count); returns the bin row (with its
+    row_version after the upload).
 
     Raises ImportError_ naming the file and the reason for a photo or metadata that cannot be used.
     """
@@ -250,6 +256,8 @@ def import_upload(engine: Engine, workspace: Workspace, filename: str, data: byt
     if existing is not None:
         row = keep_known_fields(row, existing, has_metadata=record is not None, typed_count=expected_count is not None)
     save_bins(engine, [row], actor=actor, report=ImportReport(), photo_replaced=[bin_id] if replaced else ())
+    with engine.connect() as conn:  # the version the uploader's page now shows (Send to review queue uses it)
+        row["row_version"] = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == bin_id)).scalar_one()
     return row
 
 

@@ -16,7 +16,17 @@ from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
 from audit.browse import bin_detail
 from audit.queue import queue_frame, queue_page, queue_size
-from audit.reviews import CONFIRM, DISMISS, UNSURE, Decision, ReviewConflict, ReviewError, decide, decisions_frame
+from audit.reviews import (
+    CONFIRM,
+    DISMISS,
+    MAX_RECOUNT,
+    UNSURE,
+    Decision,
+    ReviewConflict,
+    ReviewError,
+    decide,
+    decisions_frame,
+)
 
 PAGE_SIZE = 20
 CURRENT, FLASH, NOTE = "queue_current", "queue_flash", "queue_note"
@@ -95,7 +105,8 @@ with right:
     a.button("Dismiss: record is right", on_click=record, args=(DISMISS,), disabled=not reviewer,
              icon=":material/check:", width="stretch", key="btn-dismiss")
     with b.form("confirm", border=False, enter_to_submit=True):
-        st.number_input("Recounted quantity", min_value=0, step=1, value=None, key=f"recount-{current.name}",
+        st.number_input("Recounted quantity", min_value=0, max_value=MAX_RECOUNT, step=1, value=None,
+                        key=f"recount-{current.name}",
                         placeholder=f"count the items (model says {int(current.predicted_count)})")
         st.form_submit_button("Confirm mismatch", type="primary", disabled=not reviewer, icon=":material/close:",
                               on_click=lambda: record(CONFIRM, typed_recount(f"recount-{current.name}")),

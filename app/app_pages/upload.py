@@ -52,7 +52,8 @@ def score_upload(name: str, data: bytes, meta: bytes | None, typed: int | None) 
                         metadata=meta, expected_count=typed, max_pixels=ctx.settings.max_image_pixels)
     answer = predictor.predict_bytes(data, row["expected_count"])
     record_prediction(ctx.engine, version, row["id"], answer["probabilities"])
-    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"], **answer}
+    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"],
+            "row_version": row["row_version"], **answer}
 
 
 def distinct(files: list) -> list[tuple]:
@@ -109,7 +110,8 @@ for photo, data, digest in distinct(photos):
                            key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
         if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
             try:
-                send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer() or "dashboard")
+                result["row_version"] = send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer()
+                                                      or "dashboard", expected_version=result["row_version"])
                 right.success(f"Bin {result['bin_id']} is in the review queue.")
             except ReviewConflict as exc:
                 right.warning(str(exc))
