@@ -15,6 +15,7 @@ from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
 from audit.browse import bin_detail
+from audit.export import csv_text
 from audit.queue import queue_frame, queue_page, queue_size
 from audit.reviews import (
     CONFIRM,
@@ -45,10 +46,10 @@ rows = queue_page(ctx.engine, version.id, threshold=threshold, budget=budget, li
 head = st.columns([4, 1, 1])
 head[0].caption(f"{size:,} bin(s) to review · model {version.name} · threshold {threshold:.0%}"
                 + (f" · daily budget {budget}" if budget else ""))
-head[1].download_button("Queue CSV", data=lambda: queue_frame(ctx.engine, version.id, threshold=threshold,
-                                                                    budget=budget).to_csv(index=False),
+head[1].download_button("Queue CSV", data=lambda: csv_text(queue_frame(ctx.engine, version.id, threshold=threshold,
+                                                                        budget=budget)),
                         file_name="binaudit-queue.csv", mime="text/csv", icon=":material/download:")
-head[2].download_button("Decisions CSV", data=lambda: decisions_frame(ctx.engine).to_csv(index=False),
+head[2].download_button("Decisions CSV", data=lambda: csv_text(decisions_frame(ctx.engine)),
                         file_name="binaudit-decisions.csv", mime="text/csv", icon=":material/download:")
 
 flash = st.session_state.pop(FLASH, None)
