@@ -92,6 +92,26 @@ def _metric(page, label: str) -> str:
     return metric.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
+HOSTILE_REVIEWER = "![r](http://127.0.0.1:9/hostile.png) [see](http://127.0.0.1:9/hostile) <b>x</b>"
+
+
+def _decide_first_bin_as_a_hostile_reviewer(ws: Path) -> str:
+    """The first bin by id (the first the Browse grid shows) decided by a reviewer whose name is Markdown."""
+    import sqlalchemy as sa
+
+    from audit.reviews import UNSURE, Decision, bin_state, decide
+    from binaudit import db
+    from binaudit.workspace import Workspace
+
+    engine = Workspace(ws, f"sqlite:///{ws / 'binaudit.db'}").open()
+    with engine.connect() as conn:
+        first = conn.execute(sa.select(sa.func.min(db.bins.c.id))).scalar_one()
+    decide(engine, Decision(first, UNSURE, HOSTILE_REVIEWER, bin_state(engine, first).row_version,
+                            note="![n](http://127.0.0.1:9/hostile-note.png)"))
+    engine.dispose()
+    return first
+
+
 def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -102,11 +122,15 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
     meta = tmp_path / "88001.json"
     meta.write_text(json.dumps({"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 0}))
 
+    hostile_bin = _decide_first_bin_as_a_hostile_reviewer(ws)
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
         page.goto(url)
         _idle(page)
         assert page.get_by_role("heading", name="BinAudit").is_visible()
@@ -141,7 +165,12 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         _go(page, "Browse bins")
         page.get_by_role("button", name="Details").first.click()
         _idle(page)
-        assert page.get_by_role("heading", name=re.compile(r"^Bin \d+")).is_visible()
+        assert page.get_by_role("heading", name=f"Bin {hostile_bin}").is_visible()
+        # the hostile reviewer's name is text on the page: no image fetched, no link, no HTML (issue 12, item 4)
+        shown = page.get_by_text("Latest decision").first.inner_text().replace("\u2060", "")
+        assert f"by {HOSTILE_REVIEWER} at" in shown, shown
+        assert page.locator("a[href*='hostile'], img[src*='hostile']").count() == 0
+        assert not [r for r in requests if "hostile" in r], requests
         _shot(page, "browse")
 
         _go(page, "Evaluation")

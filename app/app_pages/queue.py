@@ -14,6 +14,7 @@ import streamlit as st
 from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
+from app.ui.text import plain
 from audit.browse import bin_detail
 from audit.export import csv_text
 from audit.queue import queue_frame, queue_page, queue_size
@@ -70,7 +71,7 @@ reviewer = current_reviewer()
 
 
 def queue_label(bin_id: str, probability) -> str:
-    return f"{bin_id} · sent by hand" if pd.isna(probability) else f"{bin_id} · {probability:.0%}"
+    return f"{plain(bin_id)} · sent by hand" if pd.isna(probability) else f"{plain(bin_id)} · {probability:.0%}"
 
 
 def typed_recount(key: str) -> int | None:
@@ -83,15 +84,15 @@ def record(decision: str, recount: int | None = None) -> None:
     try:
         decide(ctx.engine, Decision(str(current.name), decision, reviewer or "", int(current.row_version), recount,
                                     st.session_state.get(NOTE, ""), version.id))
-        st.session_state[FLASH] = ("ok", f"Bin {current.name}: {decision.replace('_', ' ')} recorded.")
+        st.session_state[FLASH] = ("ok", f"Bin {plain(current.name)}: {decision.replace('_', ' ')} recorded.")
         st.session_state[NOTE] = ""
         st.session_state.pop(CURRENT, None)  # the next bin in rank order comes up
     except ReviewConflict as exc:
-        st.session_state[FLASH] = ("conflict", str(exc))
+        st.session_state[FLASH] = ("conflict", plain(exc))
         st.session_state[NOTE] = ""  # the note was about this bin; the next one starts blank
         st.session_state.pop(CURRENT, None)
     except ReviewError as exc:
-        st.session_state[FLASH] = ("conflict", f"Not recorded: {exc}")
+        st.session_state[FLASH] = ("conflict", f"Not recorded: {plain(exc)}")
 
 
 left, right = st.columns([1, 3])
