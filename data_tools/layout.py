@@ -41,7 +41,7 @@ def normalize_bin_id(value: str | int) -> str:
             raise ValueError(f"bin id must not be negative: {value}")
         return f"{value:05d}"
     text = str(value).strip()
-    if text.isdigit() and len(text) < 5:
+    if text.isascii() and text.isdigit() and len(text) < 5:  # isdigit alone takes "²" and other digits
         return f"{int(text):05d}"
     if not is_safe_bin_id(text):
         raise ValueError(f"not a usable bin id: {value!r} ({BIN_ID_RULE})")
