@@ -95,6 +95,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _known_bin_id(bin_id: object) -> str:
+    """`bin_id`, or ReviewError for one no bin can have (PostgreSQL refuses NUL even in a query)."""
+    if not isinstance(bin_id, str) or "\x00" in bin_id:
+        raise ReviewError(f"no bin {str(bin_id)[:120]!r}")
+    return bin_id
+
+
 def validate(d: Decision, expected_count: int | None) -> None:
     """Raise ReviewError naming what is wrong with `d`; every field is checked, whatever its type."""
     if d.decision not in DECISIONS:
@@ -103,8 +110,8 @@ def validate(d: Decision, expected_count: int | None) -> None:
         raise ReviewError("a decision needs the reviewer's name")
     if len(d.reviewer) > MAX_REVIEWER or not d.reviewer.isprintable():
         raise ReviewError(f"a reviewer's name is one line of at most {MAX_REVIEWER} characters")
-    if not isinstance(d.note, str) or len(d.note) > MAX_NOTE_CHARS:
-        raise ReviewError(f"a note is text of at most {MAX_NOTE_CHARS} characters")
+    if not isinstance(d.note, str) or len(d.note) > MAX_NOTE_CHARS or "\x00" in d.note:
+        raise ReviewError(f"a note is text of at most {MAX_NOTE_CHARS} characters (no NUL)")
     if not _is_int(d.expected_version):
         raise ReviewError("a decision needs the row version of the bin the reviewer saw")
     if d.model_version_id is not None and not _is_int(d.model_version_id):
@@ -122,6 +129,7 @@ def validate(d: Decision, expected_count: int | None) -> None:
 def bin_state(engine: Engine, bin_id: str) -> BinState:
     """The bin's current decision and row version; ReviewError when there is no such bin."""
     b = db.bins
+    bin_id = _known_bin_id(bin_id)
     with engine.connect() as conn:
         row = conn.execute(sa.select(b.c.row_version, b.c.expected_count, b.c.decision, b.c.decided_by,
                                      b.c.decided_at, b.c.recounted_count).where(b.c.id == bin_id)).first()
@@ -152,6 +160,7 @@ def decide(engine: Engine, d: Decision) -> int:
     written, and the exception says who decided what and when).
     """
     b = db.bins
+    _known_bin_id(d.bin_id)
     with db.write_tx(engine) as conn:
         current = conn.execute(sa.select(b.c.expected_count, b.c.row_version, b.c.decision, b.c.decided_by,
                                          b.c.decided_at).where(b.c.id == d.bin_id)).first()
@@ -187,6 +196,7 @@ def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: 
     """Put a bin in the review queue by hand (from the upload or browse pages), against the row version the analyst
     saw (it clears the bin's decision, so it must not clear one made since); returns the new row_version."""
     b = db.bins
+    _known_bin_id(bin_id)
     with db.write_tx(engine) as conn:
         updated = conn.execute(b.update().where(b.c.id == bin_id, b.c.row_version == expected_version).values(
             queued=True, decision=None, decided_at=None, decided_by=None, recounted_count=None,

@@ -117,6 +117,12 @@ def _measure_checked(value: object, table: dict[str, float], what: str, key: str
     return float(number) * factor
 
 
+def _text(value: object) -> str:
+    """A text field as stored: NUL characters (which PostgreSQL refuses in text) become U+FFFD."""
+    text = str(value)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -> Item | None:
     if not isinstance(raw, dict):
         errors.append(f"item {key}: not an object")
@@ -131,8 +137,8 @@ def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -
     get = raw.get
     return Item(
         key,
-        str(get("asin") or key),
-        str(get("name") or get("normalizedName") or ""),
+        _text(get("asin") or key),
+        _text(get("name") or get("normalizedName") or ""),
         quantity,
         _measure(get("length"), _LENGTH_TO_IN, "length", key, warnings),
         _measure(get("width"), _LENGTH_TO_IN, "width", key, warnings),
@@ -172,7 +178,7 @@ def parse_metadata(raw: bytes, bin_id: str, file: str) -> ParseResult:
         errors.append(f"BIN_FCSKU_DATA is {type(raw_items).__name__}, not an object")
     else:
         for key, value in raw_items.items():
-            item = _parse_item(key, value, errors, warnings)
+            item = _parse_item(_text(key), value, errors, warnings)
             if item is not None:
                 items.append(item)
 

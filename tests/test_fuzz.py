@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -62,7 +62,8 @@ JPEG, PNG = _jpeg(), _png()
 # JSON values as hostile files hold them: huge integers, deep nesting, odd floats, any text
 # (past 4,300 digits Python cannot even print an int, Hypothesis included: raw_metadata writes those as bytes)
 json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(4000, 4290).map(lambda n: 10**n)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30))
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+                | st.sampled_from(["\x00", "a\x00b", "\ufeff", "\u202e"]))  # NUL: PostgreSQL refuses it in text
 json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
                            | st.dictionaries(st.text(max_size=10), kids, max_size=4), max_leaves=20)
 quantities = st.integers(-5, 8) | st.integers() | st.sampled_from([MAX_QUANTITY, MAX_QUANTITY + 1, 2**63]) | json_values
@@ -240,7 +241,8 @@ def test_the_endpoint_answers_any_request_with_a_status_never_a_500(endpoint_ser
 
 # ---------------------------------------------------------------- the decision rules
 
-texts = st.text(max_size=60) | st.sampled_from(["ana", " ", "", "x" * 201, "a\nb", "=HYPERLINK(1)", "![r](http://x)"])
+texts = st.text(max_size=60) | st.sampled_from(["ana", " ", "", "x" * 201, "a\nb", "=HYPERLINK(1)", "![r](http://x)",
+                                              "a\x00b"])
 recounts = st.none() | st.integers() | st.sampled_from([0, 1, 4, MAX_QUANTITY, MAX_QUANTITY + 1, 10**20]) \
     | st.floats() | st.booleans() | st.text(max_size=3)
 versions = st.integers(-2, 6) | st.none() | st.text(max_size=3) | st.booleans()
@@ -253,14 +255,17 @@ def _stored(engine) -> tuple:
                 conn.execute(sa.select(sa.func.count()).select_from(db.audit_log)).scalar_one())
 
 
-def test_a_decision_is_stored_exactly_as_given_or_refused_with_nothing_changed(tmp_path):
-    ws = Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}")
+def test_a_decision_is_stored_exactly_as_given_or_refused_with_nothing_changed(tmp_path, database_url):
+    ws = Workspace(tmp_path / "ws", database_url)
     engine = ws.open()
     for name, expected in (("00001.jpg", 3), ("00002.jpg", None)):
         imports.import_upload(engine, ws, name, JPEG, actor="t", expected_count=expected)
 
     @HEAVY
-    @given(bin_id=st.sampled_from(["00001", "00002", "nope", ""]) | st.text(max_size=8),
+    @example(bin_id="a\x00", decision=reviews.DISMISS, reviewer="ana", note="", recount=None, version=1, current=False)
+    @example(bin_id="00001", decision=reviews.DISMISS, reviewer="ana", note="a\x00", recount=None, version=1,
+             current=True)
+    @given(bin_id=st.sampled_from(["00001", "00002", "nope", "", "a\x00"]) | st.text(max_size=8),
            decision=st.sampled_from(reviews.DECISIONS) | st.text(max_size=20), reviewer=texts, note=texts,
            recount=recounts, version=versions, current=st.booleans())
     def check(bin_id, decision, reviewer, note, recount, version, current):
@@ -294,12 +299,15 @@ def test_the_shell_replaces_a_decision_only_when_asked(decided, expect, replace,
     assert seen == (expect if expect is not None else row_version)
 
 
-def test_a_fuzzed_metadata_upload_is_stored_or_refused_and_other_bins_never_change(tmp_path):
-    ws = Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}")
+def test_a_fuzzed_metadata_upload_is_stored_or_refused_and_other_bins_never_change(tmp_path, database_url):
+    ws = Workspace(tmp_path / "ws", database_url)
     engine = ws.open()
     imports.import_upload(engine, ws, "00001.jpg", JPEG, actor="t", expected_count=2)
 
     @HEAVY
+    @example(raw=b'{"EXPECTED_QUANTITY": 1, "BIN_FCSKU_DATA": {"k\\u0000": {"quantity": 1, "name": "a\\u0000"}}}',
+             image=JPEG, name="nul")
+    @example(raw=b'{"EXPECTED_QUANTITY": 1, "BIN_FCSKU_DATA": {"k\\u0000": {"quantity": "x"}}}', image=JPEG, name="k")
     @given(raw=raw_metadata, image=st.sampled_from([JPEG, PNG]) | images, name=st.text(max_size=20))
     def check(raw, image, name):
         assume(imports.upload_bin_id(f"{name}.jpg", image) != "00001")

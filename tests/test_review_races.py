@@ -25,8 +25,9 @@ RACE_PAIRS = int(os.environ.get("BINAUDIT_RACE_PAIRS", "10"))
 
 
 @pytest.fixture
-def ws(tmp_path) -> Workspace:
-    return Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws' / 'binaudit.db'}")
+def ws(tmp_path, database_url) -> Workspace:
+    """On SQLite and on PostgreSQL (conftest's database_url)."""
+    return Workspace(tmp_path / "ws", database_url)
 
 
 @pytest.fixture
