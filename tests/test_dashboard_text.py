@@ -183,6 +183,9 @@ def test_analysts_see_no_tracebacks_while_the_server_log_keeps_them():
                            text=True, timeout=120)
     assert shown.returncode == 0
     assert '\nshowErrorDetails = "none"\n' in shown.stdout
+    # Streamlit's XSRF protection stays on (its default, shown commented out while nothing overrides it)
+    assert re.search(r"^(# )?enableXsrfProtection = true$", shown.stdout, re.M)
+    assert not re.search(r"^enableXsrfProtection = false$", shown.stdout, re.M)
     from app.launch import streamlit_args
 
     args = streamlit_args("8501", "localhost")

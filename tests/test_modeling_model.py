@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,20 @@ def test_a_hostile_model_config_is_one_error_line_before_anything_large_is_alloc
         engine = db.open_database(f"sqlite:///{tmp_path / 'r.db'}")
         with pytest.raises(RegistryError, match=said.split(",")[0]):
             register_model(engine, tmp_path / "m", tmp_path / "store")
+
+
+class _RunsCode:
+    def __reduce__(self):  # what a booby-trapped model.pth carries: unpickling it would run this
+        import os
+
+        return (os.system, ("touch /tmp/binaudit-pwned-by-model",))
+
+
+def test_a_model_file_that_carries_code_is_refused_without_running_it(tmp_path):
+    save_model(tmp_path / "m", build_model("resnet18", 6).state_dict(), ModelSpec("resnet18", 5, PreprocessConfig(32)))
+    marker = Path("/tmp/binaudit-pwned-by-model")
+    marker.unlink(missing_ok=True)
+    torch.save({"fc.weight": _RunsCode()}, tmp_path / "m" / MODEL_FILE)
+    with pytest.raises(ModelConfigError, match="cannot read"):
+        load_model_dir(tmp_path / "m")
+    assert not marker.exists()
