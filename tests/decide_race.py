@@ -2,8 +2,8 @@
 
 The workspace and database come from BINAUDIT_* as for the CLI. Before each pair the bin is sent back to the queue
 (no decision). Then two processes are forked from this one (the CLI's modules already imported, so a pair costs
-milliseconds, not two interpreter starts), both released at the same instant, and each runs the real CLI entry
-point, `audit.cli.main(["decide", ...])`, with its own database connection. One JSON line per pair on stdout:
+milliseconds, not two interpreter starts), released at the same instant or a little apart (STAGGER_S), and each runs
+the real CLI entry point, `audit.cli.main(["decide", ...])`, with its own database connection. One JSON line per pair on stdout:
 {"pair": i, "outcomes": [{"reviewer", "rc", "out", "err"}, ...]}.
 """
 
@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sys
+import time
 
 import audit.cli
 import audit.reviews  # noqa: F401 - imported before forking, so the children start at once
@@ -22,6 +23,11 @@ import modeling.registry  # noqa: F401
 from audit.reviews import bin_state, send_to_queue
 from binaudit.config import load_settings
 from binaudit.workspace import Workspace
+
+# Between the two processes' starts: at once (they race inside the write), a little apart (the second reads while
+# the first writes), or the second once the first has finished (neither saw the other's decision: the case where a
+# CLI that read the row version just before writing silently replaced the first decision).
+STAGGER_S = (0.0, 0.0, 0.02, 0.1, None)
 
 
 def _child(start_fd: int, result_fd: int, argv: list[str]) -> None:
@@ -35,11 +41,12 @@ def _child(start_fd: int, result_fd: int, argv: list[str]) -> None:
     os.write(result_fd, json.dumps({"rc": rc, "out": out.getvalue(), "err": err.getvalue()}).encode())
 
 
-def race_pair(commands: dict[str, list[str]]) -> list[dict]:
-    """Fork one process per {reviewer: CLI arguments}, release them at once; their outcomes in that order."""
-    start_r, start_w = os.pipe()
+def race_pair(commands: dict[str, list[str]], stagger_s: float | None = 0.0) -> list[dict]:
+    """Fork one process per {reviewer: CLI arguments}; release the first, then each next one `stagger_s` later
+    (0: all at once; None: once the one before has finished); their outcomes in that order."""
     children = []
     for reviewer, argv in commands.items():
+        start_r, start_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child
@@ -49,17 +56,28 @@ def race_pair(commands: dict[str, list[str]]) -> list[dict]:
             finally:
                 os._exit(0)
         os.close(result_w)
-        children.append((pid, result_r, reviewer))
-    os.write(start_w, b"go")
-    outcomes = []
-    for pid, result_r, reviewer in children:
+        os.close(start_r)
+        children.append((pid, start_w, result_r, reviewer))
+    results: dict[int, bytes] = {}
+
+    def collect(i: int) -> None:
+        pid, _, result_r, _ = children[i]
         with os.fdopen(result_r, "rb") as fh:
-            data = fh.read()
+            results[i] = fh.read()
         os.waitpid(pid, 0)
-        outcomes.append({"reviewer": reviewer, **json.loads(data or b'{"rc": 98, "out": "", "err": "no answer"}')})
-    os.close(start_r)
-    os.close(start_w)
-    return outcomes
+
+    for i, (_, start_w, _, _) in enumerate(children):
+        if i and stagger_s is None:
+            collect(i - 1)
+        elif i and stagger_s:
+            time.sleep(stagger_s)
+        os.write(start_w, b"g")
+        os.close(start_w)
+    for i in range(len(children)):
+        if i not in results:
+            collect(i)
+    return [{"reviewer": reviewer, **json.loads(results[i] or b'{"rc": 98, "out": "", "err": "no answer"}')}
+            for i, (_, _, _, reviewer) in enumerate(children)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             f"ana-{i}": ["decide", args.bin_id, "--decision", "confirm_mismatch", "--recount", recount,
                          "--reviewer", f"ana-{i}"],
             f"ben-{i}": ["decide", args.bin_id, "--decision", "unsure", "--reviewer", f"ben-{i}"],
-        })
+        }, STAGGER_S[i % len(STAGGER_S)])
         print(json.dumps({"pair": i, "outcomes": outcomes}), flush=True)
     return 0
 
