@@ -107,6 +107,8 @@ images = st.one_of(st.binary(max_size=200), _mutated(JPEG), _mutated(PNG), st.ju
 # ---------------------------------------------------------------- the metadata parser
 
 
+@example(raw=_deeply_nested(100_000, b"[", b"]"))
+@example(raw=b'{"EXPECTED_QUANTITY": ' + b"9" * 5000 + b"}")
 @given(raw=raw_metadata)
 def test_the_metadata_parser_gives_a_record_or_problems_never_an_exception(raw):
     result = parse_metadata(raw, "00001", "metadata/00001.json")
@@ -182,6 +184,14 @@ json_requests = st.one_of(
 request_bodies = st.one_of(st.binary(max_size=300), json_requests, raw_metadata, images)
 
 
+DEEP_ARRAY = _deeply_nested(100_000, b"[", b"]")  # issue 12: a RecursionError, and the endpoint's 500
+DEEP_OBJECT = _deeply_nested(100_000, b'{"image": ', b"}")
+HUGE_COUNT = b'{"image": "", "expected_count": ' + b"9" * 5000 + b"}"
+
+
+@example(body=DEEP_ARRAY, content_type="application/json")
+@example(body=DEEP_OBJECT, content_type="application/json")
+@example(body=HUGE_COUNT, content_type="application/json")
 @given(body=request_bodies, content_type=content_types)
 def test_request_parsing_gives_a_request_or_a_request_error(body, content_type):
     try:
@@ -218,6 +228,8 @@ header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_
 
 
 @HEAVY
+@example(body=DEEP_ARRAY, content_type="application/json", length=None)
+@example(body=DEEP_OBJECT, content_type="application/json", length=None)
 @given(body=request_bodies, content_type=content_types.filter(lambda t: t.isascii() and t.isprintable()),
        length=st.none() | header_values | st.integers(-5, 400).map(str))
 def test_the_endpoint_answers_any_request_with_a_status_never_a_500(endpoint_server, body, content_type, length):
