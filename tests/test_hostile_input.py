@@ -8,6 +8,7 @@ Covers issue 12's items 1 (metadata that crashed the JSON parser: a 5,000-digit 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -181,3 +182,13 @@ def test_a_folder_symlinked_out_of_the_source_is_one_problem_not_followed(tmp_pa
     pairing = scan_local(raw)
     assert pairing.paired == [] and len(pairing.metadata_only) == 3
     assert [(p.file, "outside the source folder" in p.reason) for p in pairing.refused] == [("bin-images", True)]
+
+
+@pytest.mark.parametrize(("text", "said"), [("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                                            ("[" + "9" * 5000 + "]", "Exceeds the limit (4300 digits)")])
+def test_an_id_list_that_breaks_the_json_parser_is_one_error(text, said):
+    from data_tools.id_lists import parse_id_list
+    from data_tools.problems import DataToolsError
+
+    with pytest.raises(DataToolsError, match=re.escape(said)):
+        parse_id_list(text, "ids.json")
