@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from binaudit.csvsafe import spreadsheet_safe
 from modeling.artifacts import write_json
 from modeling.data import scan_count_folders
 from modeling.metrics import decode_argmax, decode_expected, evaluation_summary
@@ -49,7 +50,7 @@ def prediction_rows(samples: Sequence[tuple[str, int]], ok: Sequence[int], probs
     """bin_id, true_count, predicted_count (argmax), expected_count_decoded, p0..pN per scored photo."""
     argmax, expected = decode_argmax(probs, counts), decode_expected(probs, counts)
     return [
-        [Path(samples[i][0]).stem, samples[i][1], int(a), int(e), *(f"{p:.6f}" for p in row)]
+        [spreadsheet_safe(Path(samples[i][0]).stem), samples[i][1], int(a), int(e), *(f"{p:.6f}" for p in row)]
         for i, a, e, row in zip(ok, argmax, expected, probs, strict=True)
     ]
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from binaudit.csvsafe import spreadsheet_safe
 from modeling.preprocessing import ImageDecodeError, load_image, stack_images
 from modeling.serving import ScoringModel
 
@@ -139,13 +140,13 @@ def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike,
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["path", "bin_id", "predicted_count", *(f"p{c}" for c in class_to_count), "error"])
         for r in results:
-            bin_id = Path(r.path).stem
+            path, bin_id = spreadsheet_safe(str(r.path)), spreadsheet_safe(Path(r.path).stem)  # names are anyone's
             if r.probs is None:
                 failed += 1
-                writer.writerow([r.path, bin_id, "", *([""] * len(class_to_count)), r.error])
+                writer.writerow([path, bin_id, "", *([""] * len(class_to_count)), spreadsheet_safe(r.error)])
             else:
                 scored += 1
                 count = class_to_count[int(np.argmax(r.probs))]
-                writer.writerow([r.path, bin_id, count, *(f"{p:.6f}" for p in r.probs), ""])
+                writer.writerow([path, bin_id, count, *(f"{p:.6f}" for p in r.probs), ""])
     os.replace(tmp, out)
     return scored, failed

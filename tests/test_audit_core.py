@@ -503,7 +503,7 @@ def test_scoring_reads_the_bins_at_write_time(engine, ws, version, tiny_dataset)
         first, last = conn.execute(sa.select(sa.func.min(db.bins.c.id), sa.func.max(db.bins.c.id))).one()
 
     def analysts_meanwhile():  # after the scorer read its page, before the chunk is written
-        reviews.send_to_queue(engine, last, actor="ana")
+        reviews.send_to_queue(engine, last, actor="ana", expected_version=reviews.bin_state(engine, last).row_version)
         with engine.connect() as conn:
             version_now = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == first)).scalar_one()
         reviews.decide(engine, reviews.Decision(first, reviews.DISMISS, "bo", version_now))

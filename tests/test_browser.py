@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's package, driven by Playwright).
 
 Starts `streamlit run app/dashboard.py` on a free port over a copy of the seeded demo workspace, then:
-uploads a photo and reads its predicted count, decides the top queue item and sees it leave, browses,
-opens the evaluation page. Screenshots go to test-artifacts/screenshots/ (git-ignored).
+uploads a photo and reads its predicted count, decides the top queue item and sees it leave, browses (a bin decided
+by a reviewer whose name is Markdown: shown as text, nothing fetched), opens the evaluation page. Also: an error in
+a page shows the analyst no details, while the server log keeps them. Screenshots go to test-artifacts/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(seeded_workspace, tmp_path):
+def _require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("BINAUDIT_SKIP_BROWSER") == "1":
             pytest.skip("BINAUDIT_SKIP_BROWSER=1 and no chromium")
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+
+
+@pytest.fixture
+def app_url(seeded_workspace, tmp_path):
+    _require_chromium()
     ws = tmp_path / "ws"
     # BINAUDIT_BROWSER_WORKSPACE: run against a copy of another workspace (e.g. the full demo, for the README's
     # screenshots: docs/screenshots/ come from this test run over `make run`'s workspace)
@@ -110,6 +115,26 @@ def _metric(page, label: str):
     return page.locator("[data-testid='stMetric']", has_text=label).first.locator("[data-testid='stMetricValue']")
 
 
+HOSTILE_REVIEWER = "![r](http://127.0.0.1:9/hostile.png) [see](http://127.0.0.1:9/hostile) <b>x</b>"
+
+
+def _decide_first_bin_as_a_hostile_reviewer(ws: Path) -> str:
+    """The first bin by id (the first the Browse grid shows) decided by a reviewer whose name is Markdown."""
+    import sqlalchemy as sa
+
+    from audit.reviews import UNSURE, Decision, bin_state, decide
+    from binaudit import db
+    from binaudit.workspace import Workspace
+
+    engine = Workspace(ws, f"sqlite:///{ws / 'binaudit.db'}").open()
+    with engine.connect() as conn:
+        first = conn.execute(sa.select(sa.func.min(db.bins.c.id))).scalar_one()
+    decide(engine, Decision(first, UNSURE, HOSTILE_REVIEWER, bin_state(engine, first).row_version,
+                            note="![n](http://127.0.0.1:9/hostile-note.png)"))
+    engine.dispose()
+    return first
+
+
 def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -121,11 +146,15 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
     meta = tmp_path / "88001.json"
     meta.write_text(json.dumps({"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": 0}))
 
+    hostile_bin = _decide_first_bin_as_a_hostile_reviewer(ws)
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
         _rerun(page, lambda: page.goto(url))
         expect(page.get_by_role("heading", name="BinAudit")).to_be_visible()
         _shot(page, "overview")
@@ -154,7 +183,12 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
 
         _go(page, "Browse bins")
         _rerun(page, page.get_by_role("button", name="Details").first.click)
-        expect(page.get_by_role("heading", name=re.compile(r"^Bin \d+"))).to_be_visible()
+        expect(page.get_by_role("heading", name=f"Bin {hostile_bin}")).to_be_visible()
+        # the hostile reviewer's name is text on the page: no image fetched, no link, no HTML (issue 12, item 4)
+        shown = page.get_by_text("Latest decision").first.inner_text().replace("\u2060", "")
+        assert f"by {HOSTILE_REVIEWER} at" in shown, shown
+        assert page.locator("a[href*='hostile'], img[src*='hostile']").count() == 0
+        assert not [r for r in requests if "hostile" in r], requests
         _shot(page, "browse")
 
         _go(page, "Evaluation")
@@ -166,3 +200,42 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         expect(page.get_by_role("button", name="Start")).to_be_visible()
         _shot(page, "retrain")
         browser.close()
+
+
+def test_an_error_shows_no_details_to_the_analyst_and_is_logged_on_the_server(tmp_path):
+    """The project's Streamlit config (run from the repository root, as `make run` does) hides tracebacks."""
+    from playwright.sync_api import sync_playwright
+
+    _require_chromium()
+    script = tmp_path / "crash.py"
+    script.write_text("import streamlit as st\nst.title('page')\nraise RuntimeError('db password is hunter2')\n")
+    port = _free_port()
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("BINAUDIT_")}, stdout=log,
+            stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
+                        break
+                except OSError:
+                    assert time.time() < deadline and proc.poll() is None, log_path.read_text()
+                    time.sleep(0.2)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}")
+                page.wait_for_selector(IDLE, timeout=90_000)
+                page.get_by_test_id("stException").first.wait_for(timeout=30_000)
+                shown = page.locator("[data-testid='stApp']").inner_text()
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert "hunter2" not in shown and "Traceback" not in shown and "crash.py" not in shown, shown
+    assert "hunter2" in log_path.read_text()  # the server keeps the details

@@ -237,7 +237,7 @@ def test_local_backend_refuses_what_it_cannot_run(local, tiny_dataset):
         local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), max_parallel_jobs=3), actor="ana")
     with pytest.raises(JobError, match="resnet18"):
         local.backend.start_training(tiny_params(tiny_dataset, arch="vgg16"), actor="ana")
-    with pytest.raises(JobError, match="at least 32"):
+    with pytest.raises(JobError, match="from 32 to 1024 px"):
         bad_space = {"image_size": Integer(8, 64)}  # 8 px is below train.py's minimum
         local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), search_space=bad_space), actor="a")
     assert list_jobs(local.engine) == []  # nothing was started
