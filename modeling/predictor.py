@@ -82,12 +82,34 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]
 
 
 class Predictor(ScoringModel):
-    """`Predictor.load(model_dir)`, then `predict_images`, `predict_bytes` or `predict_paths`."""
+    """`Predictor.load(model_dir)`, then `predict_images`, `predict_bytes` or `predict_paths`.
+
+    `path` says which scoring path it runs and why (see modeling.scoring_paths).
+    """
+
+    path: str = ""
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
-             ) -> Predictor:
-        """precision "auto": bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; "fp32" for exact numbers."""
+    def load(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto",
+             runtime: str = "auto") -> Predictor:
+        """The scoring path for runtime x precision on this machine (`modeling.scoring_paths.choose_path`):
+        "auto" is the fastest path that passed its agreement check here (torch fp32 where none did)."""
+        from modeling.scoring_paths import choose_path
+
+        choice = choose_path(model_dir, runtime, precision, str(device))
+        if choice.runtime == "onnx":
+            from modeling.onnx_scoring import OnnxPredictor
+
+            predictor: Predictor = OnnxPredictor.open(model_dir, choice.precision)
+        else:
+            predictor = cls.load_torch(model_dir, device, choice.precision)
+        predictor.path = f"{choice.name} ({choice.reason})"
+        return predictor
+
+    @classmethod
+    def load_torch(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32"
+                   ) -> Predictor:
+        """The torch path as asked, no choice made: "auto" is bf16 on CPUs with native bf16, fp16 on CUDA."""
         return super().load(model_dir, device, precision)
 
     def predict_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 16, workers: int | None = None,

@@ -1,7 +1,9 @@
 """A local endpoint: `python -m jobs.local.endpoint --job-id J --model-dir D --ready-file F`.
 
 Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
-(modeling.inference's model_fn / input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON:
+(modeling.inference's input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON; the model is
+loaded on the scoring path `--runtime` / `--precision` choose (default auto: the fastest that passed the model's
+agreement check on this machine, see modeling/scoring_paths.py):
 
     GET  /ping          200 once the model is loaded
     POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.jobdirs import write_json_atomic
+from modeling.cli import add_path_arguments
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -115,15 +118,25 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, text, content_type)
 
 
-def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-    from modeling.inference import model_fn
+def load_model(model_dir: Path, runtime: str = "auto", precision: str = "auto"):
+    """The container handlers' model, on the scoring path chosen for this machine (torch or ONNX Runtime)."""
+    import torch
 
-    InvocationHandler.model = model_fn(str(model_dir))
+    from modeling.predictor import Predictor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Predictor.load(model_dir, device=device, precision=precision, runtime=runtime)
+
+
+def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0, runtime: str = "auto",
+          precision: str = "auto") -> None:
+    InvocationHandler.model = load_model(model_dir, runtime, precision)
     server = ThreadingHTTPServer((host, port), InvocationHandler)
     server.daemon_threads = True
     url = f"http://{host}:{server.server_address[1]}"
-    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir)})
-    print(f"serving {model_dir} on {url}", flush=True)
+    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir),
+                                   "scoring_path": InvocationHandler.model.path})
+    print(f"serving {model_dir} on {url} with {InvocationHandler.model.path}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever(poll_interval=0.2)
@@ -139,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-file", type=Path, required=True, help="where to write the URL once listening")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    add_path_arguments(p)
     args = p.parse_args(argv)
-    serve(args.model_dir, args.ready_file, args.host, args.port)
+    serve(args.model_dir, args.ready_file, args.host, args.port, args.runtime, args.precision)
     return 0
 
 
