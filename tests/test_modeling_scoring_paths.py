@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -193,10 +194,10 @@ def test_local_endpoint_and_transform_score_on_the_onnx_path(checked_model, tiny
     from jobs.local.transform import transform_folder
     from modeling.inference import input_fn, predict_fn
 
-    photo = expand_paths([tiny_dataset / "test"])[0]
+    photo = Path(expand_paths([tiny_dataset / "test"])[0]).read_bytes()
     served = load_model(checked_model, runtime="onnx", precision="fp32")
-    answer = predict_fn(input_fn(open(photo, "rb").read(), "image/jpeg"), served)
-    exact = Predictor.load(checked_model, precision="fp32", runtime="torch").predict_bytes(open(photo, "rb").read())
+    answer = predict_fn(input_fn(photo, "image/jpeg"), served)
+    exact = Predictor.load(checked_model, precision="fp32", runtime="torch").predict_bytes(photo)
     assert served.path.startswith("onnx fp32") and answer["predicted_count"] == exact["predicted_count"]
     assert np.allclose(answer["probabilities"], exact["probabilities"], atol=1e-4)
     out = transform_folder(checked_model, tiny_dataset / "test", tmp_path / "out.jsonl", runtime="onnx",
