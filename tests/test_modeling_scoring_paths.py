@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from modeling.onnx_export import FP32_FILE, INT8_FILE
-from modeling.path_check import agreement, check_scoring_paths
+from modeling.path_check import agreement
 from modeling.predictor import Predictor, expand_paths
 from modeling.scoring_paths import RECORD_FILE, ScoringPathError, choose_path, read_record
 from tests.modeling_fixtures import REPO, run_python, subprocess_env, train_cli_args
@@ -28,11 +28,12 @@ GENTLE = ("--lr", "0.0001", "--batch-size", "4")
 @pytest.fixture(scope="session")
 def checked_model(tiny_dataset, tmp_path_factory):
     """A tiny model trained gently, with model.onnx, model.int8.onnx and its check on this machine (read-only)."""
+    from modeling.cli import main
     from modeling.train import parse_args, run_training
 
     model_dir = tmp_path_factory.mktemp("checked") / "model"
     run_training(parse_args(train_cli_args(tiny_dataset, model_dir, *GENTLE))[0])
-    check_scoring_paths(model_dir, say=lambda _: None)
+    assert main(["check", "--model-dir", str(model_dir), "--workers", "0"]) == 0  # its own train/ and val/
     return model_dir
 
 
