@@ -50,6 +50,8 @@ def test_check_exports_both_copies_and_records_every_path(checked_model, tiny_da
     assert paths["onnx fp32"]["count_agreement"] == 1.0 and paths["onnx fp32"]["max_mismatch_diff"] < 1e-4
     assert paths["onnx int8"]["passed"], paths["onnx int8"]["why"]
     assert all(p["images_per_s"] > 0 for p in paths.values())
+    train_photos = len(expand_paths([tiny_dataset / "train"]))  # fewer than 300: all of them calibrate
+    assert entry["calibration"] == {"train": str(tiny_dataset / "train"), "photos": train_photos}
 
     graph = onnx.load(str(checked_model / FP32_FILE)).graph
     (inp,) = graph.input
@@ -61,6 +63,8 @@ def test_check_exports_both_copies_and_records_every_path(checked_model, tiny_da
     convs = [n for n in int8 if n.op_type == "Conv"]
     assert convs[0].input[1] not in dequantized  # the first convolution keeps fp32 weights
     assert all(c.input[1] in dequantized for c in convs[1:])
+    (classifier,) = [n for n in int8 if n.op_type in ("Gemm", "MatMul")]
+    assert not set(classifier.input) & dequantized  # so does the classifier, and its input is fp32
 
 
 def test_onnx_paths_score_like_torch_fp32(checked_model, tiny_dataset):
@@ -121,6 +125,11 @@ def test_agreement_passes_at_99_percent_and_names_what_failed():
     result = agreement(reference, flipped, labels)
     assert not result["passed"] and "counts agree on 98.5% < 99%" in result["why"]
     assert result["photos_disagreeing"] == int((reference[:3].argmax(1) != flipped[:3].argmax(1)).sum())
+    moved = reference.copy()
+    moved[:3, :] += 0.05  # p(e) of 3 photos moves by 0.05: within 0.02 on 98.5%
+    result = agreement(reference, moved, labels)
+    assert not result["passed"] and result["why"] == "mismatch probability within 0.02 on 98.5% < 99% of photos"
+    assert agreement(reference, np.vstack([moved[:2], reference[2:]]), labels)["passed"]  # 99.0%
 
 
 # ---------------------------------------------------------------- a machine without onnxruntime
