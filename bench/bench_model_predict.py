@@ -37,9 +37,8 @@ from modeling.artifacts import load_model_dir, read_model_config, save_model
 from modeling.data import scan_count_folders
 from modeling.model import ModelSpec, build_model
 from modeling.onnx_export import export_fp32, quantize_int8
-from modeling.onnx_scoring import OnnxPredictor
 from modeling.path_check import agreement, evenly_spaced
-from modeling.predictor import Predictor, default_workers
+from modeling.predictor import OnnxPredictor, Predictor, default_workers
 from modeling.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from modeling.scoring_paths import this_machine
 

@@ -31,12 +31,13 @@ import torch
 from modeling.artifacts import read_model_config, write_json
 from modeling.data import scan_count_folders
 from modeling.model import ModelConfigError, ModelSpec
-from modeling.predictor import Predictor
+from modeling.predictor import OnnxPredictor, Predictor
 from modeling.scoring_paths import (
     MAX_MISMATCH_DIFF,
     MIN_COUNT_AGREEMENT,
     PATH_NAMES,
     RECORD_FILE,
+    onnxruntime_available,
     read_record,
     same_machine,
     this_machine,
@@ -106,8 +107,6 @@ def _score(predictor: Predictor, paths: list[str], workers: int | None) -> np.nd
 def _candidates(model_dir: Path, train_photos: list[str], say: Callable[[str], None]
                 ) -> dict[str, Callable[[], Predictor]]:
     """The paths this machine can run besides torch fp32, as loaders (the int8 copy is quantised first)."""
-    from modeling.onnx_scoring import OnnxPredictor, onnxruntime_available
-
     loaders: dict[str, Callable[[], Predictor]] = {}
     if cpu_has_native_bf16():
         loaders[PATH_NAMES["torch", "bf16"]] = lambda: Predictor.load_torch(model_dir, precision="bf16")

@@ -117,9 +117,16 @@ def _validate(runtime: str, precision: str, device: str) -> None:
         raise ScoringPathError(f"the ONNX paths run on the CPU; with --device {device} use --runtime torch")
 
 
-def _onnx_usable(runtime: str, precision: str) -> bool:
-    from modeling.onnx_scoring import onnxruntime_available
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime imports (not merely whether it is on the path: a broken install counts as absent)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
+
+def _onnx_usable(runtime: str, precision: str) -> bool:
     if onnxruntime_available():
         return True
     if runtime == "onnx" or precision == "int8":
