@@ -39,8 +39,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="score again bins whose photo failed before")
     p.add_argument("--backend", choices=("local", "sagemaker"), default=None,
                    help="local predictor, or SageMaker batch transform (default: the backend setting)")
-    p.add_argument("--precision", choices=("fp32", "auto"), default="fp32",
-                   help="local scoring: fp32 (exact, as the endpoint) or auto (bf16 on CPUs that have it: faster)")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+                   help="local scoring engine; auto: the fastest whose scores passed the model's agreement check on "
+                        "this machine (onnx needs onnxruntime)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="local scoring precision; auto: the fastest that passed the agreement check, fp32 where none "
+                        "did; fp32 is exact (as the SageMaker endpoint); bf16 runs on torch, int8 on onnx")
 
     p = sub.add_parser("queue", help="print the top of the review queue")
     p.add_argument("--limit", type=int, default=20)
@@ -111,12 +115,20 @@ def _cmd_score(args, settings: Settings, ws: Workspace, engine) -> int:
     from audit.scorers import scorer_for
     from audit.scoring import score_bins
     from jobs import JobError
+    from modeling.model import ModelConfigError
+    from modeling.scoring_paths import ScoringPathError
 
     version = _version(engine, args.model)
+    backend = args.backend or settings.backend
+    if backend != "local" and (args.runtime, args.precision) != ("auto", "auto"):
+        raise CliError("--runtime and --precision choose how the local backend scores; SageMaker's container "
+                       "scores with torch")
     try:
-        scorer = scorer_for(args.backend or settings.backend, version, settings=settings, workspace=ws, engine=engine,
-                            batch_size=args.batch_size, workers=args.workers, precision=args.precision)
-    except JobError as exc:
+        scorer = scorer_for(backend, version, settings=settings, workspace=ws, engine=engine,
+                            batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                            runtime=args.runtime, say=lambda line: print(f"model {version.name}: {line}",
+                                                                         file=sys.stderr))
+    except (JobError, ScoringPathError, ModelConfigError) as exc:
         raise CliError(str(exc)) from None
     report = score_bins(engine, ws, version, scorer, commit_every=args.commit_every, retry_failed=args.retry_failed)
     print(f"model {version.name}: {report}")

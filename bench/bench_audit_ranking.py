@@ -67,7 +67,7 @@ def main() -> None:
 
     from modeling.predictor import Predictor
 
-    predictor = Predictor.load(model_dir, precision="fp32")
+    predictor = Predictor.load_torch(model_dir, precision="fp32")
     results = list(predictor.predict_paths([str(audit / "bin-images" / f"{b}.jpg") for b in ids], batch_size=32))
     probs = np.stack([r.probs for r in results])
     expected = [truth[b][1] for b in ids]

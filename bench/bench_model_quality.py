@@ -92,13 +92,13 @@ def main() -> None:
         history = json.loads((model_dir / "metrics.json").read_text())
         print(f"{loss}: best epoch {history['best_epoch']} of {len(history['history'])} by "
               f"{history['best_metric']} (the model kept and scored below)", flush=True)
-        exact = Predictor.load(model_dir, precision="fp32")
+        exact = Predictor.load_torch(model_dir, precision="fp32")
         metrics, rows = evaluate_folder(exact, dataset / "test", batch_size=32, workers=args.workers, progress=False)
         assert metrics["n_scored"] == len(samples)
         pred = {"argmax": np.array([r[2] for r in rows]), "expected": np.array([r[3] for r in rows])}
         for decoding in ("argmax", "expected"):
             lines.append(row(f"resnet18 {loss} | {decoding}", true, pred[decoding]))
-        fast = Predictor.load(model_dir, precision="auto")
+        fast = Predictor.load_torch(model_dir, precision="auto")  # bf16 on CPUs with native bf16
         if fast.precision != "fp32":
             paths = [p for p, _ in samples]
             p32 = np.stack([r.probs for r in exact.predict_paths(paths, 32, args.workers, progress=False)])

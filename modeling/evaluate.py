@@ -39,6 +39,7 @@ def evaluate_folder(predictor: Predictor, data_dir: str | os.PathLike, batch_siz
         "n_scored": len(ok),
         "failed": [{"path": r.path, "error": r.error} for r in results if r.probs is None],
         "precision": predictor.precision,
+        "runtime": predictor.runtime,
         "class_to_count": counts,
         **evaluation_summary(true, probs, counts),
     }

@@ -26,6 +26,8 @@ from binaudit import db
 
 ACTIVE_KEY = "active_model_version"
 MODEL_FILES = ("model.pth", "model_config.json", "metrics.json", "summary.csv", "args.json")
+# what `python -m modeling check` adds beside them (local scoring only: SageMaker's container never reads these)
+LOCAL_SCORING_FILES = ("model.onnx", "model.int8.onnx", "scoring_paths.json")
 
 
 class RegistryError(LookupError):
@@ -107,7 +109,7 @@ def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str 
         if dest.exists():
             shutil.rmtree(dest)  # left by a registration whose transaction rolled back
         dest.mkdir(parents=True)
-        for file in MODEL_FILES:
+        for file in (*MODEL_FILES, *LOCAL_SCORING_FILES):
             if (model_dir / file).is_file():
                 _link_or_copy(str(model_dir / file), str(dest / file))
         result = conn.execute(db.model_versions.insert().values(

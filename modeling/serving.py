@@ -232,6 +232,8 @@ class ScoringModel:
     probabilities differ from fp32 in the second or third decimal) and in fp16 on CUDA; "fp32" is exact.
     """
 
+    runtime = "torch"
+
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
                  precision: str = "fp32") -> None:
         self.device = torch.device(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -59,7 +60,8 @@ def _audit_actions(engine, entity_id) -> list[str]:
 
 
 @pytest.mark.slow
-def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path):
+def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("BINAUDIT_CHECK_SCORING_PATHS", "true")  # the default: registration checks the ONNX paths
     replaced = sorted((tiny_dataset / "train" / "1").glob("*.jpg"))[0]  # recounted as 4: must move class
     extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
     add_recount(local.engine, local.workspace, replaced.stem, replaced, 4)
@@ -83,6 +85,11 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert version.job_id == job.id and version.name == job.output["model_version"]
     assert version.val_accuracy is not None and version.val_rmse is not None
     assert not checkpoint_dir(job_dir(local.workspace, job.id)).exists()  # checkpointed, deleted once registered
+    # registration exported the ONNX copies and checked them on the job's validation photos, on this machine
+    check = json.loads((version.model_dir / "scoring_paths.json").read_text())["checks"][-1]
+    assert check["val"] == str(tiny_dataset / "val") and check["paths"]["onnx fp32"]["count_agreement"] == 1.0
+    assert (version.model_dir / "model.onnx").is_file() and (version.model_dir / "model.int8.onnx").is_file()
+    assert f"checking the scoring paths of {version.name}" in (job_dir(local.workspace, job.id) / "runner.log").read_text()
 
     # the recounts channel: train.py trained on two recounts (one replacing its photo), left the val bin's out
     assert version.metrics["recounts"] == {"folder": str(recounts), "used": 2, "replaced": 1, "left_out": 1,

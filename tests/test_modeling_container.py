@@ -16,7 +16,8 @@ from tests.modeling_fixtures import REPO, TINY_ARGS, jpeg_bytes, run_python, sub
 
 # project packages and the local tooling that the container does not have
 DENYLIST = ("pandas", "tqdm", "boto3", "botocore", "sagemaker", "streamlit", "sqlalchemy", "plotly", "orjson",
-            "data_tools", "app", "audit", "jobs", "binaudit", "moto", "matplotlib", "scipy", "s3fs")
+            "data_tools", "app", "audit", "jobs", "binaudit", "moto", "matplotlib", "scipy", "s3fs",
+            "onnxruntime", "onnx", "onnxscript")
 
 # Refuses to IMPORT a denied module; find_spec still answers (torch probes optional packages with it), but the
 # module it offers raises ImportError when loaded.

@@ -1,7 +1,9 @@
 """A local endpoint: `python -m jobs.local.endpoint --job-id J --model-dir D --ready-file F`.
 
 Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
-(modeling.inference's model_fn / input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON:
+(modeling.inference's input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON; the model is
+loaded on the scoring path `--runtime` / `--precision` choose (default auto: the fastest that passed the model's
+agreement check on this machine, see modeling/scoring_paths.py):
 
     GET  /ping          200 once the model is loaded
     POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.jobdirs import write_json_atomic
+from modeling.cli import add_path_arguments
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 READ_TIMEOUT_S = 30.0  # per socket read: far above a 20 MB body on a local link
@@ -171,15 +174,25 @@ def make_server(handler: type[InvocationHandler], host: str = "127.0.0.1", port:
     return BoundedHTTPServer((host, port), bounded, max_connections)
 
 
-def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0, *,
-          read_timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
-    from modeling.inference import model_fn
+def load_model(model_dir: Path, runtime: str = "auto", precision: str = "auto"):
+    """The container handlers' model, on the scoring path chosen for this machine (torch or ONNX Runtime)."""
+    import torch
 
-    InvocationHandler.model = model_fn(str(model_dir))
+    from modeling.predictor import Predictor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Predictor.load(model_dir, device=device, precision=precision, runtime=runtime)
+
+
+def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0, runtime: str = "auto",
+          precision: str = "auto", *, read_timeout: float = READ_TIMEOUT_S,
+          max_connections: int = MAX_CONNECTIONS) -> None:
+    InvocationHandler.model = load_model(model_dir, runtime, precision)
     server = make_server(InvocationHandler, host, port, read_timeout=read_timeout, max_connections=max_connections)
     url = f"http://{host}:{server.server_address[1]}"
-    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir)})
-    print(f"serving {model_dir} on {url}", flush=True)
+    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir),
+                                   "scoring_path": InvocationHandler.model.path})
+    print(f"serving {model_dir} on {url} with {InvocationHandler.model.path}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever(poll_interval=0.2)
@@ -199,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"seconds one socket read may wait before the connection is closed (default {READ_TIMEOUT_S:g})")
     p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                    help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})")
+    add_path_arguments(p)
     args = p.parse_args(argv)
-    serve(args.model_dir, args.ready_file, args.host, args.port, read_timeout=args.read_timeout,
-          max_connections=args.max_connections)
+    serve(args.model_dir, args.ready_file, args.host, args.port, args.runtime, args.precision,
+          read_timeout=args.read_timeout, max_connections=args.max_connections)
     return 0
 
 
