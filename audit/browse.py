@@ -59,7 +59,7 @@ def _prediction_conditions(p: sa.FromClause, f: BinFilter) -> list[sa.ColumnElem
 
 
 def _text_condition(dialect: str, text: str) -> sa.ColumnElement[bool]:
-    term = text.strip().lower()
+    term = text.replace("\x00", "").strip().lower()  # no stored text holds NUL (PostgreSQL refuses it in a query)
     if dialect == "sqlite" and len(term) >= 3:  # the trigram index needs three characters
         phrase = '"' + term.replace('"', '""') + '"'
         return sa.literal_column("bins.rowid").in_(sa.text("SELECT rowid FROM bins_fts WHERE bins_fts MATCH :phrase")

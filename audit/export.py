@@ -19,12 +19,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from audit.imports import is_safe_bin_id
 from audit.photos import local_photo
 from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
+from binaudit.csvsafe import spreadsheet_safe
 from binaudit.workspace import Workspace, image_roots
+from data_tools.layout import is_safe_bin_id
 from modeling.counts import open_label
 from modeling.recounts import folder_bin_ids, usable_recounts
 
@@ -35,10 +36,26 @@ class ExportError(ValueError):
     """An export that would destroy something it did not write."""
 
 
+# columns that hold whole numbers; a missing value (no recount, no model) would turn them into floats ("4.0")
+INTEGER_COLUMNS = ("review_id", "expected_count", "recounted_count", "model_version_id", "predicted_count",
+                   "decoded_count")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The CSV every export writes (files and the dashboard's downloads): whole numbers as integers, and no text
+    cell a spreadsheet would run as a formula (binaudit.csvsafe)."""
+    frame = frame.astype({c: "Int64" for c in INTEGER_COLUMNS if c in frame.columns})
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+                    and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+    frame[text_columns] = frame[text_columns].astype(object).map(spreadsheet_safe)
+    # RFC 4180's CRLF: a cell holding a carriage return is then quoted too (with "\n" alone it would end the row)
+    return frame.to_csv(index=False, lineterminator="\r\n")
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
+    tmp.write_text(csv_text(frame), encoding="utf-8", newline="")
     tmp.replace(path)
     return path
 

@@ -68,7 +68,7 @@ def main() -> None:
              "records > 5 at 1.0 | records > 5 without a probability | p(records > 5) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, model_dir in (("closed", args.closed_model_dir), ("open", args.open_model_dir)):
-        predictor = Predictor.load(model_dir, precision="fp32")
+        predictor = Predictor.load_torch(model_dir, precision="fp32")
         results = list(predictor.predict_paths([str(args.source / IMAGES_DIR / f"{b}.jpg") for b in ids],
                                                batch_size=32, progress=False))
         failed = [r.path for r in results if r.probs is None]

@@ -105,7 +105,7 @@ def main() -> None:
     lines = ["| model | records | ranking | bins | real mismatches | ranked | AP | " + " | ".join(f"P@{k}" for k in KS)
              + " |", "|---|---|---|---|---|---|---|" + "---|" * len(KS)]
     for name, model_dir in (("closed", args.closed_model_dir), ("open", args.open_model_dir)):
-        predictor = Predictor.load(model_dir, device=args.device, precision="fp32")
+        predictor = Predictor.load_torch(model_dir, device=args.device, precision="fp32")
         results = list(predictor.predict_paths([str(audit / "bin-images" / f"{b}.jpg") for b in ids], batch_size=64,
                                                progress=False))
         probs = np.stack([r.probs for r in results])

@@ -23,6 +23,7 @@ reused (`bench.bench_audit_ranking` and `bench.bench_abid_queue` take them).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -92,11 +93,11 @@ def scored(predictor: Predictor, folder: Path, args: argparse.Namespace) -> dict
 
 def bf16_check(model_dir: Path, folder: Path, args: argparse.Namespace) -> None:
     """How far bf16 scoring (the predictor's default on CPUs with native bf16) moves the test predictions."""
-    fast = Predictor.load(model_dir, precision="auto")
+    fast = Predictor.load_torch(model_dir, precision="auto")
     if fast.precision == "fp32":
         return
     paths = [p for p, _ in scan_count_folders(folder, MAX_COUNT, open_top=True)]
-    exact = Predictor.load(model_dir, precision="fp32")
+    exact = Predictor.load_torch(model_dir, precision="fp32")
     p32 = np.stack([r.probs for r in exact.predict_paths(paths, 32, args.workers, progress=False)])
     p16 = np.stack([r.probs for r in fast.predict_paths(paths, 32, args.workers, progress=False)])
     print(f"{model_dir.name}: {fast.precision} vs fp32 on the test split: argmax agrees on "
@@ -122,7 +123,11 @@ def main() -> None:
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     models = {name: train(datasets["drop" if name == "closed" else "open"], args.workdir, name, args)
               for name in ("closed", "open")}
-    predictors = {name: Predictor.load(m, device=device, precision="fp32") for name, m in models.items()}
+    for name, model_dir in models.items():
+        history = json.loads((model_dir / "metrics.json").read_text())
+        print(f"{name}: best epoch {history['best_epoch']} of {len(history['history'])} by "
+              f"{history['best_metric']} (the model kept and scored below)", flush=True)
+    predictors = {name: Predictor.load_torch(m, device=device, precision="fp32") for name, m in models.items()}
     test = {top: scored(predictors["open"], datasets[top] / "test", args) for top in ("drop", "open")}
     closed = {top: scored(predictors["closed"], datasets[top] / "test", args) for top in ("drop", "open")}
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from data_tools.images import BadImage, ImageInfo, inspect_jpeg, sha256_hex, write_image
 from data_tools.layout import METADATA_DIR, bin_sort_key, class_folder, class_sort_key, open_class_folder, scan_local
-from data_tools.metadata import parse_metadata
+from data_tools.metadata import read_metadata_file
 from data_tools.problems import Problem, write_report
 from data_tools.split import DEFAULT_FRACTIONS, SPLITS, assign_splits
 
@@ -92,13 +92,7 @@ def _parse_chunk(metadata_dir: str, ids: list[str]) -> tuple[list[BinSummary], l
     problems: list[Problem] = []
     for bin_id in ids:
         rel = f"{METADATA_DIR}/{bin_id}.json"
-        try:
-            with open(os.path.join(metadata_dir, bin_id + ".json"), "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            problems.append(Problem(rel, f"unreadable file: {exc.strerror or exc}", bin_id))
-            continue
-        result = parse_metadata(raw, bin_id, rel)
+        result = read_metadata_file(os.path.join(metadata_dir, bin_id + ".json"), bin_id, rel)
         problems.extend(result.problems)
         if result.record is not None:
             summaries.append(BinSummary(bin_id, result.record.expected_quantity, result.record.n_skus))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from data_tools.build import MANIFEST, STATS, class_table, format_class_table, format_stats_tables, read_manifest
 from data_tools.layout import METADATA_DIR, scan_local
-from data_tools.metadata import parse_metadata
+from data_tools.metadata import read_metadata_file
 from data_tools.problems import DataToolsError
 
 
@@ -38,7 +38,7 @@ def source_count_distribution(source: Path) -> tuple[Counter[int], int]:
     bad = 0
     for bin_id in pairing.paired:
         path = source / METADATA_DIR / f"{bin_id}.json"
-        result = parse_metadata(path.read_bytes(), bin_id, str(path))
+        result = read_metadata_file(path, bin_id, str(path))
         if result.record is None:
             bad += 1
         else:

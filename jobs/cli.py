@@ -34,7 +34,7 @@ from jobs.records import KINDS, JobError, JobRecord
 from jobs.search_space import DEFAULT_SEARCH_SPACE, SearchSpaceError, space_from_json
 from jobs.store import get_job, list_jobs
 from modeling import registry
-from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, CliError, run_reporting_errors
+from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, CliError, add_path_arguments, run_reporting_errors
 from modeling.settings import JOB_SETTINGS, add_setting_arguments
 
 EXIT_FAILED = 1  # the job ended Failed or Stopped
@@ -319,7 +319,8 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
         print(f"deleted endpoint {args.delete}" + (f" (job {job.id} {job.status})" if job is not None else ""))
         return EXIT_OK
     version = ctx.version(args.version)
-    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=_waits(args, ctx.backend_name))
+    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=_waits(args, ctx.backend_name),
+                             **_scoring_path(args, ctx))
     where = job.output.get("endpoint_url") or job.output.get("endpoint_name") or "starting"
     print(f"deployment {job.id}: {version.name} -> {where} ({job.output.get('endpoint_status', job.status)})")
     if job.backend == "sagemaker":
@@ -351,7 +352,7 @@ def _invoke(args: argparse.Namespace, ctx: Context) -> int:
 
 def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
-    job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor)
+    job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor, **_scoring_path(args, ctx))
     print(f"started transform job {job.id} with {version.name} on {job.backend}", flush=True)
     if not _waits(args, ctx.backend_name):
         return EXIT_OK
@@ -360,6 +361,16 @@ def _transform(args: argparse.Namespace, ctx: Context) -> int:
         out = job.output
         print(f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}")
     return _outcome(job)
+
+
+def _scoring_path(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
+    """--runtime/--precision for a local job; SageMaker's container scores with torch, as its model_fn says."""
+    if ctx.backend_name == "local":
+        return {"runtime": args.runtime, "precision": args.precision}
+    if (args.runtime, args.precision) != ("auto", "auto"):
+        raise JobError("--runtime and --precision choose how the local backend scores; SageMaker's container "
+                       "scores with torch")
+    return {}
 
 
 # ---------------------------------------------------------------- the parser
@@ -447,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete an endpoint (job id, local URL or SageMaker endpoint name) instead")
     p.add_argument("--list", action="store_true", help="list live endpoints instead (SageMaker: all in the region)")
     _wait_flag(p, "wait until the endpoint answers")
+    add_path_arguments(p)
     p = command("invoke", _invoke, "send a photo to an endpoint and print its JSON answer")
     p.add_argument("endpoint", help="deployment job id, local URL or SageMaker endpoint name")
     p.add_argument("--image", type=Path, default=None, help="a JPEG or PNG photo to count")
@@ -459,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None,
                    help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
     _wait_flag(p, "wait for the end")
+    add_path_arguments(p)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from binaudit.csvsafe import spreadsheet_safe
 from modeling.artifacts import write_json
 from modeling.counts import CountClasses
 from modeling.data import scan_count_folders
@@ -48,6 +49,7 @@ def evaluate_folder(predictor: Predictor, data_dir: str | os.PathLike, batch_siz
         "n_scored": len(ok),
         "failed": [{"path": r.path, "error": r.error} for r in results if r.probs is None],
         "precision": predictor.precision,
+        "runtime": predictor.runtime,
         "class_to_count": counts,
         "class_labels": list(spec.classes.labels),
         "top_class": spec.top_class,
@@ -65,7 +67,7 @@ def prediction_rows(samples: Sequence[tuple[str, int]], ok: Sequence[int], probs
     argmax, expected = decode_argmax(probs, counts), decode_expected(probs, counts)
     shown = CountClasses(classes.max_count, True).label  # a true count of N+1 is the open class's, whatever the model
     return [
-        [Path(samples[i][0]).stem, shown(samples[i][1]), classes.label(a), classes.label(e),
+        [spreadsheet_safe(Path(samples[i][0]).stem), shown(samples[i][1]), classes.label(a), classes.label(e),
          *(f"{p:.6f}" for p in row)]
         for i, a, e, row in zip(ok, argmax, expected, probs, strict=True)
     ]

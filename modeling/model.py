@@ -19,7 +19,7 @@ from torch import nn
 
 from modeling.counts import CLOSED, OPEN, TOP_CLASSES, CountClasses, open_label
 from modeling.preprocessing import PreprocessConfig
-from modeling.settings import ARCHS, PRETRAINED_CHOICES
+from modeling.settings import ARCHS, MAX_COUNT_LIMIT, PRETRAINED_CHOICES
 
 _IMAGENET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
@@ -53,8 +53,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ModelConfigError(f"unknown arch {self.arch!r}; only {', '.join(ARCHS)} are supported")
-        if self.max_count < 1:
-            raise ModelConfigError(f"max_count must be at least 1, got {self.max_count}")
+        if not 1 <= self.max_count <= MAX_COUNT_LIMIT:  # before range(max_count + 1) below allocates anything
+            raise ModelConfigError(f"max_count must be from 1 to {MAX_COUNT_LIMIT}, got {self.max_count}")
         if self.top_class not in TOP_CLASSES:
             raise ModelConfigError(f"top_class must be one of {', '.join(TOP_CLASSES)}, got {self.top_class!r}")
         expected = list(self.classes.class_to_count)
@@ -90,11 +90,11 @@ class ModelSpec:
             )
         except KeyError as exc:
             raise ModelConfigError(f"model config lacks {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e400)
             if isinstance(exc, ModelConfigError):
                 raise
             raise ModelConfigError(f"model config is invalid: {exc}") from None
-        if int(data.get("num_classes", spec.num_classes)) != spec.num_classes:
+        if not _same_int(data.get("num_classes", spec.num_classes), spec.num_classes):
             raise ModelConfigError(
                 f"model config says num_classes={data['num_classes']} but class_to_count has {spec.num_classes}"
             )
@@ -103,6 +103,13 @@ class ModelSpec:
             raise ModelConfigError(f"model config's class_labels {list(labels)} do not match its classes "
                                    f"{list(spec.classes.labels)}")
         return spec
+
+
+def _same_int(value: Any, expected: int) -> bool:
+    try:
+        return int(value) == expected
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def build_model(arch: str, num_classes: int) -> nn.Module:
@@ -183,5 +190,15 @@ def load_trained(state_dict: Mapping[str, torch.Tensor], spec: ModelSpec) -> nn.
             f"to counts {list(spec.class_to_count)}"
         )
     model = build_model(spec.arch, spec.num_classes)
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:  # missing, unexpected or differently shaped tensors: weights of another architecture
+        own = model.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        misshapen = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        raise ModelConfigError(
+            f"model.pth does not fit arch {spec.arch!r} of model_config.json: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(misshapen)} differently shaped tensors "
+            f"(e.g. {(missing + unexpected + misshapen)[:3]})") from None
     return model

@@ -28,6 +28,8 @@ from modeling.counts import CountClasses
 
 ACTIVE_KEY = "active_model_version"
 MODEL_FILES = ("model.pth", "model_config.json", "metrics.json", "summary.csv", "args.json")
+# what `python -m modeling check` adds beside them (local scoring only: SageMaker's container never reads these)
+LOCAL_SCORING_FILES = ("model.onnx", "model.int8.onnx", "scoring_paths.json")
 
 
 class RegistryError(LookupError):
@@ -75,8 +77,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit integer, absurd nesting
+        raise RegistryError(f"{path} is not valid JSON ({str(exc).split(';')[0] or 'nested too deeply'})") from None
 
 
 def _json_safe(value: Any) -> Any:
@@ -98,12 +100,25 @@ def _final_metric(config: dict[str, Any], metrics: dict[str, Any], name: str) ->
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _check_spec(model_dir: Path, config: dict[str, Any]) -> None:
+    """A version must load later: its config is checked now (arch, classes, image size within bounds)."""
+    from modeling.model import ModelConfigError, ModelSpec  # torch: only registering needs it, not every reader
+
+    if not isinstance(config, dict):
+        raise RegistryError(f"{model_dir / 'model_config.json'} holds {type(config).__name__}, not an object")
+    try:
+        ModelSpec.from_dict(config)
+    except ModelConfigError as exc:
+        raise RegistryError(f"{model_dir / 'model_config.json'}: {exc}") from None
+
+
 def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str | None = None,
                    actor: str = "system", extra_config: dict[str, Any] | None = None) -> ModelVersion:
     """Record `model_dir` (a folder written by modeling.train) as a new version, stored under `store`."""
     config = _read_json(model_dir / "model_config.json")
     if not config or not (model_dir / "model.pth").is_file():
         raise RegistryError(f"{model_dir} is not a trained model folder (needs model.pth and model_config.json)")
+    _check_spec(model_dir, config)
     metrics = _json_safe(_read_json(model_dir / "metrics.json"))
     config = _json_safe({**config, **(extra_config or {})})
     with db.write_tx(engine) as conn:
@@ -113,7 +128,7 @@ def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str 
         if dest.exists():
             shutil.rmtree(dest)  # left by a registration whose transaction rolled back
         dest.mkdir(parents=True)
-        for file in MODEL_FILES:
+        for file in (*MODEL_FILES, *LOCAL_SCORING_FILES):
             if (model_dir / file).is_file():
                 _link_or_copy(str(model_dir / file), str(dest / file))
         result = conn.execute(db.model_versions.insert().values(

@@ -107,7 +107,10 @@ def _parse_json(raw: bytes) -> ScoringRequest:
     try:
         doc = json.loads(raw)
     except ValueError as exc:  # bad JSON, bad UTF-8, or an integer past Python's 4300-digit conversion limit
-        raise RequestError(f"body is not valid JSON ({exc}); send {{\"image\": \"<base64>\"}}") from None
+        reason = str(exc).split(";")[0]  # not Python's hint to raise sys.set_int_max_str_digits
+        raise RequestError(f"body is not valid JSON ({reason}); send {{\"image\": \"<base64>\"}}") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit: no image request is that
+        raise RequestError("body is not valid JSON (nested too deeply); send {\"image\": \"<base64>\"}") from None
     if isinstance(doc, dict) and "instances" in doc:
         instances = doc["instances"]
         if not isinstance(instances, list) or not instances:
@@ -248,6 +251,8 @@ class ScoringModel:
     `precision` "auto" runs the convolutions in bf16 on CPUs with native bf16 (about 2x the fp32 throughput;
     probabilities differ from fp32 in the second or third decimal) and in fp16 on CUDA; "fp32" is exact.
     """
+
+    runtime = "torch"
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
                  precision: str = "fp32") -> None:

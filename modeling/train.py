@@ -347,6 +347,14 @@ def log(info: DistInfo, message: str) -> None:
         print(message, flush=True)
 
 
+def hold_for_test(epoch: int) -> None:
+    """Inert unless BINAUDIT_TEST_PAUSE_AFTER_EPOCH=k and BINAUDIT_TEST_BARRIER=FILE: after epoch k, wait for FILE."""
+    barrier = os.environ.get("BINAUDIT_TEST_BARRIER")
+    if barrier and os.environ.get("BINAUDIT_TEST_PAUSE_AFTER_EPOCH") == str(epoch):
+        while not os.path.exists(barrier):  # tests stop, kill or resume the run here, at a known epoch
+            time.sleep(0.05)
+
+
 def _limit_cpu_threads(info: DistInfo, device: torch.device) -> None:
     """Several training processes on one CPU machine share its cores instead of each taking all of them."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
@@ -455,6 +463,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         log(info, f"{format_epoch_line(epoch, row)} {format_best_line(flat_metrics(state.best_eval, 'val'))}")
         if info.is_main and args.checkpoint_dir:  # the checkpoint carries the best weights: model.pth comes at the end
             save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
+        hold_for_test(epoch)
 
     test = None
     if "test" in datasets and state.best_state is not None:

@@ -30,6 +30,7 @@ def _expected_counts(raw: Path, skip: set[str] = frozenset()) -> dict[str, int]:
             for p in (raw / "metadata").glob("*.json") if p.stem not in skip}
 
 
+@pytest.mark.slow
 def test_acceptance_synth_600_then_build_twice(tmp_path):
     raw, out = tmp_path / "X", tmp_path / "Y"
     assert _cli("synth", "--n", "600", "--out", str(raw)).returncode == 0

@@ -176,6 +176,7 @@ def test_source_package_holds_exactly_the_container_modules_and_is_deterministic
         assert {m.name for m in tar.getmembers()} == expected
 
 
+@pytest.mark.slow
 def test_staged_shims_run_on_their_own(tmp_path):
     package = build_source_package(tmp_path)
     # what the containers do: import the handlers from inference.py, run train.py as a script (here: --help)

@@ -6,9 +6,12 @@ import json
 import socket
 
 import numpy as np
+import pytest
 
 from modeling.predictor import Predictor
 from tests.modeling_fixtures import REPO, run_python, train_cli_args
+
+pytestmark = pytest.mark.slow  # two training processes
 
 
 def _free_port() -> int:

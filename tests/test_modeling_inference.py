@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import inspect
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from modeling import inference
 from modeling.artifacts import load_model_dir
@@ -57,8 +59,22 @@ def test_raw_jpeg_round_trip(served, content_type):
 
 
 def test_png_round_trip(served):
-    answer = _invoke(served, png_bytes(64, 80), "image/png")
+    answer = _invoke(served, png_bytes(64, 80), "image/png")  # half-transparent green
     assert len(answer["probabilities"]) == 7
+    best = int(np.argmax(answer["probabilities"]))
+    assert answer["predicted_label"] == answer["labels"][best]
+    # scored as the photo a viewer shows: the transparent pixels over white, as an RGB PNG of those pixels is
+    rgba = Image.open(io.BytesIO(png_bytes(64, 80)))
+    shown = Image.new("RGB", rgba.size, (255, 255, 255))
+    shown.paste(rgba, mask=rgba.getchannel("A"))
+    buf = io.BytesIO()
+    shown.save(buf, "PNG")
+    assert answer["probabilities"] == pytest.approx(_invoke(served, buf.getvalue(), "image/png")["probabilities"],
+                                                    abs=1e-9)
+    buf = io.BytesIO()
+    rgba.convert("RGB").save(buf, "PNG")  # the alpha channel dropped: other pixels, another answer
+    assert not np.allclose(answer["probabilities"], _invoke(served, buf.getvalue(), "image/png")["probabilities"],
+                           atol=1e-4)
 
 
 def test_json_with_expected_count_reports_the_mismatch_probability(served):
@@ -135,13 +151,19 @@ def _with_expected(raw_count: str) -> str:
     return f'{{"image": {image}, "expected_count": {raw_count}}}'
 
 
-@pytest.mark.parametrize("raw_count", ["NaN", "Infinity", "-Infinity", "1e400", "2.5", str(2**31),
-                                       str(10**30), "9" * 5000, '"3"', "true", "[1]"])
-def test_expected_count_out_of_range_or_not_an_integer_is_a_request_error(raw_count):
+NOT_A_COUNT = '"expected_count" must be an integer >= 0'
+
+
+@pytest.mark.parametrize(("raw_count", "message_start"), [
+    *((raw, NOT_A_COUNT) for raw in ["NaN", "Infinity", "-Infinity", "1e400", "2.5", str(2**31), str(10**30), '"3"',
+                                     "true", "[1]"]),
+    ("9" * 5000, "body is not valid JSON"),  # beyond Python's integer-parsing limit: the JSON parser refuses it
+])
+def test_expected_count_out_of_range_or_not_an_integer_is_a_request_error(raw_count, message_start):
     with pytest.raises(RequestError) as info:
         inference.input_fn(_with_expected(raw_count), "application/json")
     message = str(info.value)
-    assert "expected_count" in message or "not valid JSON" in message
+    assert message.startswith(message_start), message
     assert len(message) < 400  # a huge number is not echoed in full
 
 

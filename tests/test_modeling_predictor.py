@@ -102,10 +102,12 @@ def test_predict_command_writes_a_csv_and_reports_failures(tiny_model_dir, photo
     broken = next(r for r in rows if r["bin_id"] == "broken")
     assert broken["error"] and broken["predicted_count"] == ""
     scored = [r for r in rows if not r["error"]]
+    assert len(scored) == 6
     assert all(r["predicted_count"] == LABELS[int(np.argmax([float(r[f"p{label}"]) for label in LABELS]))]
                for r in scored)
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_metrics_and_predictions(tiny_model_dir, tiny_dataset, tmp_path):
     out = tmp_path / "eval"
     result = run_python(["-m", "modeling", "evaluate", "--model-dir", str(tiny_model_dir), "--data",

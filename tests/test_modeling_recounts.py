@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from modeling.data import CountFolderDataset, dataset_fingerprint, with_recounts
 from modeling.recounts import folder_bin_ids, usable_recounts
 from tests.modeling_fixtures import run_python, train_cli_args
@@ -68,6 +70,7 @@ def test_recounts_of_val_and_test_bins_stay_out_of_training(tiny_dataset, tmp_pa
     assert folder_bin_ids(tmp_path / "no-such-folder") == set() == folder_bin_ids("")  # "": no test folder given
 
 
+@pytest.mark.slow
 def test_train_reads_the_recounts_channel_from_sagemakers_variable(tiny_dataset, tmp_path):
     _recounts_from(tiny_dataset, tmp_path / "recounts")
     val_bin = _recount_of_held_out(tiny_dataset, "val", tmp_path / "recounts")

@@ -25,6 +25,7 @@ def _epoch_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("epoch=")]
 
 
+@pytest.mark.slow
 def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dataset, tmp_path):
     model_dir = tmp_path / "M"
     result = run_python(["-m", "modeling.train", "--train", str(tiny_dataset / "train"), "--val",
@@ -78,6 +79,7 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     assert (tmp_path / "output" / "metrics.json").is_file()  # the local fallback of SM_OUTPUT_DATA_DIR
 
 
+@pytest.mark.slow
 def test_sagemaker_environment_alone_supplies_every_path(tiny_dataset, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -97,6 +99,7 @@ def test_sagemaker_environment_alone_supplies_every_path(tiny_dataset, tmp_path)
     assert list(cwd.iterdir()) == []  # nothing fell back to a local default
 
 
+@pytest.mark.slow
 def test_module_and_file_runs_behave_the_same_and_seeds_repeat(tiny_dataset, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -116,6 +119,7 @@ def _history(model_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in _json(model_dir / "metrics.json")["history"]]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_dataset, tmp_path):
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         main(train_cli_args(tiny_dataset, tmp_path / name, "--seed", seed))
@@ -123,6 +127,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_dataset, tmp_path)
     assert _history(tmp_path / "a")[0]["train_loss"] != _history(tmp_path / "c")[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(tiny_dataset, tmp_path, capsys):
     ckpt = tmp_path / "checkpoints"
     main(train_cli_args(tiny_dataset, tmp_path / "m", "--checkpoint-dir", str(ckpt)))  # "killed" after epoch 1

@@ -11,6 +11,7 @@ from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, current_model
 from app.ui.identity import current_reviewer
 from app.ui.images import photo_bytes
+from app.ui.text import plain
 from audit.browse import BinFilter, bin_detail, browse_count, browse_page
 from audit.reviews import DECISIONS, ReviewConflict, send_to_queue
 from modeling.counts import CountClasses
@@ -58,11 +59,11 @@ def caption(row) -> str:
     # pd.isna: a column can hold None (all rows unknown) or NaN (mixed), and None != None is False
     expected = "–" if pd.isna(row.expected_count) else int(row.expected_count)
     if pd.isna(row.predicted_count):
-        return f"{row.bin_id} · expected {expected} · not scored"
+        return f"{plain(row.bin_id)} · expected {expected} · not scored"
     p = "" if pd.isna(row.mismatch_probability) else f" · {row.mismatch_probability:.0%}"
     if pd.notna(row.beyond_range) and row.beyond_range:
         p = " · beyond range"
-    return f"{row.bin_id} · expected {expected} · predicted {classes.label(int(row.predicted_count))}{p}"
+    return f"{plain(row.bin_id)} · expected {expected} · predicted {classes.label(int(row.predicted_count))}{p}"
 
 
 def detail_ui(bin_id: str) -> None:
@@ -72,16 +73,16 @@ def detail_ui(bin_id: str) -> None:
         return
     with st.container(border=True):
         head = st.columns([6, 2, 1])
-        head[0].subheader(f"Bin {bin_id}")
+        head[0].subheader(f"Bin {plain(bin_id)}")
         if head[1].button("Send to review queue", key="detail-queue", icon=":material/fact_check:"):
             try:
                 send_to_queue(ctx.engine, bin_id, actor=current_reviewer() or "dashboard",
                               expected_version=detail["bin"]["row_version"])
-                st.toast(f"Bin {bin_id} is in the review queue." if detail.get("prediction") else
-                         f"Bin {bin_id} is marked for review: it enters the queue once the active model has scored it "
+                st.toast(f"Bin {plain(bin_id)} is in the review queue." if detail.get("prediction") else
+                         f"Bin {plain(bin_id)} is marked for review: it enters the queue once the active model has scored it "
                          "(Retrain page, or python -m audit score).")
             except ReviewConflict as exc:
-                st.warning(str(exc))
+                st.warning(plain(exc))
         if head[2].button("Close", key="detail-close"):
             st.session_state.pop(DETAIL, None)
             st.rerun()
@@ -122,7 +123,7 @@ else:
             with st.container(border=True):
                 data, problem = photo_bytes(ctx, row.image_uri, roots=roots)
                 if data is None:
-                    st.caption(f":material/broken_image: {problem}")
+                    st.caption(f":material/broken_image: {plain(problem)}")
                 else:
                     st.image(data, width="stretch")
                 st.caption(caption(row))

@@ -8,6 +8,7 @@ A bad file gets a message naming it and the reason; the others still score.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import streamlit as st
@@ -17,6 +18,7 @@ from app.ui.charts import probability_chart
 from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
 from app.ui.images import show_photo
+from app.ui.text import plain
 from audit.imports import ImportError_, import_upload
 from audit.reviews import ReviewConflict, send_to_queue
 from audit.scoring import record_prediction
@@ -24,6 +26,7 @@ from audit.scoring import record_prediction
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 PREVIEW_SIDE = 480
 RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
+LOG = logging.getLogger("binaudit.upload")
 
 ctx = app_context()
 st.title("Upload bin photos")
@@ -36,7 +39,7 @@ files = st.file_uploader(
 photos = [f for f in files or [] if Path(f.name).suffix.lower().lstrip(".") in IMAGE_TYPES]
 metadata = {Path(f.name).stem: f.getvalue() for f in files or [] if f.name.lower().endswith(".json")}
 for stem in sorted(set(metadata) - {Path(f.name).stem for f in photos}):
-    st.warning(f"{stem}.json: no photo with this name was uploaded; it was ignored.")
+    st.warning(f"{plain(stem)}.json: no photo with this name was uploaded; it was ignored.")
 if not photos:
     st.caption(f"Scored with model {version.name}. Files up to {ctx.settings.max_upload_mb} MB each.")
     st.stop()
@@ -51,7 +54,8 @@ def score_upload(name: str, data: bytes, meta: bytes | None, typed: int | None) 
                         metadata=meta, expected_count=typed, max_pixels=ctx.settings.max_image_pixels)
     answer = predictor.predict_bytes(data, row["expected_count"])
     record_prediction(ctx.engine, version, row["id"], answer["probabilities"])
-    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"], **answer}
+    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"],
+            "row_version": row["row_version"], **answer}
 
 
 def distinct(files: list) -> list[tuple]:
@@ -72,7 +76,7 @@ for photo, data, digest in distinct(photos):
         left, right = st.columns([2, 3])
         typed = None
         if meta is None:
-            typed = right.number_input(f"Expected count for {photo.name} (optional)", min_value=0, step=1,
+            typed = right.number_input(f"Expected count for {plain(photo.name)} (optional)", min_value=0, step=1,
                                        value=None, key=f"expected-{photo.name}-{digest}")
         key = (photo.name, digest, typed)
         if key not in cache:
@@ -80,13 +84,18 @@ for photo, data, digest in distinct(photos):
                 cache[key] = score_upload(photo.name, data, meta, int(typed) if typed is not None else None)
             except ImportError_ as exc:
                 cache[key] = {"error": str(exc)}
+            except Exception:  # one file's unforeseen failure must not stop the others; the details go to the log
+                LOG.exception("upload of %s failed", photo.name)
+                cache[key] = {"error": f"{photo.name}: could not be processed (an internal error, logged on the "
+                                       "server)"}
         result = cache[key]
         if "error" in result:
-            left.error(result["error"], icon=":material/error:")
+            left.error(plain(result["error"]), icon=":material/error:")
             continue
         # the stored copy, through the thumbnail cache: st.image would re-encode the full photo on every rerun
         with left:
-            show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE, caption=f"{photo.name} → bin {result['bin_id']}")
+            show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE,
+                       caption=f"{plain(photo.name)} → bin {plain(result['bin_id'])}")
         expected = result.get("expected_count")
         m = right.columns(3)
         m[0].metric("Predicted count", result["predicted_label"])
@@ -109,7 +118,8 @@ for photo, data, digest in distinct(photos):
                            key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
         if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
             try:
-                send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer() or "dashboard")
-                right.success(f"Bin {result['bin_id']} is in the review queue.")
+                result["row_version"] = send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer()
+                                                      or "dashboard", expected_version=result["row_version"])
+                right.success(f"Bin {plain(result['bin_id'])} is in the review queue.")
             except ReviewConflict as exc:
-                right.warning(str(exc))
+                right.warning(plain(exc))

@@ -11,6 +11,7 @@ import streamlit as st
 from app.ui.charts import probability_chart
 from app.ui.context import AppContext
 from app.ui.images import DETAIL_SIDE, show_photo
+from app.ui.text import plain
 from audit.reviews import history
 from modeling.counts import CountClasses
 
@@ -63,7 +64,7 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
     counts_ui(b["expected_count"], prediction, ctx.settings.mismatch_threshold, classes)
     left, right = st.columns([3, 2])
     with left:
-        show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {b['id']}", roots=roots)
+        show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {plain(b['id'])}", roots=roots)
     with right:
         if prediction is not None:
             st.plotly_chart(probability_chart(prediction["probabilities"], expected=b["expected_count"],
@@ -71,7 +72,8 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
                                               classes.num_classes else None),
                             key=f"{key}-probs", config={"displayModeBar": False})
         if b.get("decision"):
-            st.caption(f"Latest decision: **{b['decision']}** by {b['decided_by']} at {b['decided_at']:%Y-%m-%d %H:%M} UTC"
+            st.caption(f"Latest decision: **{plain(b['decision'])}** by {plain(b['decided_by'])} at "
+                       f"{b['decided_at']:%Y-%m-%d %H:%M} UTC"
                        + (f", recounted {b['recounted_count']}" if b.get("recounted_count") is not None else ""))
     st.markdown("**Items in the record**")
     items = items_frame(b["items"])
@@ -84,4 +86,4 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
         with st.expander(f"Decision history ({len(past)})"):
             st.dataframe(past, hide_index=True, width="stretch")
     for problem in detail["problems"]:
-        st.warning(f"{problem['stage']}: {problem['reason']}")
+        st.warning(f"{plain(problem['stage'])}: {plain(problem['reason'])}")

@@ -20,6 +20,7 @@ from binaudit.workspace import Workspace
 from jobs import store
 from jobs.local.processes import STOP, say
 from jobs.records import JobError, JobRecord
+from modeling.scoring_paths import ScoringPathError
 
 OUTPUT_NAME = "predictions.jsonl"
 
@@ -33,8 +34,11 @@ def output_file(output: str | Path) -> Path:
 
 
 def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_size: int = 16,
-                     workers: int | None = 0, precision: str = "fp32") -> dict[str, Any]:
-    """Score input_dir's photos into `output` (JSON lines); returns counts. Stops between batches on SIGTERM."""
+                     workers: int | None = 0, precision: str = "auto", runtime: str = "auto") -> dict[str, Any]:
+    """Score input_dir's photos into `output` (JSON lines); returns counts. Stops between batches on SIGTERM.
+
+    runtime, precision: the scoring path (modeling/scoring_paths.py; auto: the fastest that passed its check here).
+    """
     from modeling.predictor import Predictor, expand_paths
     from modeling.serving import prediction_response
 
@@ -43,7 +47,8 @@ def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_si
     paths = expand_paths([input_dir])
     if not paths:
         raise JobError(f"no images (*.jpg, *.jpeg, *.png) in {input_dir}")
-    predictor = Predictor.load(model_dir, precision=precision)
+    predictor = Predictor.load(model_dir, precision=precision, runtime=runtime)
+    say(f"scoring with {predictor.path}")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     scored = failed = 0
@@ -60,17 +65,21 @@ def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_si
                 scored += 1
             fh.write(json.dumps(line) + "\n")
     os.replace(tmp, output)
-    return {"output_path": str(output), "n_images": len(paths), "n_scored": scored, "n_failed": failed}
+    return {"output_path": str(output), "n_images": len(paths), "n_scored": scored, "n_failed": failed,
+            "scoring_path": predictor.path}
 
 
 def run_transform(engine: Engine, workspace: Workspace, job: JobRecord) -> JobRecord:
+    from modeling.model import ModelConfigError  # torch: loaded with the model, not with the jobs package
+
     spec = job.params["transform"]
     try:
         result = transform_folder(Path(spec["model_dir"]), Path(spec["input"]), output_file(spec["output"]),
-                                  batch_size=int(spec.get("batch_size", 16)), workers=spec.get("workers", 0))
+                                  batch_size=int(spec.get("batch_size", 16)), workers=spec.get("workers", 0),
+                                  runtime=spec.get("runtime", "auto"), precision=spec.get("precision", "auto"))
     except InterruptedError:
         return store.finish_job(engine, job.id, "Stopped", failure_reason="stopped on request")[0]
-    except JobError as exc:
+    except (JobError, ScoringPathError, ModelConfigError) as exc:
         return store.finish_job(engine, job.id, "Failed", failure_reason=str(exc))[0]
     say(f"scored {result['n_scored']} of {result['n_images']} photos ({result['n_failed']} failed) "
         f"-> {result['output_path']}")
