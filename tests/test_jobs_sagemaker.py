@@ -34,6 +34,8 @@ from jobs import (
 from jobs.sagemaker import aws
 from modeling import registry
 from modeling.metric_log import METRIC_DEFINITIONS, format_epoch_line, parse_metric_log
+from modeling.model import ModelSpec
+from modeling.preprocessing import PreprocessConfig
 from tests.aws_shims import (
     install_moto_compat,
     on_request,
@@ -58,7 +60,7 @@ def model_dir(tmp_path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.pth").write_bytes(b"placeholder weights")
-    config = {"arch": "resnet18", "max_count": 5, "image_size": 32, "class_to_count": [0, 1, 2, 3, 4, 5],
+    config = {**ModelSpec("resnet18", 5, PreprocessConfig(32)).to_dict(),  # registration checks the config
               "final_metrics": {"val_accuracy": 0.4615, "val_rmse": 1.2}, "resolved_args": {"val": "/data/val"}}
     (folder / "model_config.json").write_text(json.dumps(config))
     return folder
