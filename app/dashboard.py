@@ -17,7 +17,8 @@ if ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.ui.context import app_context  # noqa: E402
-from app.ui.identity import reviewer_ui  # noqa: E402
+from app.ui.identity import login_problem, reviewer_ui  # noqa: E402
+from app.ui.run_counter import show_run_number  # noqa: E402
 
 st.set_page_config(page_title="BinAudit", page_icon=":material/inventory_2:", layout="wide")
 
@@ -32,7 +33,12 @@ PAGES = [
 
 page = st.navigation(PAGES)
 ctx = app_context()
+problem = login_problem(ctx.settings.require_login)
+if problem:  # refuse to run rather than fall back to a typed name
+    st.error(problem, icon=":material/lock:")
+    st.stop()
 with st.sidebar:
+    show_run_number()  # test mode only
     st.markdown("**BinAudit**")
     reviewer_ui(ctx)
     st.caption(f"workspace: `{ctx.workspace.root}`")

@@ -4,6 +4,9 @@ Two synthetic sets, like a real deployment: a *history* of bins with correct rec
 data) and the *current* bins to audit, some with injected stock mismatches (the record says one
 count, the photo shows another). The model never sees the bins it audits.
 
+Like ABID, where about a third of the bins hold more than 5 items, the bins hold up to `max_items`; the
+dataset is built with an open top class ("6+"), so the model checks every bin, the fuller ones included.
+
 Steps print progress; each is skipped when its output exists, so an interrupted first run resumes.
 """
 
@@ -31,6 +34,7 @@ class DemoPlan:
     history_bins: int = 1200
     audit_bins: int = 300
     mismatch_rate: float = 0.12
+    max_items: int = 8  # counts drawn evenly from 0..8: a third of the bins above 5, in the open class "6+"
     photo_width: int = 192
     photo_height: int = 176
     image_size: int = 96
@@ -63,7 +67,7 @@ def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
     backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
     params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),
                             arch="resnet18", image_size=plan.image_size, epochs=plan.epochs,
-                            batch_size=plan.batch_size, lr=plan.lr, loss="ordinal", seed=0,
+                            batch_size=plan.batch_size, lr=plan.lr, loss="ordinal", top_class="open", seed=0,
                             workers=1 if (os.cpu_count() or 1) > 1 else 0)
     job = follow(backend, backend.start_training(params, actor="demo"),
                  on_log=lambda text: print(text, end="" if text.endswith("\n") else "\n", flush=True))
@@ -80,11 +84,11 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (history / "truth.csv").is_file():
         _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history) ...")
-        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, width=plan.photo_width,
-                              height=plan.photo_height, workers=procs), progress=progress)
+        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, max_count=plan.max_items,
+                              width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
     if not (dataset / "manifest.csv").is_file():
         _say("2/5 building the counting dataset (class folders, stratified split) ...")
-        build_dataset(BuildOptions(source=history, out=dataset, progress=progress))
+        build_dataset(BuildOptions(source=history, out=dataset, top_class="open", progress=progress))
 
     if active_version(engine) is None:
         versions = list_versions(engine)  # a version from an interrupted first run is reused
@@ -95,8 +99,9 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (audit / "truth.csv").is_file():
         _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")
-        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, mismatch_rate=plan.mismatch_rate,
-                              width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
+        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, max_count=plan.max_items,
+                              mismatch_rate=plan.mismatch_rate, width=plan.photo_width, height=plan.photo_height,
+                              workers=procs), progress=progress)
     import_abid_folder(engine, audit, actor="demo")
 
     version = active_version(engine)

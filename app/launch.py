@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from app.demo import seed_demo, workspace_is_empty
+from app.ui.identity import login_problem
 from binaudit.config import ConfigError, Settings, load_settings
 from binaudit.workspace import Workspace
 
@@ -32,6 +33,10 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    problem = login_problem(settings.require_login)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     ws = Workspace.from_settings(settings)
     engine = ws.open()
     if should_seed_demo(settings, engine):
@@ -40,10 +45,17 @@ def main() -> int:
     port = os.environ.get("BINAUDIT_PORT", "8501")
     address = os.environ.get("BINAUDIT_ADDRESS", "localhost")
     print(f"BinAudit dashboard on http://{address}:{port}  (Ctrl+C to stop)", flush=True)
-    args = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.port", port,
-            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    os.execv(sys.executable, args)  # the dashboard replaces this process: Ctrl+C stops it directly
+    os.execv(sys.executable, streamlit_args(port, address))  # the dashboard replaces this process: Ctrl+C stops it
     return 0  # pragma: no cover
+
+
+def streamlit_args(port: str, address: str) -> list[str]:
+    """The dashboard's command line. Analysts see "an error occurred", never a traceback (it names files, queries,
+    settings); Streamlit still logs the full traceback on the server. .streamlit/config.toml says the same, for
+    `streamlit run` from the repository root."""
+    return [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.port", port,
+            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.showErrorDetails", "none"]
 
 
 if __name__ == "__main__":

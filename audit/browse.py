@@ -1,7 +1,8 @@
 """Browsing bins with filters, one page at a time, and one bin in detail.
 
 Filters: split, expected counts, predicted counts, mismatch only (the prediction disagrees with
-the record), a mismatch-probability range, the latest decision, and a text search over bin ids, item
+the record), beyond range only (the record is above a closed model's top count: no mismatch
+probability), a mismatch-probability range, the latest decision, and a text search over bin ids, item
 names and ASINs (served by a trigram index: FTS5 on SQLite, pg_trgm on PostgreSQL, both from
 migration 4; terms under three characters are a plain LIKE scan). Pages come from the database with
 LIMIT/OFFSET; nothing loads the whole table.
@@ -21,7 +22,7 @@ from binaudit import db
 
 ORDERS = ("bin_id", "mismatch_probability")
 BROWSE_COLUMNS = ["bin_id", "split", "expected_count", "predicted_count", "decoded_count", "mismatch_probability",
-                  "argmax_differs", "decision", "recounted_count", "image_uri", "row_version"]
+                  "argmax_differs", "beyond_range", "decision", "recounted_count", "image_uri", "row_version"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class BinFilter:
     expected: tuple[int, ...] = ()
     predicted: tuple[int, ...] = ()
     mismatch_only: bool = False
+    beyond_range_only: bool = False  # records above a closed model's top count (no mismatch probability)
     prob_min: float = 0.0
     prob_max: float = 1.0
     decisions: tuple[str, ...] = ()  # "none" selects undecided bins
@@ -39,7 +41,7 @@ class BinFilter:
 def _columns() -> list[sa.ColumnElement]:
     b, p = db.bins, db.predictions
     return [b.c.id.label("bin_id"), b.c.split, b.c.expected_count, p.c.predicted_count, p.c.decoded_count,
-            p.c.mismatch_probability, p.c.argmax_differs, b.c.decision, b.c.recounted_count, b.c.image_uri,
+            p.c.mismatch_probability, p.c.argmax_differs, p.c.beyond_range, b.c.decision, b.c.recounted_count, b.c.image_uri,
             b.c.row_version]
 
 
@@ -49,13 +51,15 @@ def _prediction_conditions(p: sa.FromClause, f: BinFilter) -> list[sa.ColumnElem
         conds.append(p.c.predicted_count.in_(f.predicted))
     if f.mismatch_only:
         conds.append(p.c.argmax_differs.is_(True))
+    if f.beyond_range_only:
+        conds.append(p.c.beyond_range.is_(True))
     if f.prob_min > 0.0 or f.prob_max < 1.0:
         conds.append(p.c.mismatch_probability.between(f.prob_min, f.prob_max))
     return conds
 
 
 def _text_condition(dialect: str, text: str) -> sa.ColumnElement[bool]:
-    term = text.strip().lower()
+    term = text.replace("\x00", "").strip().lower()  # no stored text holds NUL (PostgreSQL refuses it in a query)
     if dialect == "sqlite" and len(term) >= 3:  # the trigram index needs three characters
         phrase = '"' + term.replace('"', '""') + '"'
         return sa.literal_column("bins.rowid").in_(sa.text("SELECT rowid FROM bins_fts WHERE bins_fts MATCH :phrase")

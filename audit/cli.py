@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from audit.reviews import DECISIONS
+from audit.reviews import DECISIONS, MAX_RECOUNT
 from binaudit.config import ConfigError, Settings, load_settings
 from binaudit.workspace import Workspace
 
@@ -39,20 +39,32 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="score again bins whose photo failed before")
     p.add_argument("--backend", choices=("local", "sagemaker"), default=None,
                    help="local predictor, or SageMaker batch transform (default: the backend setting)")
-    p.add_argument("--precision", choices=("fp32", "auto"), default="fp32",
-                   help="local scoring: fp32 (exact, as the endpoint) or auto (bf16 on CPUs that have it: faster)")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+                   help="local scoring engine; auto: the fastest whose scores passed the model's agreement check on "
+                        "this machine (onnx needs onnxruntime)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="local scoring precision; auto: the fastest that passed the agreement check, fp32 where none "
+                        "did; fp32 is exact (as the SageMaker endpoint); bf16 runs on torch, int8 on onnx")
 
     p = sub.add_parser("queue", help="print the top of the review queue")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--threshold", type=float, default=None, help="default: mismatch_threshold setting")
     p.add_argument("--budget", type=int, default=None, help="default: daily_review_budget setting (0: none)")
 
-    p = sub.add_parser("decide", help="record a decision on a bin")
+    p = sub.add_parser("decide", help="record a decision on a bin",
+                       description="Record a decision. It is made against the bin's row version: --expect-version "
+                                   "(printed by `history`), or the current one while the bin has no decision. A bin "
+                                   "that has one is not replaced without --replace; a decision made meanwhile by "
+                                   "someone else is never replaced (you are told who made it).")
     p.add_argument("bin_id")
     p.add_argument("--decision", choices=DECISIONS, required=True)
-    p.add_argument("--recount", type=int, default=None, help="recounted quantity (needed to confirm a mismatch)")
+    p.add_argument("--recount", type=int, default=None,
+                   help=f"recounted quantity, 0 to {MAX_RECOUNT:,} (needed to confirm a mismatch)")
     p.add_argument("--reviewer", required=True)
     p.add_argument("--note", default="")
+    p.add_argument("--expect-version", type=int, default=None, metavar="N",
+                   help="the bin's row version you reviewed; refused if the bin has changed since")
+    p.add_argument("--replace", action="store_true", help="replace the bin's current decision, whoever made it")
 
     p = sub.add_parser("history", help="every decision on a bin")
     p.add_argument("bin_id")
@@ -103,12 +115,20 @@ def _cmd_score(args, settings: Settings, ws: Workspace, engine) -> int:
     from audit.scorers import scorer_for
     from audit.scoring import score_bins
     from jobs import JobError
+    from modeling.model import ModelConfigError
+    from modeling.scoring_paths import ScoringPathError
 
     version = _version(engine, args.model)
+    backend = args.backend or settings.backend
+    if backend != "local" and (args.runtime, args.precision) != ("auto", "auto"):
+        raise CliError("--runtime and --precision choose how the local backend scores; SageMaker's container "
+                       "scores with torch")
     try:
-        scorer = scorer_for(args.backend or settings.backend, version, settings=settings, workspace=ws, engine=engine,
-                            batch_size=args.batch_size, workers=args.workers, precision=args.precision)
-    except JobError as exc:
+        scorer = scorer_for(backend, version, settings=settings, workspace=ws, engine=engine,
+                            batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                            runtime=args.runtime, say=lambda line: print(f"model {version.name}: {line}",
+                                                                         file=sys.stderr))
+    except (JobError, ScoringPathError, ModelConfigError) as exc:
         raise CliError(str(exc)) from None
     report = score_bins(engine, ws, version, scorer, commit_every=args.commit_every, retry_failed=args.retry_failed)
     print(f"model {version.name}: {report}")
@@ -125,37 +145,38 @@ def _cmd_queue(args, settings: Settings, ws: Workspace, engine) -> int:
     page = queue_page(engine, version.id, threshold=threshold, budget=budget or None, limit=args.limit)
     print(f"{size} bin(s) in the queue (model {version.name}, threshold {threshold:g})")
     if len(page):
+        page = page.assign(predicted_count=page["predicted_count"].map(version.classes.label))
         print(page[["bin_id", "mismatch_probability", "expected_count", "predicted_count", "row_version"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
 def _cmd_decide(args, settings: Settings, ws: Workspace, engine) -> int:
-    import sqlalchemy as sa
-
-    from audit.reviews import Decision, ReviewConflict, ReviewError, decide
-    from binaudit import db
+    from audit.reviews import Decision, ReviewConflict, ReviewError, bin_state, decide, version_to_decide
     from modeling.registry import active_version
 
-    with engine.connect() as conn:
-        row_version = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == args.bin_id)).scalar()
-    if row_version is None:
-        raise CliError(f"no bin {args.bin_id!r}")
     active = active_version(engine)
     try:
-        decide(engine, Decision(args.bin_id, args.decision, args.reviewer, row_version, args.recount, args.note,
-                                active.id if active else None))
+        state = bin_state(engine, args.bin_id)
+        seen = version_to_decide(state, expect_version=args.expect_version, replace=args.replace)
+        new_version = decide(engine, Decision(args.bin_id, args.decision, args.reviewer, seen, args.recount, args.note,
+                                              active.id if active else None))
     except (ReviewError, ReviewConflict) as exc:
         raise CliError(str(exc)) from None
-    print(f"{args.bin_id}: {args.decision} recorded")
+    replaced = f" (replacing '{state.decision}' by {state.decided_by})" if state.decision else ""
+    print(f"{args.bin_id}: {args.decision} recorded{replaced}; row version {new_version}")
     return 0
 
 
 def _cmd_history(args, settings: Settings, ws: Workspace, engine) -> int:
-    from audit.reviews import history
+    from audit.reviews import ReviewError, bin_state, history
 
+    try:
+        print(bin_state(engine, args.bin_id).describe())
+    except ReviewError as exc:
+        raise CliError(str(exc)) from None
     frame = history(engine, args.bin_id)
-    print(frame.to_string(index=False) if len(frame) else f"no decisions on {args.bin_id}")
+    print(frame.to_string(index=False) if len(frame) else "no decisions yet")
     return 0
 
 
@@ -192,6 +213,10 @@ def _cmd_overview(args, settings: Settings, ws: Workspace, engine) -> int:
     share = f"{o.agree_share:.1%}" if o.agree_share is not None else "n/a"
     print(f"bins: {o.bins}  scored: {o.scored}  prediction agrees with record: {share}  open queue: {o.open_queue}  "
           f"decisions this week: {o.decisions_week}  confirmed mismatches: {o.confirmed_mismatches}")
+    if o.beyond_range:
+        print(f"beyond the model's range: {o.beyond_range} bin(s) whose record is above the active model's top count "
+              f"{version.max_count}; it cannot check them (no mismatch probability, not queued): train an open model "
+              f"(data_tools build --top-class open) to audit them")
     if version:
         acc = f"{version.val_accuracy:.3f}" if version.val_accuracy is not None else "?"
         rmse = f"{version.val_rmse:.3f}" if version.val_rmse is not None else "?"

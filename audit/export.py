@@ -2,7 +2,8 @@
 
 A confirmed mismatch with a recounted quantity is a labelled photo: the bin really holds that
 many items. `build_recount_dataset` lays those out as class folders (`<count>/<bin_id>.jpg`, the
-layout train.py reads): the folder a training job gets as its "recounts" channel (train.py's
+layout train.py reads; a recount above --max-count N goes to the open class folder "N+1+", which a
+closed model's training leaves out): the folder a training job gets as its "recounts" channel (train.py's
 --recounts). A recount of a bin in val or test is left out (modeling.recounts.usable_recounts):
 the database knows each imported bin's split, and the val/test folders the job will use are read.
 """
@@ -18,12 +19,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from audit.imports import is_safe_bin_id
 from audit.photos import local_photo
 from audit.queue import queue_frame
 from audit.reviews import CONFIRM, decisions_frame
 from binaudit import db
+from binaudit.csvsafe import spreadsheet_safe
 from binaudit.workspace import Workspace, image_roots
+from data_tools.layout import is_safe_bin_id
+from modeling.counts import open_label
 from modeling.recounts import folder_bin_ids, usable_recounts
 
 RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild
@@ -33,10 +36,26 @@ class ExportError(ValueError):
     """An export that would destroy something it did not write."""
 
 
+# columns that hold whole numbers; a missing value (no recount, no model) would turn them into floats ("4.0")
+INTEGER_COLUMNS = ("review_id", "expected_count", "recounted_count", "model_version_id", "predicted_count",
+                   "decoded_count")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The CSV every export writes (files and the dashboard's downloads): whole numbers as integers, and no text
+    cell a spreadsheet would run as a formula (binaudit.csvsafe)."""
+    frame = frame.astype({c: "Int64" for c in INTEGER_COLUMNS if c in frame.columns})
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+                    and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+    frame[text_columns] = frame[text_columns].astype(object).map(spreadsheet_safe)
+    # RFC 4180's CRLF: a cell holding a carriage return is then quoted too (with "\n" alone it would end the row)
+    return frame.to_csv(index=False, lineterminator="\r\n")
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
+    tmp.write_text(csv_text(frame), encoding="utf-8", newline="")
     tmp.replace(path)
     return path
 
@@ -78,9 +97,9 @@ def _fresh_recount_folder(out: Path) -> None:
 
 def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, max_count: int = 5,
                           held_out: Sequence[str | Path] = ()) -> pd.DataFrame:
-    """Copy recounted photos into `out/<count>/<bin_id>.jpg`; returns what was written, what was left out and what
-    was skipped, per bin. A bin whose split is val or test, or whose photo is in a `held_out` folder (the job's val
-    and test; s3:// prefixes are train.py's to check), is left out."""
+    """Copy recounted photos into `out/<count>/<bin_id>.jpg` (`out/6+/...` above max_count 5); returns what was
+    written, what was left out and what was skipped, per bin. A bin whose split is val or test, or whose photo is in
+    a `held_out` folder (the job's val and test; s3:// prefixes are train.py's to check), is left out."""
     examples = recount_examples(engine)
     held_out_bins = set(examples.loc[examples["split"].isin(("val", "test")), "bin_id"])
     held_out_bins |= set().union(*(folder_bin_ids(f) for f in held_out if not str(f).startswith("s3://")))
@@ -93,9 +112,6 @@ def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, ma
         if row.bin_id not in usable:
             status.append("left out: the bin is in val or test (training on it would leak a held-out photo)")
             continue
-        if row.recounted_count > max_count:
-            status.append(f"skipped: recount {row.recounted_count} is over the model's {max_count}")
-            continue
         try:
             src = local_photo(row.image_uri, workspace, roots)
         except OSError as exc:  # UnsafePath, a missing file or S3 object, S3 not answering
@@ -107,7 +123,9 @@ def build_recount_dataset(engine: Engine, workspace: Workspace, out: Path, *, ma
         if not is_safe_bin_id(row.bin_id):
             status.append(f"skipped: bin id {row.bin_id!r} is not a plain file name")
             continue
-        dest = out / str(row.recounted_count) / f"{row.bin_id}{src.suffix.lower() or '.jpg'}"
+        # a recount above N goes to the open class folder ("6+"): train.py leaves it out of a closed model
+        folder = open_label(max_count) if row.recounted_count > max_count else str(row.recounted_count)
+        dest = out / folder / f"{row.bin_id}{src.suffix.lower() or '.jpg'}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
         status.append(f"written: {dest.relative_to(out).as_posix()}")

@@ -24,8 +24,8 @@ from audit.photos import local_photo
 from audit.scoring import forget_predictions, refresh_mismatch
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, register_image_root
-from data_tools.layout import METADATA_DIR, scan_local
-from data_tools.metadata import MAX_QUANTITY, BinRecord, item_dicts, parse_metadata
+from data_tools.layout import METADATA_DIR, is_safe_bin_id, scan_local, unsafe_bin_id_reason
+from data_tools.metadata import MAX_QUANTITY, BinRecord, item_dicts, parse_metadata, read_metadata_file
 from data_tools.problems import Problem
 from modeling.preprocessing import ImageDecodeError, load_image, probe_image
 
@@ -103,6 +103,11 @@ def save_bins(engine: Engine, rows: list[dict], *, actor: str, report: ImportRep
             report.updated += len(changed)
             report.unchanged += len(chunk) - len(new) - len(changed)
             db.upsert(conn, db.bins, new + changed, key=("id",), update=_UPDATABLE)
+            # a decision is made against the row version the analyst saw: a new record or photo is a new version
+            touched = sorted({r["id"] for r in changed} | set(replaced))
+            if touched:
+                conn.execute(db.bins.update().where(db.bins.c.id.in_(touched))
+                             .values(row_version=db.bins.c.row_version + 1))
             if new:
                 db.log_change(conn, actor=actor, action="import_bins", entity="bin", entity_id=new[0]["id"],
                               details={"count": len(new), "source": new[0]["source"], "ids": [r["id"] for r in new[:50]]})
@@ -127,12 +132,12 @@ def import_dataset(engine: Engine, dataset: Path, *, actor: str = "system") -> I
             if not m["image_path"]:
                 continue  # a metadata-only manifest has no photos to audit
             if not is_safe_bin_id(m["bin_id"]):
-                report.problems.append(Problem("manifest.csv", f"bin id {m['bin_id']!r} is not a plain file name"))
+                report.problems.append(Problem("manifest.csv", unsafe_bin_id_reason(m["bin_id"])))
                 continue
             record = None
             if m.get("metadata_path"):
                 meta_file = dataset / m["metadata_path"]
-                result = parse_metadata(meta_file.read_bytes(), m["bin_id"], m["metadata_path"]) \
+                result = read_metadata_file(meta_file, m["bin_id"], m["metadata_path"]) \
                     if meta_file.is_file() else None
                 record = result.record if result else None
             rows.append(bin_row(record, bin_id=m["bin_id"], image_uri=str((dataset / m["image_path"]).resolve()),
@@ -152,7 +157,7 @@ def import_abid_folder(engine: Engine, folder: Path, *, actor: str = "system", s
     rows = []
     for bin_id in pairing.paired:
         rel = f"{METADATA_DIR}/{bin_id}.json"
-        result = parse_metadata(pairing.metadata_path(bin_id).read_bytes(), bin_id, rel)
+        result = read_metadata_file(pairing.metadata_path(bin_id), bin_id, rel)
         report.problems += result.problems
         if result.record is not None:
             rows.append(bin_row(result.record, bin_id=bin_id, image_uri=str(pairing.image_path(bin_id).resolve()),
@@ -189,7 +194,7 @@ def import_s3_prefix(engine: Engine, workspace: Workspace, uri: str, *, actor: s
     report = ImportReport(problems=pairing.orphan_problems() + transfer_report.failed)
     rows = []
     for bin_id in pairing.paired:
-        result = parse_metadata(pairing.metadata_path(bin_id).read_bytes(), bin_id, f"{METADATA_DIR}/{bin_id}.json")
+        result = read_metadata_file(pairing.metadata_path(bin_id), bin_id, f"{METADATA_DIR}/{bin_id}.json")
         report.problems += result.problems
         if result.record is not None:
             rows.append(bin_row(result.record, bin_id=bin_id, image_uri=f"s3://{loc.bucket}/{loc.key(image_key(bin_id))}",
@@ -201,25 +206,24 @@ def import_s3_prefix(engine: Engine, workspace: Workspace, uri: str, *, actor: s
     return report
 
 
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-
-def is_safe_bin_id(bin_id: str) -> bool:
-    """A bin id becomes a file name (uploads, recount datasets): letters, digits, '.', '_', '-', no path."""
-    return bool(_PLAIN_ID.fullmatch(bin_id)) and ".." not in bin_id
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def upload_bin_id(filename: str, data: bytes) -> str:
-    """A bin id from the uploaded file's name (ABID style "00042.jpg" -> "00042"), made unique-safe."""
-    stem = _SAFE_ID.sub("-", Path(filename).stem).strip("-.") or "upload"
-    return stem if stem.isdigit() else f"{stem[:60]}-{hashlib.sha256(data).hexdigest()[:8]}"
+    """A bin id from the uploaded file's name (ABID style "00042.jpg" -> "00042"), made to follow BIN_ID_RULE and
+    unique-safe (a content hash unless the name is all digits)."""
+    stem = _UNSAFE_CHARS.sub("-", Path(filename).stem)
+    stem = re.sub(r"\.{2,}", ".", stem).strip("-._")
+    if stem.isdigit() and len(stem) <= 60:
+        return stem
+    return f"{stem[:60].rstrip('-._') or 'upload'}-{hashlib.sha256(data).hexdigest()[:8]}"
 
 
 def import_upload(engine: Engine, workspace: Workspace, filename: str, data: bytes, *, actor: str,
                   metadata: bytes | None = None, expected_count: int | None = None,
                   max_pixels: int = 40_000_000) -> dict:
-    """One uploaded photo (+ optional metadata JSON or typed expected count); returns the bin row.
+    """One uploaded photo (+ optional metadata JSON or typed expected count); returns the bin row (with its
+    row_version after the upload).
 
     Raises ImportError_ naming the file and the reason for a photo or metadata that cannot be used.
     """
@@ -252,6 +256,8 @@ def import_upload(engine: Engine, workspace: Workspace, filename: str, data: byt
     if existing is not None:
         row = keep_known_fields(row, existing, has_metadata=record is not None, typed_count=expected_count is not None)
     save_bins(engine, [row], actor=actor, report=ImportReport(), photo_replaced=[bin_id] if replaced else ())
+    with engine.connect() as conn:  # the version the uploader's page now shows (Send to review queue uses it)
+        row["row_version"] = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == bin_id)).scalar_one()
     return row
 
 

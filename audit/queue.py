@@ -2,7 +2,8 @@
 
 Rules (see `queue_rules` for the reference definition, and the test that the two agree):
 a bin with a prediction by the model version enters when its mismatch probability is at least the
-threshold or an analyst sent it by hand; a decision takes it out unless a newer prediction came
+threshold or an analyst sent it by hand (a bin beyond a closed model's range has no probability:
+only by hand); a decision takes it out unless a newer prediction came
 after the decision; ranked by mismatch probability, highest first, ties by bin id; a daily budget
 keeps only as many as the analysts can still check today.
 
@@ -21,9 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
+from modeling.registry import get_version
 
 QUEUE_COLUMNS = ["bin_id", "mismatch_probability", "expected_count", "predicted_count", "decoded_count",
-                 "argmax_differs", "probabilities", "predicted_at", "queued", "decided_at", "decision",
+                 "argmax_differs", "beyond_range", "probabilities", "predicted_at", "queued", "decided_at", "decision",
                  "row_version", "image_uri", "items", "split"]
 
 
@@ -65,11 +67,13 @@ def queue_page(engine: Engine, version_id: int, *, threshold: float, budget: int
         return pd.DataFrame(columns=QUEUE_COLUMNS)
     b, p = db.bins, db.predictions
     page = (sa.select(p.c.bin_id, p.c.mismatch_probability, p.c.predicted_count, p.c.decoded_count,
-                      p.c.argmax_differs, p.c.probabilities, p.c.created_at.label("predicted_at"), p.c.queued)
+                      p.c.argmax_differs, p.c.beyond_range, p.c.probabilities, p.c.created_at.label("predicted_at"),
+                      p.c.queued)
             .where(_open(version_id), (p.c.mismatch_probability >= threshold) | p.c.queued.is_(True))
             .order_by(*ranking(engine.dialect.name)).limit(limit).offset(offset).subquery())
     q = (sa.select(page.c.bin_id, page.c.mismatch_probability, b.c.expected_count, page.c.predicted_count,
-                   page.c.decoded_count, page.c.argmax_differs, page.c.probabilities, page.c.predicted_at,
+                   page.c.decoded_count, page.c.argmax_differs, page.c.beyond_range, page.c.probabilities,
+                   page.c.predicted_at,
                    page.c.queued, b.c.decided_at, b.c.decision, b.c.row_version, b.c.image_uri, b.c["items"], b.c.split)
          .select_from(page.join(b, b.c.id == page.c.bin_id)))
     with engine.connect() as conn:
@@ -94,9 +98,12 @@ def queue_size(engine: Engine, version_id: int, *, threshold: float, budget: int
 
 
 def queue_frame(engine: Engine, version_id: int, *, threshold: float, budget: int | None = None) -> pd.DataFrame:
-    """The whole queue (the CSV export), without the heavy columns."""
+    """The whole queue (the CSV export), without the heavy columns; counts as the model's labels ("6+")."""
+    classes = get_version(engine, version_id).classes
     size = queue_size(engine, version_id, threshold=threshold, budget=budget)
     page = queue_page(engine, version_id, threshold=threshold, budget=budget, limit=max(size, 1))
     page["items"] = page["items"].map(lambda items: "; ".join(f"{i.get('quantity')}x {i.get('name')} ({i.get('asin')})"
                                                               for i in (items or [])))
+    for column in ("predicted_count", "decoded_count"):
+        page[column] = page[column].map(classes.label)
     return page.drop(columns=["probabilities", "image_uri", "row_version"])

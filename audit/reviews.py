@@ -16,11 +16,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
+from data_tools.metadata import MAX_QUANTITY
 
 CONFIRM, DISMISS, UNSURE = "confirm_mismatch", "dismiss", "unsure"
 DECISIONS = (CONFIRM, DISMISS, UNSURE)
 MAX_REVIEWER = 200  # the reviewer columns' length (enforced by PostgreSQL)
 DECISION_LABELS = {CONFIRM: "Confirm mismatch", DISMISS: "Dismiss (record is right)", UNSURE: "Unsure"}
+
+
+# A recount is a number of items in one bin: ABID bins hold a few dozen, and the metadata parser refuses records
+# over this many too (data_tools.metadata.MAX_QUANTITY), so a larger "recount" is a typo or an attack.
+MAX_RECOUNT = MAX_QUANTITY
+MAX_NOTE_CHARS = 5000
 
 
 class ReviewError(ValueError):
@@ -30,10 +37,16 @@ class ReviewError(ValueError):
 class ReviewConflict(RuntimeError):
     """Someone changed the bin after the analyst loaded it; nothing was written."""
 
-    def __init__(self, bin_id: str, decision: str | None, by: str | None, at: dt.datetime | None, version: int):
+    def __init__(self, bin_id: str, decision: str | None, by: str | None, at: dt.datetime | None, version: int,
+                 message: str | None = None):
         self.bin_id, self.decision, self.by, self.at, self.version = bin_id, decision, by, at, version
-        who = f"{by} decided '{decision}' at {at:%Y-%m-%d %H:%M:%S} UTC" if decision and at else "it was changed"
-        super().__init__(f"bin {bin_id} was decided meanwhile: {who}. Reload it to see the current state.")
+        if message is None and decision and at:
+            message = (f"bin {bin_id} was decided meanwhile: {by} decided '{decision}' at {at:%Y-%m-%d %H:%M:%S} UTC. "
+                       "Reload it to see the current state.")
+        elif message is None:
+            message = (f"bin {bin_id} changed since it was loaded (sent to the queue or re-imported; row version now "
+                       f"{version}). Reload it to see the current state.")
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -47,30 +60,112 @@ class Decision:
     model_version_id: int | None = None
 
 
+@dataclass(frozen=True)
+class BinState:
+    """A bin's current decision and row version: what a reviewer sees before deciding."""
+
+    bin_id: str
+    row_version: int
+    expected_count: int | None
+    decision: str | None
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    recounted_count: int | None
+
+    def describe(self) -> str:
+        if self.decision is None:
+            return f"bin {self.bin_id}: no decision yet (row version {self.row_version})"
+        recount = f", recount {self.recounted_count}" if self.recounted_count is not None else ""
+        at = f" at {self.decided_at:%Y-%m-%d %H:%M:%S} UTC" if self.decided_at else ""
+        return (f"bin {self.bin_id}: '{self.decision}'{recount} by {self.decided_by}{at} "
+                f"(row version {self.row_version})")
+
+
+class AlreadyDecided(ReviewConflict):
+    """A decision without a row version would replace one the reviewer has not seen; nothing was written."""
+
+    def __init__(self, state: BinState):
+        self.state = state
+        super().__init__(state.bin_id, state.decision, state.decided_by, state.decided_at, state.row_version,
+                         f"{state.describe()}. Not replaced: pass --replace to replace it, or --expect-version "
+                         f"{state.row_version} to replace exactly this decision.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _known_bin_id(bin_id: object) -> str:
+    """`bin_id`, or ReviewError for one no bin can have (PostgreSQL refuses NUL even in a query)."""
+    if not isinstance(bin_id, str) or "\x00" in bin_id:
+        raise ReviewError(f"no bin {str(bin_id)[:120]!r}")
+    return bin_id
+
+
 def validate(d: Decision, expected_count: int | None) -> None:
+    """Raise ReviewError naming what is wrong with `d`; every field is checked, whatever its type."""
     if d.decision not in DECISIONS:
-        raise ReviewError(f"unknown decision {d.decision!r}; one of: {', '.join(DECISIONS)}")
-    if not d.reviewer.strip():
+        raise ReviewError(f"unknown decision {str(d.decision)[:40]!r}; one of: {', '.join(DECISIONS)}")
+    if not isinstance(d.reviewer, str) or not d.reviewer.strip():
         raise ReviewError("a decision needs the reviewer's name")
-    if len(d.reviewer) > MAX_REVIEWER:
-        raise ReviewError(f"a reviewer's name has at most {MAX_REVIEWER} characters")
+    if len(d.reviewer) > MAX_REVIEWER or not d.reviewer.isprintable():
+        raise ReviewError(f"a reviewer's name is one line of at most {MAX_REVIEWER} characters")
+    if not isinstance(d.note, str) or len(d.note) > MAX_NOTE_CHARS or "\x00" in d.note:
+        raise ReviewError(f"a note is text of at most {MAX_NOTE_CHARS} characters (no NUL)")
+    if not _is_int(d.expected_version):
+        raise ReviewError("a decision needs the row version of the bin the reviewer saw")
+    if d.model_version_id is not None and not _is_int(d.model_version_id):
+        raise ReviewError("the model version must be an id (an integer)")
+    if d.recounted_count is not None and not (_is_int(d.recounted_count) and 0 <= d.recounted_count <= MAX_RECOUNT):
+        raise ReviewError(f"a recounted quantity is a whole number from 0 to {MAX_RECOUNT:,}, "
+                          f"got {str(d.recounted_count)[:40]}")
     if d.decision == CONFIRM:
-        if d.recounted_count is None or d.recounted_count < 0:
+        if d.recounted_count is None:
             raise ReviewError("confirming a mismatch needs the recounted quantity (0 or more)")
         if expected_count is not None and d.recounted_count == expected_count:
             raise ReviewError(f"the recount equals the expected count ({expected_count}): dismiss instead")
-    elif d.recounted_count is not None and d.recounted_count < 0:
-        raise ReviewError("a recounted quantity must not be negative")
+
+
+def bin_state(engine: Engine, bin_id: str) -> BinState:
+    """The bin's current decision and row version; ReviewError when there is no such bin."""
+    b = db.bins
+    bin_id = _known_bin_id(bin_id)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(b.c.row_version, b.c.expected_count, b.c.decision, b.c.decided_by,
+                                     b.c.decided_at, b.c.recounted_count).where(b.c.id == bin_id)).first()
+    if row is None:
+        raise ReviewError(f"no bin {bin_id!r}")
+    return BinState(bin_id, row.row_version, row.expected_count, row.decision, row.decided_by, row.decided_at,
+                    row.recounted_count)
+
+
+def version_to_decide(state: BinState, *, expect_version: int | None = None, replace: bool = False) -> int:
+    """The row version a decision from the shell is made against (the shell has no page that showed the bin).
+
+    `expect_version`: the one the reviewer names (a conflict if the bin changed since). Otherwise the current one,
+    but only while the bin has no decision: replacing a decision the reviewer has not seen needs `replace`.
+    A concurrent decision still loses the race in `decide` (its version check is in the same write).
+    """
+    if expect_version is not None:
+        return expect_version
+    if state.decision is not None and not replace:
+        raise AlreadyDecided(state)
+    return state.row_version
 
 
 def decide(engine: Engine, d: Decision) -> int:
-    """Store a decision; returns the bin's new row_version. Raises ReviewConflict or ReviewError."""
+    """Store a decision made against `d.expected_version`; returns the bin's new row_version.
+
+    Raises ReviewError (bad input, unknown bin) or ReviewConflict (the bin changed since that version: nothing is
+    written, and the exception says who decided what and when).
+    """
     b = db.bins
+    _known_bin_id(d.bin_id)
     with db.write_tx(engine) as conn:
         current = conn.execute(sa.select(b.c.expected_count, b.c.row_version, b.c.decision, b.c.decided_by,
                                          b.c.decided_at).where(b.c.id == d.bin_id)).first()
         if current is None:
-            raise ReviewError(f"no bin {d.bin_id!r}")
+            raise ReviewError(f"no bin {str(d.bin_id)[:120]!r}")
         validate(d, current.expected_count)
         now = db.utcnow()
         updated = conn.execute(
@@ -97,14 +192,13 @@ def settle_predictions(conn: sa.Connection, bin_id: str, decided_at) -> None:
     conn.execute(p.update().where(p.c.bin_id == bin_id, p.c.created_at <= decided_at).values(settled=True, queued=False))
 
 
-def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: int | None = None) -> int:
-    """Put a bin in the review queue by hand (from the upload or browse pages); returns the new row_version."""
+def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: int) -> int:
+    """Put a bin in the review queue by hand (from the upload or browse pages), against the row version the analyst
+    saw (it clears the bin's decision, so it must not clear one made since); returns the new row_version."""
     b = db.bins
+    _known_bin_id(bin_id)
     with db.write_tx(engine) as conn:
-        cond = b.c.id == bin_id
-        if expected_version is not None:
-            cond &= b.c.row_version == expected_version
-        updated = conn.execute(b.update().where(cond).values(
+        updated = conn.execute(b.update().where(b.c.id == bin_id, b.c.row_version == expected_version).values(
             queued=True, decision=None, decided_at=None, decided_by=None, recounted_count=None,
             row_version=b.c.row_version + 1, updated_at=db.utcnow()))
         if updated.rowcount != 1:

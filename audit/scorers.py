@@ -1,9 +1,9 @@
 """Scorers for `audit.scoring`: image paths in, (probabilities, error) out, in input order.
 
 local:     the batched predictor, a page at a time, so memory stays flat on 500k bins and the decoding
-           workers' start-up is paid once per page, not per batch. fp32 by default: the same photo gets
-           the same probabilities here, on the Upload page and from the SageMaker endpoint; bf16
-           (`precision="auto"` on CPUs with native bf16) is ~1.7x faster and agrees on ~99.5% of counts.
+           workers' start-up is paid once per page, not per batch. runtime and precision "auto" by
+           default: the fastest scoring path (torch or ONNX Runtime; fp32, bf16 or int8) that passed the
+           model's agreement check on this machine, torch fp32 where none did (modeling/scoring_paths.py).
 sagemaker: one batch transform per page: the photos are uploaded under the configured bucket, the
            active model's container scores them (modeling/inference.py), and the JSON answers are read
            back. A photo without an answer is reported as such, never silently skipped.
@@ -26,10 +26,14 @@ from modeling.registry import ModelVersion
 
 
 def local_scorer(model_dir: Path, *, batch_size: int = 32, workers: int | None = None, page: int = 1024,
-                 device: str = "cpu", precision: str = "fp32") -> Scorer:
+                 device: str = "cpu", precision: str = "auto", runtime: str = "auto",
+                 say: Callable[[str], None] | None = None) -> Scorer:
+    """say: told which scoring path runs and why."""
     from modeling.predictor import Predictor
 
-    predictor = Predictor.load(model_dir, device=device, precision=precision)
+    predictor = Predictor.load(model_dir, device=device, precision=precision, runtime=runtime)
+    if say is not None:
+        say(f"scoring with {predictor.path}")
 
     def score(paths: Iterable[str]) -> Iterator[tuple[np.ndarray | None, str | None]]:
         it = iter(paths)
@@ -97,10 +101,12 @@ def sagemaker_scorer(backend, version: ModelVersion, *, actor: str = "audit", pa
 
 
 def scorer_for(backend_name: str, version: ModelVersion, *, settings, workspace, engine, batch_size: int = 32,
-               workers: int | None = None, precision: str = "fp32") -> Scorer:
-    """The configured way to score: the local predictor, or SageMaker batch transform."""
+               workers: int | None = None, precision: str = "auto", runtime: str = "auto",
+               say: Callable[[str], None] | None = None) -> Scorer:
+    """The configured way to score: the local predictor, or SageMaker batch transform (its container: torch)."""
     if backend_name == "local":
-        return local_scorer(version.model_dir, batch_size=batch_size, workers=workers, precision=precision)
+        return local_scorer(version.model_dir, batch_size=batch_size, workers=workers, precision=precision,
+                            runtime=runtime, say=say)
     from jobs import get_backend
 
     backend = get_backend(backend_name, settings=settings, workspace=workspace, engine=engine)

@@ -26,6 +26,7 @@ from audit.mismatch import score_distributions
 from audit.photos import local_photos
 from binaudit import db
 from binaudit.workspace import UnsafePath, Workspace, image_roots, resolve_image
+from modeling.counts import CountClasses
 from modeling.registry import ModelVersion
 
 _IN_CHUNK = 500  # ids per IN (...) list: under every database's bound-parameter limit
@@ -92,11 +93,13 @@ def _bin_states(conn: sa.Connection, bin_ids: list[str]) -> dict[str, sa.Row]:
 
 
 def _mismatch_fields(t, expected: int | None) -> dict:
-    """A prediction's record-dependent columns from a score_distributions row (None when nothing is expected)."""
-    known = expected is not None
+    """A prediction's record-dependent columns from a score_distributions row (None when nothing is expected, or
+    when the record is beyond a closed model's range)."""
+    checked = expected is not None and not t.beyond_range
     return {"expected_count": expected,
-            "mismatch_probability": float(t.mismatch_probability) if known else None,
-            "argmax_differs": bool(t.argmax_differs) if known else None}
+            "mismatch_probability": float(t.mismatch_probability) if checked else None,
+            "argmax_differs": bool(t.argmax_differs) if checked else None,
+            "beyond_range": bool(t.beyond_range)}
 
 
 def _prediction_rows(conn: sa.Connection, version: ModelVersion, good: list[tuple[str, np.ndarray]],
@@ -108,7 +111,7 @@ def _prediction_rows(conn: sa.Connection, version: ModelVersion, good: list[tupl
         return []
     expected = [states[bin_id].expected_count for bin_id, _ in good]
     table = score_distributions(np.stack([probs for _, probs in good]), expected,
-                                class_to_count=version.config.get("class_to_count"))
+                                classes=version.classes)
     return [{
         "bin_id": bin_id, "model_version_id": version.id, "predicted_count": int(t.predicted_count),
         "decoded_count": int(t.decoded_count), "probabilities": [round(float(x), 6) for x in probs],
@@ -144,7 +147,7 @@ def refresh_mismatch(conn: sa.Connection, bin_ids: list[str]) -> int:
         return 0
     p, b, mv = db.predictions, db.bins, db.model_versions
     rows = conn.execute(sa.select(p.c.id, p.c.model_version_id, p.c.probabilities, b.c.expected_count,
-                                  mv.c.config)
+                                  mv.c.config, mv.c.max_count)
                         .select_from(p.join(b, b.c.id == p.c.bin_id).join(mv, mv.c.id == p.c.model_version_id))
                         .where(p.c.bin_id.in_(bin_ids))).all()
     by_version: dict[int, list[sa.Row]] = {}
@@ -153,7 +156,8 @@ def refresh_mismatch(conn: sa.Connection, bin_ids: list[str]) -> int:
     for group in by_version.values():
         table = score_distributions(np.array([r.probabilities for r in group], dtype=np.float64),
                                     [r.expected_count for r in group],
-                                    class_to_count=group[0].config.get("class_to_count"))
+                                    classes=CountClasses.from_config({"max_count": group[0].max_count,
+                                                                       **group[0].config}))
         for r, t in zip(group, table.itertuples(index=False), strict=True):
             conn.execute(p.update().where(p.c.id == r.id).values(**_mismatch_fields(t, r.expected_count)))
     return len(rows)

@@ -50,7 +50,9 @@ def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000,
         expected = rng.integers(0, 8, size)
         probs = rng.dirichlet(np.ones(6) * 0.6, size)
         predicted = probs.argmax(1)
-        mismatch = np.where(expected <= 5, 1 - probs[np.arange(size), np.minimum(expected, 5)], 1.0)
+        # a closed 0..5 model: a record above 5 is beyond its range (no probability, no flag), a quarter of the bins
+        beyond = expected > 5
+        mismatch = 1 - probs[np.arange(size), np.minimum(expected, 5)]
         decided = rng.random(size) < 0.05
         bins, preds = [], []
         for k in range(size):
@@ -65,8 +67,10 @@ def populate(engine: sa.Engine, n: int, seed: int = 0, chunk: int = 20_000,
                          "decided_at": now if decided[k] else None, "queued": False})
             preds.append({"bin_id": f"{i:06d}", "model_version_id": version, "predicted_count": int(predicted[k]),
                           "decoded_count": int(predicted[k]), "probabilities": [round(float(p), 4) for p in probs[k]],
-                          "expected_count": int(expected[k]), "mismatch_probability": float(mismatch[k]),
-                          "argmax_differs": bool(predicted[k] != expected[k]), "created_at": now,
+                          "expected_count": int(expected[k]),
+                          "mismatch_probability": None if beyond[k] else float(mismatch[k]),
+                          "argmax_differs": None if beyond[k] else bool(predicted[k] != expected[k]),
+                          "beyond_range": bool(beyond[k]), "created_at": now,
                           "settled": bool(decided[k]), "queued": False})
         with db.write_tx(engine) as conn:
             conn.execute(db.bins.insert(), bins)
@@ -179,6 +183,7 @@ def queries(engine: sa.Engine, version: int) -> dict[str, Callable[[], object]]:
         "browse: expected=3, val split": lambda: browse_page(engine, version, BinFilter(expected=(3,), splits=("val",))),
         "browse: mismatch only, p in [0.6, 0.9]": lambda: browse_page(
             engine, version, BinFilter(mismatch_only=True, prob_min=0.6, prob_max=0.9)),
+        "browse: beyond range only": lambda: browse_page(engine, version, BinFilter(beyond_range_only=True)),
         "browse: by mismatch probability": lambda: browse_page(engine, version, BinFilter(), order="mismatch_probability"),
         "browse: text search (common word)": lambda: browse_page(engine, version, BinFilter(text="grinder")),
         "browse: text search (one ASIN)": lambda: browse_page(engine, version, BinFilter(text="b000412345")),

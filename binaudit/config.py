@@ -65,6 +65,10 @@ class Settings:
     # reviewer sign-in: when true and OIDC is configured in secrets, the dashboard uses st.login
     require_login: bool = False
 
+    # after a local training job registers its model: export ONNX fp32 and int8 copies and check every scoring
+    # path against torch fp32 on the job's validation photos (modeling/path_check.py)
+    check_scoring_paths: bool = True
+
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -150,6 +150,8 @@ predictions = sa.Table(
     sa.Column("expected_count", sa.Integer),  # the stock record at scoring time
     sa.Column("mismatch_probability", sa.Float),
     sa.Column("argmax_differs", sa.Boolean),
+    # the record is above a closed model's top count: no mismatch probability (NULL), never queued on its own
+    sa.Column("beyond_range", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     # Queue facts copied from the bin so the queue is one index walk over this table (no join to filter):
     # settled: a decision on the bin came at or after this prediction; queued: an analyst sent the bin by hand.
@@ -162,6 +164,7 @@ predictions = sa.Table(
     sa.Index("ix_pred_hand_queued", "model_version_id", "queued", "settled"),
     sa.Index("ix_pred_model_prob", "model_version_id", _probability_desc, "bin_id"),
     sa.Index("ix_pred_model_agree", "model_version_id", "argmax_differs"),
+    sa.Index("ix_pred_model_beyond", "model_version_id", "beyond_range"),
 )
 
 reviews = sa.Table(
@@ -246,6 +249,8 @@ def _v1_jobs_and_registry(conn: Connection) -> None:
 
 
 _V4_PREDICTION_INDEXES = ("ix_pred_queue", "ix_pred_hand_queued", "ix_pred_model_prob", "ix_pred_model_agree")
+_V6_PREDICTION_ADDS = ("beyond_range", "ix_pred_model_beyond")
+_ADDED_AFTER_V5 = {"predictions": _V6_PREDICTION_ADDS}  # columns and indexes of later migrations, per table
 
 
 def _v2_audit(conn: Connection) -> None:
@@ -254,7 +259,7 @@ def _v2_audit(conn: Connection) -> None:
     _frozen(bins, m, exclude=("ix_bins_decision",)).create(conn)
     for table in (reviews, problems, audit_log):
         _frozen(table, m).create(conn)
-    _frozen(predictions, m, exclude=("settled", "queued", *_V4_PREDICTION_INDEXES),
+    _frozen(predictions, m, exclude=("settled", "queued", *_V4_PREDICTION_INDEXES, *_V6_PREDICTION_ADDS),
             extra_indexes=(("ix_pred_model_mismatch", "model_version_id", "mismatch_probability"),)).create(conn)
     if conn.dialect.name == "sqlite":  # the audit log is append-only, enforced by the database itself
         for op in ("UPDATE", "DELETE"):
@@ -396,13 +401,16 @@ def _enforced_foreign_keys(conn: Connection) -> None:
                     + (f" ON DELETE {fk.ondelete}" if fk.ondelete else ""))
         return
     for table in _WITH_FOREIGN_KEYS:
-        _frozen(table, targets, name=f"{table.name}_new", foreign_keys=True, indexes=False).create(conn)
-        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        later = _ADDED_AFTER_V5.get(table.name, ())  # the table as version 5 leaves it
+        _frozen(table, targets, name=f"{table.name}_new", foreign_keys=True, indexes=False,
+                exclude=later).create(conn)
+        columns = ", ".join(f'"{c.name}"' for c in table.columns if c.name not in later)
         conn.exec_driver_sql(f"INSERT INTO {table.name}_new ({columns}) SELECT {columns} FROM {table.name}")
         conn.exec_driver_sql(f"DROP TABLE {table.name}")
         conn.exec_driver_sql(f"ALTER TABLE {table.name}_new RENAME TO {table.name}")
         for index in table.indexes:
-            index.create(conn)
+            if index.name not in later:
+                index.create(conn)
     if broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all():
         raise RuntimeError(f"migration 5: foreign keys still broken after the clean-up: {broken[:5]}")
 
@@ -412,6 +420,20 @@ def _v5_enforced_integrity(conn: Connection) -> None:
     _enforced_foreign_keys(conn)
 
 
+def _v6_beyond_range(conn: Connection) -> None:
+    """Every model before this version was closed (counts 0..max_count): a prediction whose record is above that
+    had a mismatch probability of 1.0 (p(count <= N)) whatever its photo showed, and an argmax that always
+    differed. Both are cleared and the prediction marked beyond the model's range, so it leaves the queue."""
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN beyond_range BOOLEAN NOT NULL DEFAULT FALSE")
+    conn.exec_driver_sql(
+        "UPDATE predictions SET beyond_range = TRUE, mismatch_probability = NULL, argmax_differs = NULL "
+        "WHERE expected_count > (SELECT mv.max_count FROM model_versions mv "
+        "                        WHERE mv.id = predictions.model_version_id)")
+    for index in predictions.indexes:
+        if index.name in _V6_PREDICTION_ADDS:
+            index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, model registry, app state", _v1_jobs_and_registry),
     Migration(2, "bins, predictions, reviews, problems, append-only audit log", _v2_audit),
@@ -419,6 +441,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "queue facts on predictions, queue and browse indexes, substring search index", _v4_fast_queue_and_search),
     Migration(5, "audit log refuses REPLACE (SQLite) and every change (PostgreSQL); foreign keys enforced",
               _v5_enforced_integrity),
+    Migration(6, "predictions beyond a closed model's range: no mismatch probability", _v6_beyond_range),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

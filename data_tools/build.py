@@ -1,12 +1,15 @@
 """Build a counting dataset from a folder in ABID layout.
 
 Output (`out/`):
-    <split>/<count>/<bin_id>.jpg   class folders named by item count (folder "0" holds empty bins)
+    <split>/<class>/<bin_id>.jpg   class folders named by item count (folder "0" holds empty bins); with
+                                   --top-class open (the default) bins with more than N = --max-count items are
+                                   kept in one more class folder, "N+1+" ("6+" for N = 5)
     metadata/<bin_id>.json         the metadata of every built bin, for the audit import
-    manifest.csv                   one row per built bin
-    stats.json                     class distribution per split, and what was left out
+    manifest.csv                   one row per built bin: its true count and its class
+    stats.json                     class distribution and true-count histogram per split, and what was left out
     errors.csv                     every problem (file, bin id, severity, reason)
-    filtered.csv                   bins with more than --max-count items (left out by design, not errors)
+    filtered.csv                   with --top-class drop (the published 0..N setting): bins with more than N items,
+                                   left out by design, not errors (empty with --top-class open)
 
 Stages: pair files -> parse metadata -> check images -> assign splits -> write. Bad files are
 reported and skipped at each stage; nothing aborts on one bad bin.
@@ -27,8 +30,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.images import BadImage, ImageInfo, inspect_jpeg, sha256_hex, write_image
-from data_tools.layout import METADATA_DIR, bin_sort_key, scan_local
-from data_tools.metadata import parse_metadata
+from data_tools.layout import METADATA_DIR, bin_sort_key, class_folder, class_sort_key, open_class_folder, scan_local
+from data_tools.metadata import read_metadata_file
 from data_tools.problems import Problem, write_report
 from data_tools.split import DEFAULT_FRACTIONS, SPLITS, assign_splits
 
@@ -36,8 +39,9 @@ MANIFEST = "manifest.csv"
 STATS = "stats.json"
 ERRORS = "errors.csv"
 FILTERED = "filtered.csv"
+TOP_CLASSES = ("open", "drop")  # bins with more than --max-count items: one more class, or left out
 MANIFEST_FIELDS = (
-    "bin_id", "count", "split", "image_path", "width", "height", "bytes", "sha256",
+    "bin_id", "count", "class", "split", "image_path", "width", "height", "bytes", "sha256",
     "orig_width", "orig_height", "n_skus", "metadata_path",
 )
 
@@ -47,6 +51,7 @@ class BuildOptions:
     source: Path
     out: Path
     max_count: int = 5
+    top_class: str = "open"  # "open": bins above max_count form the class "N+1+"; "drop": they go to filtered.csv
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     seed: int = 0
     max_side: int | None = None
@@ -87,13 +92,7 @@ def _parse_chunk(metadata_dir: str, ids: list[str]) -> tuple[list[BinSummary], l
     problems: list[Problem] = []
     for bin_id in ids:
         rel = f"{METADATA_DIR}/{bin_id}.json"
-        try:
-            with open(os.path.join(metadata_dir, bin_id + ".json"), "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            problems.append(Problem(rel, f"unreadable file: {exc.strerror or exc}", bin_id))
-            continue
-        result = parse_metadata(raw, bin_id, rel)
+        result = read_metadata_file(os.path.join(metadata_dir, bin_id + ".json"), bin_id, rel)
         problems.extend(result.problems)
         if result.record is not None:
             summaries.append(BinSummary(bin_id, result.record.expected_quantity, result.record.n_skus))
@@ -176,12 +175,28 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
     return removed
 
 
-def class_table(rows: Iterable[dict[str, object]], max_count: int) -> dict[str, dict[str, int]]:
-    """{split: {count: n}} with every split and class present (zeros included)."""
-    table = {s: {str(c): 0 for c in range(max_count + 1)} for s in SPLITS}
+def class_names(max_count: int, top_class: str) -> list[str]:
+    """The class folders of a build: "0".."N", and "N+1+" when the top class is open."""
+    return [str(c) for c in range(max_count + 1)] + ([open_class_folder(max_count)] if top_class == "open" else [])
+
+
+def class_table(rows: Iterable[dict[str, object]], max_count: int, top_class: str = "drop") -> dict[str, dict[str, int]]:
+    """{split: {class: n}} with every split and class present (zeros included)."""
+    table = {s: dict.fromkeys(class_names(max_count, top_class), 0) for s in SPLITS}
     for row in rows:
-        table[str(row["split"])][str(row["count"])] += 1
+        table[str(row["split"])][class_folder(int(row["count"]), max_count)] += 1
     return table
+
+
+def true_count_table(rows: Iterable[dict[str, object]], filtered: Iterable[tuple[str, int]]
+                     ) -> dict[str, dict[str, int]]:
+    """{split: {true count: n}} of the built bins, and {"filtered": {true count: n}} of those left out: the
+    histogram the classes come from (the open class "6+" holds counts 6, 7, ... 20 alike)."""
+    table: dict[str, dict[str, int]] = {s: {} for s in (*SPLITS, "filtered")}
+    for split, count in [(str(r["split"]), int(r["count"])) for r in rows] + [("filtered", c) for _, c in filtered]:
+        table[split][str(count)] = table[split].get(str(count), 0) + 1
+    names = sorted({c for per in table.values() for c in per}, key=int)
+    return {split: {c: per.get(c, 0) for c in names} for split, per in table.items()}
 
 
 def _stats(opts: BuildOptions, rows: list[dict[str, object]], problems: list[Problem],
@@ -190,12 +205,15 @@ def _stats(opts: BuildOptions, rows: list[dict[str, object]], problems: list[Pro
         # synth writes synth.json beside its bins; anything else is taken to be real ABID photos
         "source_kind": "synthetic" if (opts.source / "synth.json").is_file() else "abid",
         "max_count": opts.max_count,
+        "top_class": opts.top_class,
         "seed": opts.seed,
         "fractions": opts.fractions,
         "max_side": opts.max_side,
         "metadata_only": opts.metadata_only,
         "bins": len(rows),
-        "classes": class_table(rows, opts.max_count),
+        "classes": class_table(rows, opts.max_count, opts.top_class),
+        "true_counts": true_count_table(rows, filtered),
+        "open_class_bins": sum(int(r["count"]) > opts.max_count for r in rows),
         "filtered_over_max_count": len(filtered),
         "errors": sum(p.is_error for p in problems),
         "warnings": sum(not p.is_error for p in problems),
@@ -211,8 +229,11 @@ def build_dataset(opts: BuildOptions) -> BuildResult:
 
     records, parse_problems = _read_summaries(pairing.paired, str(opts.source / METADATA_DIR), opts.progress)
     problems += parse_problems
-    in_range = [r for r in records if r.expected_quantity <= opts.max_count]
-    filtered = [(r.bin_id, r.expected_quantity) for r in records if r.expected_quantity > opts.max_count]
+    if opts.top_class not in TOP_CLASSES:
+        raise ValueError(f"top class must be one of {', '.join(TOP_CLASSES)}, got {opts.top_class!r}")
+    keep_all = opts.top_class == "open"
+    in_range = [r for r in records if keep_all or r.expected_quantity <= opts.max_count]
+    filtered = [(r.bin_id, r.expected_quantity) for r in records if not keep_all and r.expected_quantity > opts.max_count]
 
     if opts.metadata_only:
         checked = [_Checked(r, None) for r in in_range]
@@ -221,8 +242,10 @@ def build_dataset(opts: BuildOptions) -> BuildResult:
         problems += image_problems
 
     previous = {r["bin_id"]: r["split"] for r in read_manifest(out / MANIFEST)}
+    # stratified by class: the open class is one stratum however its counts spread
     splits = assign_splits(
-        ((c.record.bin_id, c.record.expected_quantity) for c in checked), opts.fractions, opts.seed, previous
+        ((c.record.bin_id, min(c.record.expected_quantity, opts.max_count + 1)) for c in checked), opts.fractions,
+        opts.seed, previous,
     )
     checked.sort(key=lambda c: bin_sort_key(c.record.bin_id))
     rows = _write_bins(opts, checked, splits, pairing.image_path, pairing.metadata_path)
@@ -252,14 +275,15 @@ def _write_bins(
     def write(c: _Checked) -> dict[str, object]:
         r = c.record
         split = splits[r.bin_id]
+        folder = class_folder(r.expected_quantity, opts.max_count)
         row: dict[str, object] = {
-            "bin_id": r.bin_id, "count": r.expected_quantity, "split": split, "image_path": "",
+            "bin_id": r.bin_id, "count": r.expected_quantity, "class": folder, "split": split, "image_path": "",
             "width": "", "height": "", "bytes": "", "sha256": "", "orig_width": "", "orig_height": "",
             "n_skus": r.n_skus, "metadata_path": "",
         }
         if c.info is None:
             return row
-        rel = f"{split}/{r.expected_quantity}/{r.bin_id}.jpg"
+        rel = f"{split}/{folder}/{r.bin_id}.jpg"
         data = image_path(r.bin_id).read_bytes()
         written = write_image(data, out / rel, c.info, opts.max_side)
         if written != c.info:
@@ -279,16 +303,26 @@ def _write_bins(
         return list(_bar(pool.map(write, checked), len(checked), "write", opts.progress))
 
 
-def format_class_table(classes: dict[str, dict[str, int]]) -> str:
-    """The class distribution as a fixed-width table: one row per count, one column per split."""
-    counts = sorted({c for per in classes.values() for c in per}, key=int)
+def format_class_table(classes: dict[str, dict[str, int]], first: str = "count") -> str:
+    """A distribution as a fixed-width table: one row per class (or count), one column per split."""
+    names = sorted({c for per in classes.values() for c in per}, key=class_sort_key)
     splits = sorted(classes, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
-    header = f"{'count':>5} " + " ".join(f"{s:>8}" for s in splits) + f" {'total':>8}"
+    header = f"{first:>5} " + " ".join(f"{s:>8}" for s in splits) + f" {'total':>8}"
     lines = [header, "-" * len(header)]
-    for c in counts:
+    for c in names:
         cells = [classes[s].get(c, 0) for s in splits]
         lines.append(f"{c:>5} " + " ".join(f"{n:>8}" for n in cells) + f" {sum(cells):>8}")
     totals = [sum(classes[s].values()) for s in splits]
     lines.append("-" * len(header))
     lines.append(f"{'all':>5} " + " ".join(f"{n:>8}" for n in totals) + f" {sum(totals):>8}")
     return "\n".join(lines)
+
+
+def format_stats_tables(stats: dict[str, object]) -> str:
+    """The class table, then the true-count histogram (with the filtered bins of a --top-class drop build)."""
+    text = "classes\n" + format_class_table(stats["classes"], "class")  # type: ignore[arg-type]
+    true_counts = stats.get("true_counts")
+    if true_counts:
+        shown = {k: v for k, v in true_counts.items() if k != "filtered" or any(v.values())}  # type: ignore[union-attr]
+        text += "\n\ntrue counts (from the metadata)\n" + format_class_table(shown, "count")
+    return text

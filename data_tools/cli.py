@@ -66,7 +66,12 @@ def get_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build the counting dataset (class folders, split, manifest)")
     p.add_argument("--source", type=Path, required=True, help="local folder in ABID layout")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (reruns keep earlier splits)")
-    p.add_argument("--max-count", type=_non_negative, default=5, help="keep bins with 0..N items (default 5)")
+    p.add_argument("--max-count", type=_non_negative, default=5,
+                   help="N: one class per count 0..N (default 5)")
+    p.add_argument("--top-class", choices=("open", "drop"), default="open",
+                   help="bins with more than N items: open (default) keeps them in one more class, folder 'N+1+' "
+                        "(e.g. 6+), so every bin can be audited; drop leaves them out (filtered.csv), the published "
+                        "0..N setting")
     p.add_argument("--split", default="80/10/10", help="train/val/test shares (default 80/10/10)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--max-side", type=_positive, default=None, help="resize photos whose longer side exceeds this")
@@ -130,23 +135,21 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from data_tools.build import BuildOptions, build_dataset, format_class_table
+    from data_tools.build import BuildOptions, build_dataset, format_stats_tables
     from data_tools.problems import summarize
     from data_tools.split import parse_fractions
+    from data_tools.stats import build_summary
 
     try:
         fractions = parse_fractions(args.split)
     except ValueError as exc:
         raise DataToolsError(str(exc)) from None
     result = build_dataset(BuildOptions(
-        source=args.source, out=args.out, max_count=args.max_count, fractions=fractions, seed=args.seed,
-        max_side=args.max_side, metadata_only=args.metadata_only, workers=args.workers,
+        source=args.source, out=args.out, max_count=args.max_count, top_class=args.top_class, fractions=fractions,
+        seed=args.seed, max_side=args.max_side, metadata_only=args.metadata_only, workers=args.workers,
     ))
-    print(format_class_table(result.stats["classes"]))  # type: ignore[arg-type]
-    errors = [p for p in result.problems if p.is_error]
-    print(f"\nbuilt {len(result.rows)} bins into {args.out}; {len(result.filtered)} filtered "
-          f"(more than {args.max_count} items, see filtered.csv); {len(errors)} skipped with errors "
-          f"(see errors.csv)")
+    print(format_stats_tables(result.stats))
+    print(f"\ninto {args.out}: {build_summary(result.stats)}")
     if result.problems:
         print(summarize(result.problems), file=sys.stderr)
     return EXIT_OK

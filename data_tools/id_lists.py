@@ -34,7 +34,9 @@ def parse_id_list(text: str, source: str = "<ids>") -> list[str]:
     except json.JSONDecodeError as exc:
         raise DataToolsError(f"{source}: malformed JSON id list ({exc.msg} at line {exc.lineno})") from None
     except ValueError as exc:
-        raise DataToolsError(f"{source}: {exc}") from None
+        raise DataToolsError(f"{source}: {str(exc).split(';')[0]}") from None
+    except RecursionError:  # a list nested past the interpreter's recursion limit
+        raise DataToolsError(f"{source}: malformed JSON id list (nested too deeply)") from None
     return list(dict.fromkeys(ids))
 
 

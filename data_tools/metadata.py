@@ -14,6 +14,7 @@ full 535k-file dataset is bound by file reads, not by parsing. The slow, friendl
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import orjson
@@ -69,7 +70,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _describe_json_error(raw: bytes) -> str:
+def _describe_json_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -80,7 +81,12 @@ def _describe_json_error(raw: bytes) -> str:
         json.loads(text)
     except json.JSONDecodeError as exc:
         return f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    return "malformed JSON"  # orjson is stricter than json in rare cases (e.g. NaN)
+    except ValueError as exc:  # json refuses it too: an integer of more than 4,300 digits
+        return f"malformed JSON: {str(exc).split(';')[0]} (line {error.lineno} column {error.colno})"
+    except RecursionError:  # json refuses it too: nesting past the interpreter's recursion limit
+        pass
+    # orjson is stricter than json (NaN, numbers past a double, nesting past 1,024 levels): its own words
+    return f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
 
 
 def _measure(value: object, table: dict[str, float], what: str, key: str, problems: list[str]) -> float | None:
@@ -111,6 +117,12 @@ def _measure_checked(value: object, table: dict[str, float], what: str, key: str
     return float(number) * factor
 
 
+def _text(value: object) -> str:
+    """A text field as stored: NUL characters (which PostgreSQL refuses in text) become U+FFFD."""
+    text = str(value)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -> Item | None:
     if not isinstance(raw, dict):
         errors.append(f"item {key}: not an object")
@@ -125,8 +137,8 @@ def _parse_item(key: str, raw: object, errors: list[str], warnings: list[str]) -
     get = raw.get
     return Item(
         key,
-        str(get("asin") or key),
-        str(get("name") or get("normalizedName") or ""),
+        _text(get("asin") or key),
+        _text(get("name") or get("normalizedName") or ""),
         quantity,
         _measure(get("length"), _LENGTH_TO_IN, "length", key, warnings),
         _measure(get("width"), _LENGTH_TO_IN, "width", key, warnings),
@@ -141,8 +153,8 @@ def parse_metadata(raw: bytes, bin_id: str, file: str) -> ParseResult:
         raw = raw[3:]
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ParseResult(None, (Problem(file, _describe_json_error(raw), bin_id),))
+    except orjson.JSONDecodeError as exc:
+        return ParseResult(None, (Problem(file, _describe_json_error(raw, exc), bin_id),))
     if not isinstance(doc, dict):
         return ParseResult(None, (Problem(file, f"top level is {type(doc).__name__}, not an object", bin_id),))
 
@@ -166,7 +178,7 @@ def parse_metadata(raw: bytes, bin_id: str, file: str) -> ParseResult:
         errors.append(f"BIN_FCSKU_DATA is {type(raw_items).__name__}, not an object")
     else:
         for key, value in raw_items.items():
-            item = _parse_item(key, value, errors, warnings)
+            item = _parse_item(_text(key), value, errors, warnings)
             if item is not None:
                 items.append(item)
 
@@ -181,6 +193,23 @@ def parse_metadata(raw: bytes, bin_id: str, file: str) -> ParseResult:
     if errors:
         return ParseResult(None, problems)
     return ParseResult(BinRecord(bin_id, expected, tuple(items)), problems)
+
+
+def read_metadata_file(path: str | os.PathLike, bin_id: str, file: str) -> ParseResult:
+    """Read and parse one metadata file: an unreadable file, or one the parser chokes on, is a reported problem.
+
+    Builds and imports go through here, so one bad file never stops a run; parse_metadata itself never raises
+    on bad input (the fuzz tests hold it to that), and the last `except` is the net should a case be missed.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        return ParseResult(None, (Problem(file, f"unreadable file: {exc.strerror or exc}", bin_id),))
+    try:
+        return parse_metadata(raw, bin_id, file)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: the file is reported, the run goes on
+        return ParseResult(None, (Problem(file, f"could not be parsed ({type(exc).__name__}: {exc})", bin_id),))
 
 
 def item_dicts(record: BinRecord) -> list[dict[str, object]]:

@@ -36,7 +36,7 @@ from jobs.sagemaker.prices import paid_work_summary
 from jobs.search_space import DEFAULT_SEARCH_SPACE, SearchSpaceError, space_from_json
 from jobs.store import get_job, list_jobs
 from modeling import registry
-from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, CliError, run_reporting_errors
+from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, CliError, add_path_arguments, run_reporting_errors
 from modeling.settings import JOB_SETTINGS, add_setting_arguments
 
 EXIT_FAILED = 1  # the job ended Failed or Stopped
@@ -305,6 +305,11 @@ def _stop(args: argparse.Namespace, ctx: Context) -> int:
 
 # ---------------------------------------------------------------- models
 
+def _classes_text(classes) -> str:
+    """"0-5" for a closed model, "0-5,6+" for an open one."""
+    return f"0-{classes.max_count}" + (f",{classes.labels[-1]}" if classes.open_top else "")
+
+
 def _models(args: argparse.Namespace, ctx: Context) -> int:
     if args.action == "list":
         versions = registry.list_versions(ctx.engine)
@@ -312,8 +317,8 @@ def _models(args: argparse.Namespace, ctx: Context) -> int:
             print("no model versions yet: python -m jobs train ... registers one")
             return EXIT_OK
         rows = [[("* " if v.active else "  ") + v.name, f"{v.created_at:%Y-%m-%d %H:%M}", v.arch, str(v.image_size),
-                 _fmt(v.val_accuracy), _fmt(v.val_rmse), v.job_id or "-"] for v in versions]
-        print(_table(["version", "created", "arch", "size", "val_acc", "val_rmse", "job"], rows))
+                 _classes_text(v.classes), _fmt(v.val_accuracy), _fmt(v.val_rmse), v.job_id or "-"] for v in versions]
+        print(_table(["version", "created", "arch", "size", "classes", "val_acc", "val_rmse", "job"], rows))
         print("* active")
         return EXIT_OK
     if not args.version:
@@ -344,7 +349,7 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
     progress = {"on_progress": lambda j: print(f"{j.id}: endpoint {j.output.get('endpoint_status', j.status)} "
                                                f"({_age(j.created_at)} so far)", flush=True)} if waits and \
         ctx.backend_name == "sagemaker" else {}
-    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=waits, **progress)
+    job = ctx.backend.deploy(version.id, actor=ctx.actor, wait=waits, **progress, **_scoring_path(args, ctx))
     where = job.output.get("endpoint_url") or job.output.get("endpoint_name") or "starting"
     print(f"deployment {job.id}: {version.name} -> {where} ({job.output.get('endpoint_status', job.status)})")
     if job.backend == "sagemaker":
@@ -408,7 +413,7 @@ def _invoke(args: argparse.Namespace, ctx: Context) -> int:
 def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
     _confirm_paid_work(args, ctx, "transform")
-    job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor)
+    job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor, **_scoring_path(args, ctx))
     print(f"started transform job {job.id} with {version.name} on {job.backend}", flush=True)
     if not _waits(args, ctx.backend_name):
         return EXIT_OK
@@ -417,6 +422,16 @@ def _transform(args: argparse.Namespace, ctx: Context) -> int:
         out = job.output
         print(f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}")
     return _outcome(job)
+
+
+def _scoring_path(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
+    """--runtime/--precision for a local job; SageMaker's container scores with torch, as its model_fn says."""
+    if ctx.backend_name == "local":
+        return {"runtime": args.runtime, "precision": args.precision}
+    if (args.runtime, args.precision) != ("auto", "auto"):
+        raise JobError("--runtime and --precision choose how the local backend scores; SageMaker's container "
+                       "scores with torch")
+    return {}
 
 
 # ---------------------------------------------------------------- the parser
@@ -516,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "with instance type, age, last invocation; idle ones flagged)")
     _wait_flag(p, "wait until the endpoint answers, reporting its status")
     _yes_flag(p)
+    add_path_arguments(p)
     p = command("invoke", _invoke, "send a photo to an endpoint and print its JSON answer")
     p.add_argument("endpoint", help="deployment job id, local URL or SageMaker endpoint name")
     p.add_argument("--image", type=Path, default=None, help="a JPEG or PNG photo to count")
@@ -529,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
     _wait_flag(p, "wait for the end")
     _yes_flag(p)
+    add_path_arguments(p)
     return parser
 
 

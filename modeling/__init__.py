@@ -18,6 +18,7 @@ CONTAINER_MODULES: tuple[str, ...] = (
     "argtypes.py",
     "artifacts.py",
     "checkpoint.py",
+    "counts.py",
     "data.py",
     "distributed.py",
     "losses.py",

@@ -63,9 +63,12 @@ def read_model_config(model_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelConfigError(f"no {CONFIG_FILE} in {model_dir}: not a model folder written by modeling.train")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelConfigError(f"{path} is not valid JSON ({exc})") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit integer, absurd nesting
+        raise ModelConfigError(f"{path} is not valid JSON ({str(exc).split(';')[0] or 'nested too deeply'})") from None
+    if not isinstance(config, dict):
+        raise ModelConfigError(f"{path} holds {type(config).__name__}, not an object")
+    return config
 
 
 def load_model_dir(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:

@@ -1,4 +1,5 @@
-"""`python -m modeling {evaluate,predict}`: evaluate a model folder on a data folder, score photos with it.
+"""`python -m modeling {evaluate,predict,check}`: evaluate a model folder on a data folder, score photos with it,
+check its faster scoring paths.
 
 Jobs (training, tuning, serving, model versions) are `python -m jobs`; the training script is
 `python -m modeling.train`. Errors the user can fix print one line (`error: ...`) and exit 2; a run that skipped
@@ -28,9 +29,18 @@ def add_scoring_arguments(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="decoding processes (default: one per core, at most 4; 0: decode in the main process)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16", "fp16"),
-                   help=f"auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32 is exact (default {precision})")
+    add_path_arguments(p, precision)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_path_arguments(p: argparse.ArgumentParser, precision: str = "auto", runtime: str = "auto") -> None:
+    """--runtime and --precision: every scoring command takes them (see modeling/scoring_paths.py)."""
+    p.add_argument("--runtime", default=runtime, choices=("auto", "torch", "onnx"),
+                   help=f"auto: the fastest engine whose scores passed the model's agreement check on this machine; "
+                        f"onnx needs onnxruntime (default {runtime})")
+    p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16", "int8", "fp16"),
+                   help=f"auto: the fastest precision that passed the agreement check (fp32 where none did); fp32 is "
+                        f"exact; bf16 and fp16 (CUDA) run on torch, int8 on onnx (default {precision})")
 
 
 def _load_predictor(args: argparse.Namespace):
@@ -40,7 +50,9 @@ def _load_predictor(args: argparse.Namespace):
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device} but no CUDA device is visible; use --device cpu")
-    return Predictor.load(args.model_dir, device=args.device, precision=args.precision)
+    predictor = Predictor.load(args.model_dir, device=args.device, precision=args.precision, runtime=args.runtime)
+    print(f"scoring with {predictor.path}", file=sys.stderr)
+    return predictor
 
 
 # ---------------------------------------------------------------- evaluate
@@ -53,9 +65,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics, rows = evaluate_folder(predictor, args.data, args.batch_size, args.workers,
                                     progress=False if args.no_progress else None)
     out = args.out or args.model_dir / "evaluation" / args.data.name
-    write_evaluation(out, metrics, rows, predictor.class_to_count)
+    write_evaluation(out, metrics, rows, predictor.spec.classes.labels)
     for name in ("argmax", "expected"):
         print(f"{name} decoding:\n{format_per_class_table(metrics[name])}\n")
+    if metrics["data_has_open_class"] or predictor.spec.classes.open_top:
+        top = predictor.spec.max_count + 1
+        print(f"RMSE and MAE are over counts truncated at {top}: a bin of more than {top - 1} items counts as {top}")
     print(f"scored {metrics['n_scored']} of {metrics['n_images']} photos -> {out}")
     for failure in metrics["failed"][:20]:
         print(f"  failed: {failure['path']}: {failure['error']}", file=sys.stderr)
@@ -82,11 +97,24 @@ def _predict(args: argparse.Namespace) -> int:
                 failures.append(f"{r.path}: {r.error}")
             yield r
 
-    scored, failed = write_predictions_csv(noting_failures(), args.out, predictor.class_to_count)
+    scored, failed = write_predictions_csv(noting_failures(), args.out, predictor.spec.classes)
     print(f"scored {scored} photos, {failed} failed -> {args.out}")
     for line in failures[:20]:
         print(f"  failed: {line}", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- check
+
+def _check(args: argparse.Namespace) -> int:
+    from modeling.path_check import check_scoring_paths
+
+    entry = check_scoring_paths(args.model_dir, args.train, args.val, calibration=args.calibration,
+                                max_photos=args.max_photos, workers=args.workers)
+    passed = [name for name, result in entry["paths"].items() if result["passed"]]
+    print(f"checked on {entry['photos']} validation photos; passed: {', '.join(passed)} -> "
+          f"{args.model_dir / 'scoring_paths.json'}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- entry
@@ -111,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                 precision="auto")
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched for *.jpg/*.jpeg/*.png)")
     p.add_argument("--out", type=Path, required=True, help="CSV: path, bin_id, predicted_count, p0..pN, error")
+    about = "export ONNX fp32 and int8 copies and check every scoring path against torch fp32 on validation photos"
+    p = sub.add_parser("check", help=about, description=about)
+    p.set_defaults(run=_check)
+    p.add_argument("--model-dir", type=Path, required=True, help="folder with model.pth and model_config.json")
+    p.add_argument("--train", type=Path, default=None,
+                   help="training folder for the int8 calibration (default: the one the model was trained on)")
+    p.add_argument("--val", type=Path, default=None,
+                   help="validation folder the paths are compared on (default: the one the model was trained on)")
+    p.add_argument("--calibration", type=positive_int, default=300, help="training photos to calibrate int8 on")
+    p.add_argument("--max-photos", type=positive_int, default=2000, help="at most this many validation photos")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="decoding processes")
     return parser
 
 
@@ -118,9 +157,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from modeling.data import DatasetLayoutError
     from modeling.model import ModelConfigError, PretrainedWeightsError
     from modeling.preprocessing import ImageDecodeError
+    from modeling.scoring_paths import ScoringPathError
     from modeling.serving import RequestError
 
-    return CliError, DatasetLayoutError, ModelConfigError, PretrainedWeightsError, ImageDecodeError, RequestError
+    return (CliError, DatasetLayoutError, ModelConfigError, PretrainedWeightsError, ImageDecodeError, RequestError,
+            ScoringPathError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Count folders -> labelled samples. Folder "k" holds photos of bins with k items and gets label k.
+"""Count folders -> labelled samples. Folder "k" holds photos of bins with k items and gets label k; the open class
+folder "N+1+" ("6+" for --max-count 5: bins with more than N items) gets label N+1 (modeling.counts).
 
 Unlike torchvision's ImageFolder (which numbers the sorted folder names, so folders 1..5 would silently become
 labels 0..4), the label is the folder's integer name, always.
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from modeling.counts import CLOSED, OPEN, TOP_CLASSES, open_label
 from modeling.preprocessing import load_image
 from modeling.recounts import usable_recounts
 
@@ -25,12 +27,13 @@ class DatasetLayoutError(ValueError):
     """A data folder is not laid out as <root>/<count>/<image>; the message names the offending folder."""
 
 
-def scan_count_folders(root: str | os.PathLike, max_count: int, *, allow_empty: bool = False
-                       ) -> list[tuple[str, int]]:
-    """[(image path, count)] under root/<count>/, sorted by (count, file name).
+def scan_count_folders(root: str | os.PathLike, max_count: int, *, open_top: bool = False,
+                       allow_empty: bool = False) -> list[tuple[str, int]]:
+    """[(image path, class)] under root/<count>/, sorted by (folder, file name); the class is the count, and the
+    open class folder "N+1+" ("6+" for max_count 5) is class N+1.
 
-    Hidden folders (".ipynb_checkpoints") are skipped; any other folder whose name is not an integer in
-    0..max_count is an error, because silently skipping it would drop labelled data.
+    Hidden folders (".ipynb_checkpoints") are skipped; any other folder that is not an integer in 0..max_count (or,
+    with `open_top`, the open class folder) is an error, because silently skipping it would drop labelled data.
     """
     root = Path(root)
     if not root.is_dir():
@@ -39,15 +42,30 @@ def scan_count_folders(root: str | os.PathLike, max_count: int, *, allow_empty: 
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
-        count = _folder_count(root, entry.name, max_count)
+        count = _folder_count(root, entry.name, max_count, open_top)
         with os.scandir(entry.path) as files:
             names = sorted(f.name for f in files if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
         samples.extend((os.path.join(entry.path, name), count) for name in names)
     if not samples and not allow_empty:
-        raise DatasetLayoutError(
-            f"no images found in {root}: expected <count>/<bin_id>.jpg folders named 0..{max_count}"
-        )
+        folders = f"0..{max_count}" + (f" and {open_label(max_count)}" if open_top else "")
+        raise DatasetLayoutError(f"no images found in {root}: expected <count>/<bin_id>.jpg folders named {folders}")
     return samples
+
+
+def has_open_class_folder(root: str | os.PathLike, max_count: int) -> bool:
+    """Whether a data folder has the open class folder of `max_count` ("6+" for 5) with at least one photo."""
+    folder = Path(root) / open_label(max_count)
+    return folder.is_dir() and any(f.name.lower().endswith(IMAGE_SUFFIXES) for f in folder.iterdir())
+
+
+def resolve_top_class(top_class: str, train_root: str | os.PathLike, max_count: int) -> str:
+    """--top-class as train.py uses it: "auto" is "open" when the training folder has the open class folder
+    (a dataset built with `data_tools build --top-class open`, the default), else "closed"."""
+    if top_class == "auto":
+        return OPEN if has_open_class_folder(train_root, max_count) else CLOSED
+    if top_class not in TOP_CLASSES:
+        raise ValueError(f"Invalid top class {top_class!r}. Only auto, {', '.join(TOP_CLASSES)} are supported.")
+    return top_class
 
 
 def bin_ids(samples: Iterable[tuple[str, int]]) -> set[str]:
@@ -62,10 +80,25 @@ def with_recounts(samples: list[tuple[str, int]], recounts: list[tuple[str, int]
     return [s for s in samples if Path(s[0]).stem not in recounted] + list(recounts)
 
 
-def _folder_count(root: Path, name: str, max_count: int) -> int:
+def _folder_count(root: Path, name: str, max_count: int, open_top: bool) -> int:
+    top = open_label(max_count)
+    if name == top:
+        if not open_top:
+            raise DatasetLayoutError(
+                f"folder {name!r} in {root} holds bins with more than {max_count} items, which a closed model "
+                f"(--top-class closed) has no class for; train with --top-class open (or auto), or rebuild the "
+                f"dataset with `data_tools build --top-class drop`"
+            )
+        return max_count + 1
+    if name.endswith("+") and name[:-1].isdigit():
+        raise DatasetLayoutError(
+            f"folder {name!r} in {root} is the open class of --max-count {int(name[:-1]) - 1}, not of "
+            f"--max-count {max_count} (whose open class folder is {top!r})"
+        )
+    folders = f"0..{max_count}" + (f" and {top}" if open_top else "")
     if not name.isdigit():
         raise DatasetLayoutError(
-            f"folder {name!r} in {root} is not an item count: class folders must be named 0..{max_count}"
+            f"folder {name!r} in {root} is not an item count: class folders must be named {folders}"
         )
     count = int(name)
     if count > max_count:
@@ -77,19 +110,26 @@ def _folder_count(root: Path, name: str, max_count: int) -> int:
 
 
 class CountFolderDataset(Dataset):
-    """Photos under root/<count>/ as (uint8 image tensor, count) pairs; label == item count."""
+    """Photos under root/<count>/ as (uint8 image tensor, class) pairs; class == item count, and with `open_top` the
+    open class folder ("6+") is class max_count + 1."""
 
     def __init__(self, root: str | os.PathLike, max_count: int, transform: Callable, decode_side: int | None,
-                 recounts_root: str | os.PathLike | None = None, held_out_bins: Collection[str] = ()) -> None:
+                 recounts_root: str | os.PathLike | None = None, held_out_bins: Collection[str] = (), *,
+                 open_top: bool = False) -> None:
         self.root = Path(root)
         self.max_count = max_count
-        self.samples = scan_count_folders(root, max_count)
+        self.open_top = open_top
+        self.samples = scan_count_folders(root, max_count, open_top=open_top)
         self.recounts_root = Path(recounts_root) if recounts_root else None
         self.recounts: list[tuple[str, int]] = []  # recounts trained on
         self.held_out_recounts: list[tuple[str, int]] = []  # recounts left out: their bins are in val/test
+        self.beyond_range_recounts: list[tuple[str, int]] = []  # recounts of more than N items, for a closed model
         self.replaced_by_recounts = 0  # base photos whose label a recount replaced
         if self.recounts_root is not None:
-            found = scan_count_folders(self.recounts_root, max_count, allow_empty=True)
+            # the audit core files a recount above N under the open class; a closed model has no class for it
+            found = scan_count_folders(self.recounts_root, max_count, open_top=True, allow_empty=True)
+            self.beyond_range_recounts = [r for r in found if not open_top and r[1] > max_count]
+            found = [r for r in found if r not in self.beyond_range_recounts]
             usable = set(usable_recounts([Path(path).stem for path, _ in found], held_out_bins)[0])
             self.recounts = [r for r in found if Path(r[0]).stem in usable]
             self.held_out_recounts = [r for r in found if Path(r[0]).stem not in usable]
@@ -112,7 +152,7 @@ class CountFolderDataset(Dataset):
         return [count for _, count in self.samples]
 
     def class_counts(self) -> list[int]:
-        counts = [0] * (self.max_count + 1)
+        counts = [0] * (self.max_count + 1 + int(self.open_top))
         for _, count in self.samples:
             counts[count] += 1
         return counts

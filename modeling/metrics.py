@@ -1,12 +1,16 @@
 """Counting metrics as pure numpy functions (the abid_challenge measures), and the mismatch probability.
 
-All error measures are over COUNTS: class indices go through `class_to_count` first. Two decodings of a
+All error measures are over COUNTS: class indices go through `class_to_count` first. With an open top class
+("N+1 or more", modeling.counts) counts are truncated at N+1: the open class counts as N+1, and so does a true
+count above N, so accuracy is over the classes and RMSE / MAE are over truncated counts. Two decodings of a
 predicted distribution are reported side by side:
 
-- argmax: the most probable count; maximises expected accuracy.
+- argmax: the most probable class; maximises expected accuracy.
 - expected: the integer nearest the distribution's mean (halves round up), clipped to the count range. For any
   integer k, E[(k - Y)^2] = (k - mean)^2 + Var(Y), so the nearest integer to the mean is exactly the count that
-  minimises the expected squared error, i.e. RMSE. (The median would minimise absolute error, i.e. MAE.)
+  minimises the expected squared error, i.e. RMSE. (The median would minimise absolute error, i.e. MAE.) With an
+  open class the mean is that of the truncated count min(Y, N+1): a lower bound of the true mean whenever the open
+  class has mass, and its rounding minimises the truncated RMSE; a decoded N+1 reads "N+1 or more".
 
 Everything a summary reports derives from the confusion matrix of counts, so per-rank confusion matrices summed
 across DDP ranks give exactly the single-process numbers.
@@ -90,8 +94,11 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_counts: int) -> np.
 
 # ---------------------------------------------------------------- summaries from a confusion matrix
 
-def summarize_confusion(cm: np.ndarray) -> dict[str, Any]:
-    """accuracy, RMSE, MAE, within-one, per-count accuracy and RMSE (the abid_challenge table), the matrix."""
+def summarize_confusion(cm: np.ndarray, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """accuracy, RMSE, MAE, within-one, per-count accuracy and RMSE (the abid_challenge table), the matrix.
+
+    labels: how each row reads ("0".."5", "6+" for an open class; default the counts), kept in the per-count rows.
+    """
     cm = np.asarray(cm, dtype=np.int64)
     counts = np.arange(cm.shape[0])
     err = counts[None, :] - counts[:, None]  # predicted - true, cell by cell
@@ -101,9 +108,13 @@ def summarize_confusion(cm: np.ndarray) -> dict[str, Any]:
     def safe(num: float, den: float) -> float:
         return float(num / den) if den else float("nan")
 
+    names = list(labels) if labels is not None else [str(c) for c in counts]
+    if len(names) != len(counts):
+        raise ValueError(f"{len(names)} labels for a {len(counts)}-count confusion matrix")
     per_class = [
         {
             "count": int(c),
+            "label": names[c],
             "n": int(row_n[c]),
             "accuracy": safe(cm[c, c], row_n[c]),
             "rmse": float(np.sqrt(safe((cm[c] * err[c] ** 2).sum(), row_n[c]))),
@@ -118,14 +129,18 @@ def summarize_confusion(cm: np.ndarray) -> dict[str, Any]:
         "within_one": safe(cm[np.abs(err) <= 1].sum(), n),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
+        "labels": names,
     }
 
 
-def evaluation_summary(true_counts: np.ndarray, probs: np.ndarray, class_to_count: Sequence[int]) -> dict[str, Any]:
-    """{"argmax": summary, "expected": summary} for true counts and an (N, C) probability array."""
-    num_counts = max(class_to_count) + 1
+def evaluation_summary(true_counts: np.ndarray, probs: np.ndarray, class_to_count: Sequence[int],
+                       labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """{"argmax": summary, "expected": summary} for true counts (already truncated at N+1 for an open model, see
+    CountClasses.truncate) and an (N, C) probability array."""
+    num_counts = len(labels) if labels is not None else max(class_to_count) + 1
     return {
-        name: summarize_confusion(confusion_matrix(true_counts, decode(probs, class_to_count, name), num_counts))
+        name: summarize_confusion(confusion_matrix(true_counts, decode(probs, class_to_count, name), num_counts),
+                                  labels)
         for name in DECODINGS
     }
 
@@ -134,20 +149,25 @@ def format_per_class_table(summary: dict[str, Any]) -> str:
     """The abid_challenge table: one row per count with n, accuracy and RMSE, then the overall row."""
     lines = [f"{'count':>5} {'n':>6} {'accuracy':>9} {'rmse':>7}"]
     for row in summary["per_class"]:
-        lines.append(f"{row['count']:>5} {row['n']:>6} {row['accuracy']:>9.4f} {row['rmse']:>7.4f}")
+        lines.append(f"{row.get('label', row['count']):>5} {row['n']:>6} {row['accuracy']:>9.4f} {row['rmse']:>7.4f}")
     lines.append(f"{'all':>5} {summary['n']:>6} {summary['accuracy']:>9.4f} {summary['rmse']:>7.4f}")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- audit
 
-def mismatch_probability(probs: np.ndarray, expected: int | np.ndarray) -> np.ndarray | float:
-    """Probability that a bin does NOT hold `expected` items, from its predicted count distribution.
+def mismatch_probability(probs: np.ndarray, expected: int | np.ndarray, *, open_top: bool = False
+                         ) -> np.ndarray | float:
+    """Probability that a bin does NOT hold `expected` items, from its predicted class distribution.
 
-    probs: (C,) or (N, C) over counts 0..N (class index == count); expected: int or (N,) ints.
-    For 0 <= e <= N: 1 - p[e].
-    For e > N: the probability that the bin holds <= N items, i.e. the sum of p over 0..N (the model cannot
-    see more than N items, so all of its mass contradicts the record).
+    probs: (C,) or (N, C) over the classes (index == count; with `open_top` the last class is "N+1 or more");
+    expected: int or (N,) ints. With N the highest exact count:
+      e <= N:                  1 - p[e]
+      e > N, open top class:   1 - p["N+1 or more"] (a record of 9 agrees with a photo of "6+": the model cannot
+                               tell 9 from 7, and it does not pretend to)
+      e > N, closed model:     NaN: the record is beyond the model's range. Every probability it has is on
+                               0..N, so any number here (1 - 0, or p(<= N) = 1) would be fixed by construction,
+                               whatever the photo shows.
     Negative expected counts raise ValueError. Returns a float for one row, else an (N,) array.
     """
     p = np.asarray(probs, dtype=np.float64)
@@ -156,9 +176,10 @@ def mismatch_probability(probs: np.ndarray, expected: int | np.ndarray) -> np.nd
     e = np.broadcast_to(np.asarray(expected, dtype=np.int64), (p.shape[0],))
     if (e < 0).any():
         raise ValueError("expected counts must not be negative")
-    max_count = p.shape[1] - 1
-    in_range = e <= max_count
-    p_at_e = np.take_along_axis(p, np.minimum(e, max_count)[:, None], axis=1)[:, 0]
+    top = p.shape[1] - 1  # the open class, or the highest exact count of a closed model
+    max_count = top - 1 if open_top else top
+    p_at_e = np.take_along_axis(p, np.minimum(e, top)[:, None], axis=1)[:, 0]
     # clipped: rounding in a softmax (or in stored probabilities) can sum to 1 + 1e-7, and a probability is <= 1
-    out = np.clip(np.where(in_range, 1.0 - p_at_e, p.sum(axis=1)), 0.0, 1.0)
+    out = np.clip(1.0 - p_at_e, 0.0, 1.0)
+    out = np.where(open_top | (e <= max_count), out, np.nan)
     return float(out[0]) if single and np.ndim(expected) == 0 else out

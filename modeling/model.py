@@ -1,4 +1,5 @@
-"""The counting network: a torchvision ResNet whose head has one class per item count (index == count).
+"""The counting network: a torchvision ResNet whose head has one class per item count (index == count), and, for
+an open model, one more class meaning "more than max_count" (modeling.counts).
 
 `ModelSpec` holds the constructor arguments and the preprocessing; it is written to model_config.json and
 is all that serving needs to rebuild the exact model (nanoGPT's habit: no model code copied anywhere).
@@ -16,8 +17,9 @@ import torch
 import torchvision
 from torch import nn
 
+from modeling.counts import CLOSED, OPEN, TOP_CLASSES, CountClasses, open_label
 from modeling.preprocessing import PreprocessConfig
-from modeling.settings import ARCHS, PRETRAINED_CHOICES
+from modeling.settings import ARCHS, MAX_COUNT_LIMIT, PRETRAINED_CHOICES
 
 _IMAGENET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
@@ -36,38 +38,45 @@ class PretrainedWeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What rebuilds the model and its input exactly: architecture, classes -> counts, preprocessing."""
+    """What rebuilds the model and its input exactly: architecture, classes -> counts, preprocessing.
+
+    top_class "closed": classes 0..max_count; "open": one more class, "max_count + 1 or more" (modeling.counts).
+    A config written before the open class existed has no top_class and loads as closed, as it always did.
+    """
 
     arch: str
     max_count: int
     preprocess: PreprocessConfig
     class_to_count: tuple[int, ...] = field(default=())
+    top_class: str = CLOSED
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ModelConfigError(f"unknown arch {self.arch!r}; only {', '.join(ARCHS)} are supported")
-        if self.max_count < 1:
-            raise ModelConfigError(f"max_count must be at least 1, got {self.max_count}")
+        if not 1 <= self.max_count <= MAX_COUNT_LIMIT:  # before range(max_count + 1) below allocates anything
+            raise ModelConfigError(f"max_count must be from 1 to {MAX_COUNT_LIMIT}, got {self.max_count}")
+        if self.top_class not in TOP_CLASSES:
+            raise ModelConfigError(f"top_class must be one of {', '.join(TOP_CLASSES)}, got {self.top_class!r}")
+        expected = list(self.classes.class_to_count)
         if not self.class_to_count:
-            object.__setattr__(self, "class_to_count", tuple(range(self.max_count + 1)))
-        if list(self.class_to_count) != list(range(self.max_count + 1)):
+            object.__setattr__(self, "class_to_count", tuple(expected))
+        if list(self.class_to_count) != expected:
+            top = f", the last meaning {open_label(self.max_count)}" if self.top_class == OPEN else ""
             raise ModelConfigError(
-                f"class_to_count must be [0..{self.max_count}] (class index == item count), "
+                f"class_to_count must be [0..{expected[-1]}] (class index == item count{top}), "
                 f"got {list(self.class_to_count)}"
             )
 
     @property
+    def classes(self) -> CountClasses:
+        return CountClasses(self.max_count, self.top_class == OPEN)
+
+    @property
     def num_classes(self) -> int:
-        return self.max_count + 1
+        return self.classes.num_classes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "max_count": self.max_count,
-            "class_to_count": list(self.class_to_count),
-            **self.preprocess.to_dict(),
-        }
+        return {"arch": self.arch, **self.classes.to_dict(), **self.preprocess.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -77,18 +86,30 @@ class ModelSpec:
                 max_count=int(data["max_count"]),
                 preprocess=PreprocessConfig.from_dict(dict(data)),
                 class_to_count=tuple(int(c) for c in data["class_to_count"]),
+                top_class=str(data.get("top_class", CLOSED)),
             )
         except KeyError as exc:
             raise ModelConfigError(f"model config lacks {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e400)
             if isinstance(exc, ModelConfigError):
                 raise
             raise ModelConfigError(f"model config is invalid: {exc}") from None
-        if int(data.get("num_classes", spec.num_classes)) != spec.num_classes:
+        if not _same_int(data.get("num_classes", spec.num_classes), spec.num_classes):
             raise ModelConfigError(
                 f"model config says num_classes={data['num_classes']} but class_to_count has {spec.num_classes}"
             )
+        labels = data.get("class_labels")
+        if labels is not None and list(labels) != list(spec.classes.labels):
+            raise ModelConfigError(f"model config's class_labels {list(labels)} do not match its classes "
+                                   f"{list(spec.classes.labels)}")
         return spec
+
+
+def _same_int(value: Any, expected: int) -> bool:
+    try:
+        return int(value) == expected
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def build_model(arch: str, num_classes: int) -> nn.Module:
@@ -169,5 +190,15 @@ def load_trained(state_dict: Mapping[str, torch.Tensor], spec: ModelSpec) -> nn.
             f"to counts {list(spec.class_to_count)}"
         )
     model = build_model(spec.arch, spec.num_classes)
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:  # missing, unexpected or differently shaped tensors: weights of another architecture
+        own = model.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        misshapen = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        raise ModelConfigError(
+            f"model.pth does not fit arch {spec.arch!r} of model_config.json: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(misshapen)} differently shaped tensors "
+            f"(e.g. {(missing + unexpected + misshapen)[:3]})") from None
     return model

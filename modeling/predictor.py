@@ -1,5 +1,8 @@
 """Batched local scoring of many photos: the app, the local endpoint, `evaluate` and `predict` call this.
 
+Two engines run the model: torch (`Predictor`) and ONNX Runtime (`OnnxPredictor`, CPU, over the copies that
+`modeling.onnx_export` writes); `Predictor.load` picks the scoring path (modeling.scoring_paths).
+
 DataLoader worker processes decode JPEGs (draft mode) and resize them to uint8 tensors while the main process
 runs the model on the previous batch (BatchNorm folded, channels_last, inference_mode, bf16 on CPUs that have
 it natively). The workers run at low priority, so on a small machine they use what the model leaves idle. A
@@ -18,15 +21,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from modeling.preprocessing import ImageDecodeError, load_image, stack_images
+from binaudit.csvsafe import spreadsheet_safe
+from modeling.artifacts import read_model_config
+from modeling.counts import CountClasses
+from modeling.model import ModelConfigError, ModelSpec
+from modeling.onnx_export import FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, export_fp32
+from modeling.preprocessing import EvalTransform, ImageDecodeError, load_image, stack_images
 from modeling.serving import ScoringModel
+
+ONNX_PRECISIONS = ("fp32", "int8")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class PathResult(NamedTuple):
     path: str
-    probs: np.ndarray | None  # (C,) over counts 0..N, None when the photo failed
+    probs: np.ndarray | None  # (C,) over the classes (0..N, and N+1 or more if open), None when the photo failed
     error: str | None
 
 
@@ -82,12 +92,32 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]
 
 
 class Predictor(ScoringModel):
-    """`Predictor.load(model_dir)`, then `predict_images`, `predict_bytes` or `predict_paths`."""
+    """`Predictor.load(model_dir)`, then `predict_images`, `predict_bytes` or `predict_paths`.
+
+    `path` says which scoring path it runs and why (see modeling.scoring_paths).
+    """
+
+    path: str = ""
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto"
-             ) -> Predictor:
-        """precision "auto": bf16 on CPUs with native bf16, fp16 on CUDA, else fp32; "fp32" for exact numbers."""
+    def load(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto",
+             runtime: str = "auto") -> Predictor:
+        """The scoring path for runtime x precision on this machine (`modeling.scoring_paths.choose_path`):
+        "auto" is the fastest path that passed its agreement check here (torch fp32 where none did)."""
+        from modeling.scoring_paths import choose_path
+
+        choice = choose_path(model_dir, runtime, precision, str(device))
+        if choice.runtime == "onnx":
+            predictor: Predictor = OnnxPredictor.open(model_dir, choice.precision)
+        else:
+            predictor = cls.load_torch(model_dir, device, choice.precision)
+        predictor.path = f"{choice.name} ({choice.reason})"
+        return predictor
+
+    @classmethod
+    def load_torch(cls, model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32"
+                   ) -> Predictor:
+        """The torch path as asked, no choice made: "auto" is bf16 on CPUs with native bf16, fp16 on CUDA."""
         return super().load(model_dir, device, precision)
 
     def predict_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 16, workers: int | None = None,
@@ -120,6 +150,57 @@ class Predictor(ScoringModel):
                 bar.close()
 
 
+class OnnxPredictor(Predictor):
+    """Scores with onnxruntime's CPU provider; `precision` "fp32" (model.onnx) or "int8" (model.int8.onnx)."""
+
+    runtime = "onnx"
+
+    def __init__(self, model_file: Path, spec: ModelSpec, precision: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if precision not in ONNX_PRECISIONS:
+            raise ValueError(f"ONNX Runtime scores in {' or '.join(ONNX_PRECISIONS)}, not {precision!r}")
+        self.device = torch.device("cpu")
+        self.spec = spec
+        self.precision = precision
+        self.transform = EvalTransform(spec.preprocess.image_size)
+        self.model_file = model_file
+        options = ort.SessionOptions()
+        # as many threads as torch would use (OMP_NUM_THREADS, or one per core), one operator at a time
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
+            raise ModelConfigError(f"cannot load {model_file} ({exc})") from None
+
+    @classmethod
+    def open(cls, model_dir: str | os.PathLike, precision: str = "fp32", threads: int | None = None
+             ) -> OnnxPredictor:
+        """model.onnx (exported now when missing, cached beside model.pth) or model.int8.onnx (must exist)."""
+        model_dir = Path(model_dir)
+        spec = ModelSpec.from_dict(read_model_config(model_dir))
+        if precision == "int8":
+            model_file = model_dir / INT8_FILE
+            if not model_file.is_file():
+                raise ModelConfigError(f"no {INT8_FILE} in {model_dir}: run `python -m modeling check "
+                                       f"--model-dir {model_dir}` to quantise and check it")
+        else:
+            model_file = model_dir / FP32_FILE
+            if not model_file.is_file():
+                export_fp32(model_dir)
+        return cls(model_file, spec, precision, threads)
+
+    def inputs(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, 3, S, S) uint8 (channels_last memory from the workers) -> the (N, S, S, 3) uint8 array ONNX takes."""
+        return np.ascontiguousarray(batch.permute(0, 2, 3, 1).numpy())
+
+    def forward_probabilities(self, x: np.ndarray) -> np.ndarray:
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return torch.from_numpy(logits).float().softmax(dim=1).double().numpy()
+
+
 def _progress_bar(total: int, enabled: bool | None):
     if enabled is False:
         return None
@@ -128,24 +209,25 @@ def _progress_bar(total: int, enabled: bool | None):
     return tqdm(total=total, unit="img", desc="scoring", disable=None if enabled is None else not enabled)
 
 
-def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike, class_to_count: Sequence[int]
+def write_predictions_csv(results: Iterable[PathResult], out: str | os.PathLike, classes: CountClasses
                           ) -> tuple[int, int]:
-    """path, bin_id (file stem), predicted_count (argmax), p0..pN, error; returns (scored, failed)."""
+    """path, bin_id, predicted_count (argmax, as its label: "6+" for the open class), p<label>..., error;
+    returns (scored, failed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scored = failed = 0
+    labels = classes.labels
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "bin_id", "predicted_count", *(f"p{c}" for c in class_to_count), "error"])
+        writer.writerow(["path", "bin_id", "predicted_count", *(f"p{label}" for label in labels), "error"])
         for r in results:
-            bin_id = Path(r.path).stem
+            path, bin_id = spreadsheet_safe(str(r.path)), spreadsheet_safe(Path(r.path).stem)  # names are anyone's
             if r.probs is None:
                 failed += 1
-                writer.writerow([r.path, bin_id, "", *([""] * len(class_to_count)), r.error])
+                writer.writerow([path, bin_id, "", *([""] * len(labels)), spreadsheet_safe(r.error)])
             else:
                 scored += 1
-                count = class_to_count[int(np.argmax(r.probs))]
-                writer.writerow([r.path, bin_id, count, *(f"{p:.6f}" for p in r.probs), ""])
+                writer.writerow([path, bin_id, labels[int(np.argmax(r.probs))], *(f"{p:.6f}" for p in r.probs), ""])
     os.replace(tmp, out)
     return scored, failed

@@ -34,6 +34,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import ColorJitter
 
+from modeling.settings import MAX_IMAGE_SIZE
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("squash",)
@@ -60,8 +62,8 @@ class PreprocessConfig:
     resize_mode: str = "squash"
 
     def __post_init__(self) -> None:
-        if self.image_size < 16:
-            raise ValueError(f"image size must be at least 16 px, got {self.image_size}")
+        if not 16 <= self.image_size <= MAX_IMAGE_SIZE:  # 16: the smallest a ResNet still reduces to 1x1
+            raise ValueError(f"image_size must be from 16 to {MAX_IMAGE_SIZE} px, got {self.image_size}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize mode {self.resize_mode!r} is not supported; only: {', '.join(RESIZE_MODES)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from binaudit import db
+from modeling.counts import CountClasses
 
 ACTIVE_KEY = "active_model_version"
 MODEL_FILES = ("model.pth", "model_config.json", "metrics.json", "summary.csv", "args.json")
+# what `python -m modeling check` adds beside them (local scoring only: SageMaker's container never reads these)
+LOCAL_SCORING_FILES = ("model.onnx", "model.int8.onnx", "scoring_paths.json")
 
 
 class RegistryError(LookupError):
@@ -55,6 +59,11 @@ class ModelVersion:
     def model_dir(self) -> Path:
         return Path(self.artifact_uri)
 
+    @property
+    def classes(self) -> CountClasses:
+        """What the version's classes mean (exact 0..max_count, and "max_count + 1 or more" when open)."""
+        return CountClasses.from_config({"max_count": self.max_count, **self.config})
+
 
 def _link_or_copy(src: str, dst: str) -> None:
     try:
@@ -68,8 +77,20 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit integer, absurd nesting
+        raise RegistryError(f"{path} is not valid JSON ({str(exc).split(';')[0] or 'nested too deeply'})") from None
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as None: metrics.json writes NaN for a class with no images (an open model's
+    "6+" in a small validation split), which JSON has no word for and PostgreSQL's JSON type refuses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _final_metric(config: dict[str, Any], metrics: dict[str, Any], name: str) -> float | None:
@@ -79,14 +100,27 @@ def _final_metric(config: dict[str, Any], metrics: dict[str, Any], name: str) ->
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _check_spec(model_dir: Path, config: dict[str, Any]) -> None:
+    """A version must load later: its config is checked now (arch, classes, image size within bounds)."""
+    from modeling.model import ModelConfigError, ModelSpec  # torch: only registering needs it, not every reader
+
+    if not isinstance(config, dict):
+        raise RegistryError(f"{model_dir / 'model_config.json'} holds {type(config).__name__}, not an object")
+    try:
+        ModelSpec.from_dict(config)
+    except ModelConfigError as exc:
+        raise RegistryError(f"{model_dir / 'model_config.json'}: {exc}") from None
+
+
 def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str | None = None,
                    actor: str = "system", extra_config: dict[str, Any] | None = None) -> ModelVersion:
     """Record `model_dir` (a folder written by modeling.train) as a new version, stored under `store`."""
     config = _read_json(model_dir / "model_config.json")
     if not config or not (model_dir / "model.pth").is_file():
         raise RegistryError(f"{model_dir} is not a trained model folder (needs model.pth and model_config.json)")
-    metrics = _read_json(model_dir / "metrics.json")
-    config = {**config, **(extra_config or {})}
+    _check_spec(model_dir, config)
+    metrics = _json_safe(_read_json(model_dir / "metrics.json"))
+    config = _json_safe({**config, **(extra_config or {})})
     with db.write_tx(engine) as conn:
         next_id = (conn.execute(sa.select(sa.func.max(db.model_versions.c.id))).scalar() or 0) + 1
         name = f"v{next_id}"
@@ -94,7 +128,7 @@ def register_model(engine: Engine, model_dir: Path, store: Path, *, job_id: str 
         if dest.exists():
             shutil.rmtree(dest)  # left by a registration whose transaction rolled back
         dest.mkdir(parents=True)
-        for file in MODEL_FILES:
+        for file in (*MODEL_FILES, *LOCAL_SCORING_FILES):
             if (model_dir / file).is_file():
                 _link_or_copy(str(model_dir / file), str(dest / file))
         result = conn.execute(db.model_versions.insert().values(

@@ -3,8 +3,16 @@
 Shared by the SageMaker handlers (modeling.inference), the local Predictor, the local endpoint and the app, so
 every caller gets the same JSON:
 
-    {"predicted_count": 3, "probabilities": [p0..pN], "counts": [0..N],
-     "expected_count": 4, "mismatch_probability": 0.83}        (last two only when an expected count was given)
+    {"predicted_count": 3, "predicted_label": "3", "probabilities": [p0..pN], "counts": [0..N],
+     "labels": ["0".."N"], "top_class": "closed",
+     "expected_count": 4, "mismatch_probability": 0.83, "beyond_range": false}   (last three only with an expected count)
+
+An open model (top_class "open") has one more class, "N+1 or more": its probability ends `probabilities`, its label
+("6+" for N = 5) ends `labels`, and its entry in `counts` is null (no exact count); when it is the most likely
+class, `predicted_count` is null and `predicted_label` "6+". A record above N is checked against it (mismatch
+probability 1 - p("6+")). A closed model has no class for a record above N: its answer has
+"mismatch_probability": null, "beyond_range": true and a "note" saying why (any number would be fixed by
+construction, whatever the photo shows).
 
 Requests: a raw image body (image/jpeg, image/png, application/x-image), or application/json with
 {"image": "<base64>", "expected_count": 4} or {"instances": [{"image": ..., "expected_count": ...}, ...]}
@@ -30,7 +38,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from modeling.artifacts import load_model_dir
-from modeling.metrics import decode_argmax, mismatch_probability
+from modeling.counts import CountClasses
+from modeling.metrics import mismatch_probability
 from modeling.model import ModelSpec
 from modeling.preprocessing import (
     EvalTransform,
@@ -98,7 +107,10 @@ def _parse_json(raw: bytes) -> ScoringRequest:
     try:
         doc = json.loads(raw)
     except ValueError as exc:  # bad JSON, bad UTF-8, or an integer past Python's 4300-digit conversion limit
-        raise RequestError(f"body is not valid JSON ({exc}); send {{\"image\": \"<base64>\"}}") from None
+        reason = str(exc).split(";")[0]  # not Python's hint to raise sys.set_int_max_str_digits
+        raise RequestError(f"body is not valid JSON ({reason}); send {{\"image\": \"<base64>\"}}") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit: no image request is that
+        raise RequestError("body is not valid JSON (nested too deeply); send {\"image\": \"<base64>\"}") from None
     if isinstance(doc, dict) and "instances" in doc:
         instances = doc["instances"]
         if not isinstance(instances, list) or not instances:
@@ -150,18 +162,29 @@ def _shown(value: Any) -> str:
 
 # ---------------------------------------------------------------- responses
 
-def prediction_response(probs: np.ndarray, class_to_count: Sequence[int], expected_count: int | None = None
+def prediction_response(probs: np.ndarray, classes: CountClasses, expected_count: int | None = None
                         ) -> dict[str, Any]:
-    """The JSON dict for one photo's probabilities (argmax count; mismatch probability when expected is given)."""
+    """The JSON dict for one photo's probabilities (the most likely class; the mismatch probability when an
+    expected count is given)."""
     probs = np.asarray(probs, dtype=np.float64)
+    best = int(np.argmax(probs))
     out: dict[str, Any] = {
-        "predicted_count": int(decode_argmax(probs[None], class_to_count)[0]),
+        "predicted_count": None if best == classes.open_index else best,
+        "predicted_label": classes.labels[best],
         "probabilities": [float(p) for p in probs],
-        "counts": [int(c) for c in class_to_count],
+        "counts": [None if c == classes.open_index else c for c in classes.class_to_count],
+        "labels": list(classes.labels),
+        "top_class": classes.top_class,
     }
     if expected_count is not None:
         out["expected_count"] = int(expected_count)
-        out["mismatch_probability"] = float(mismatch_probability(probs, expected_count))
+        out["beyond_range"] = classes.beyond_range(int(expected_count))
+        if out["beyond_range"]:
+            out["mismatch_probability"] = None
+            out["note"] = (f"the record ({int(expected_count)}) is beyond this closed model's range "
+                           f"0..{classes.max_count}: the photo cannot be checked against it")
+        else:
+            out["mismatch_probability"] = float(mismatch_probability(probs, expected_count, open_top=classes.open_top))
     return out
 
 
@@ -229,6 +252,8 @@ class ScoringModel:
     probabilities differ from fp32 in the second or third decimal) and in fp16 on CUDA; "fp32" is exact.
     """
 
+    runtime = "torch"
+
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
                  precision: str = "fp32") -> None:
         self.device = torch.device(device)
@@ -283,7 +308,7 @@ class ScoringModel:
     def predict_bytes(self, data: bytes, expected_count: int | None = None) -> dict[str, Any]:
         """One photo's bytes -> the endpoint's JSON dict; raises ImageDecodeError for a bad image."""
         probs = self.predict_images([self.decode(data)])[0]
-        return prediction_response(probs, self.spec.class_to_count, expected_count)
+        return prediction_response(probs, self.spec.classes, expected_count)
 
     def answer(self, request: ScoringRequest) -> dict[str, Any] | list[dict[str, Any]]:
         """Score a parsed request: a dict for one image, a list for an "instances" request."""
@@ -292,6 +317,6 @@ class ScoringModel:
         except ImageDecodeError as exc:
             raise RequestError(f"undecodable image: {exc}") from None
         probs = self.predict_images(images)
-        answers = [prediction_response(p, self.spec.class_to_count, e)
+        answers = [prediction_response(p, self.spec.classes, e)
                    for p, e in zip(probs, request.expected_counts, strict=True)]
         return answers if request.batch else answers[0]

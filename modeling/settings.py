@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeling.argtypes import (
-    image_size,
+    int_between,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -31,12 +31,18 @@ from modeling.argtypes import (
 )
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
+# Bounds a model config is checked against before anything is allocated (an image_size of 100,000 once asked for
+# ~30 GB per photo). Bin photos are about 500 x 400 px: 1,024 px is twice that; a count head of 1,001 classes is far
+# past any bin (ABID's hold a few dozen items) and still a few KB of weights.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+MAX_COUNT_LIMIT = 1000
 PRETRAINED_CHOICES = ("none", "imagenet")
 LOSSES = ("ce", "ordinal")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BEST_METRICS = {"val_accuracy": "max", "val_rmse": "min"}
+TOP_CLASS_CHOICES = ("auto", "open", "closed")
 GROUPS = ("model", "optimisation", "runtime")
 
 
@@ -73,8 +79,13 @@ SETTINGS: tuple[Setting, ...] = (
             "or the torch cache)", "model", "Initial weights", choices=PRETRAINED_CHOICES),
     Setting("weights_path", str, "", "initial weights from a state_dict file (wins over --pretrained)", "model",
             "Weights file", job=False),
-    Setting("max_count", int, 5, "counts 0..N: the head has N+1 classes", "model", "Max count", positive_int),
-    Setting("image_size", int, 224, "square side the photos are squashed to", "model", "Image size", image_size),
+    Setting("max_count", int, 5, "exact counts 0..N: the head has N+1 classes (N+2 with an open top class)", "model",
+            "Max count", int_between(1, MAX_COUNT_LIMIT)),
+    Setting("top_class", str, "auto", "open: one more class, 'more than N items' (class folder 'N+1+', e.g. 6+); "
+            "closed: counts 0..N only (the published ABID setting); auto: open when the training folder has the "
+            "'N+1+' folder", "model", "Top class", choices=TOP_CLASS_CHOICES),
+    Setting("image_size", int, 224, "square side the photos are squashed to", "model", "Image size",
+            int_between(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, " px")),
     Setting("epochs", int, 10, "total epochs (a resumed run continues to this)", "optimisation", "Epochs",
             positive_int),
     Setting("batch_size", int, 32, "images per step and process", "optimisation", "Batch size", positive_int),

@@ -53,7 +53,15 @@ from modeling.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from modeling.data import CountFolderDataset, DatasetLayoutError, bin_ids, dataset_fingerprint, manifest_sha256
+from modeling.counts import CLOSED
+from modeling.data import (
+    CountFolderDataset,
+    DatasetLayoutError,
+    bin_ids,
+    dataset_fingerprint,
+    manifest_sha256,
+    resolve_top_class,
+)
 from modeling.distributed import (
     DistInfo,
     ShardSampler,
@@ -147,7 +155,10 @@ def seed_everything(seed: int) -> None:
 
 
 def build_spec(args: argparse.Namespace) -> ModelSpec:
-    return ModelSpec(arch=args.arch, max_count=args.max_count, preprocess=PreprocessConfig(args.image_size))
+    """The model's shape; --top-class auto is open when the training folder has the open class folder ("6+")."""
+    top_class = resolve_top_class(args.top_class, args.train, args.max_count)
+    return ModelSpec(arch=args.arch, max_count=args.max_count, preprocess=PreprocessConfig(args.image_size),
+                     top_class=top_class)
 
 
 def build_transforms(spec: ModelSpec) -> tuple[TrainTransform, EvalTransform]:
@@ -159,13 +170,14 @@ def build_datasets(args: argparse.Namespace, spec: ModelSpec) -> dict[str, Count
     """train, val and (with --test) test; recounts of bins in val or test stay out of train
     (modeling.recounts.usable_recounts)."""
     train_tf, eval_tf = build_transforms(spec)
-    side = spec.preprocess.image_size
-    held_out = {"val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side)}
+    side, open_top = spec.preprocess.image_size, spec.classes.open_top
+    held_out = {"val": CountFolderDataset(args.val, spec.max_count, eval_tf, decode_side=side, open_top=open_top)}
     if args.test:
-        held_out["test"] = CountFolderDataset(args.test, spec.max_count, eval_tf, decode_side=side)
+        held_out["test"] = CountFolderDataset(args.test, spec.max_count, eval_tf, decode_side=side, open_top=open_top)
     train = CountFolderDataset(args.train, spec.max_count, train_tf, decode_side=side,
                                recounts_root=args.recounts or None,
-                               held_out_bins=set().union(*(bin_ids(ds.samples) for ds in held_out.values())))
+                               held_out_bins=set().union(*(bin_ids(ds.samples) for ds in held_out.values())),
+                               open_top=open_top)
     return {"train": train, **held_out}
 
 
@@ -312,7 +324,8 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, rt: Run
             cms[i] += confusion_matrix(true, decode(probs, counts, name), size)
     reduced = all_reduce_sum(torch.from_numpy(cms).to(rt.device), rt.info).cpu().numpy()
     loss_total = float(all_reduce_sum(loss_sum, rt.info).item())
-    result: dict[str, Any] = {name: summarize_confusion(reduced[i]) for i, name in enumerate(DECODINGS)}
+    labels = rt.spec.classes.labels
+    result: dict[str, Any] = {name: summarize_confusion(reduced[i], labels) for i, name in enumerate(DECODINGS)}
     result["n"] = result["argmax"]["n"]
     result["loss"] = loss_total / max(result["n"], 1)
     return result
@@ -348,6 +361,14 @@ def log(info: DistInfo, message: str) -> None:
         print(message, flush=True)
 
 
+def hold_for_test(epoch: int) -> None:
+    """Inert unless BINAUDIT_TEST_PAUSE_AFTER_EPOCH=k and BINAUDIT_TEST_BARRIER=FILE: after epoch k, wait for FILE."""
+    barrier = os.environ.get("BINAUDIT_TEST_BARRIER")
+    if barrier and os.environ.get("BINAUDIT_TEST_PAUSE_AFTER_EPOCH") == str(epoch):
+        while not os.path.exists(barrier):  # tests stop, kill or resume the run here, at a known epoch
+            time.sleep(0.05)
+
+
 def _limit_cpu_threads(info: DistInfo, device: torch.device) -> None:
     """Several training processes on one CPU machine share its cores instead of each taking all of them."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
@@ -361,7 +382,8 @@ def recount_report(train: CountFolderDataset) -> dict[str, Any] | None:
         return None
     left_out = sorted(bin_ids(train.held_out_recounts))
     return {"folder": str(train.recounts_root), "used": len(train.recounts), "replaced": train.replaced_by_recounts,
-            "left_out": len(left_out), "left_out_bins": left_out}
+            "left_out": len(left_out), "left_out_bins": left_out,
+            "beyond_range": len(train.beyond_range_recounts)}
 
 
 def _log_recounts(info: DistInfo, report: dict[str, Any] | None) -> None:
@@ -376,8 +398,15 @@ def _log_recounts(info: DistInfo, report: dict[str, Any] | None) -> None:
     log(info, line)
 
 
-def _resolved_args(args: argparse.Namespace, info: DistInfo, device: torch.device) -> dict[str, Any]:
-    return {**vars(args), "world_size": info.world_size, "resolved_device": str(device)}
+def _resolved_args(args: argparse.Namespace, info: DistInfo, device: torch.device, spec: ModelSpec) -> dict[str, Any]:
+    return {**vars(args), "world_size": info.world_size, "resolved_device": str(device),
+            "resolved_top_class": spec.top_class}
+
+
+def check_resumable(saved_args: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """A checkpoint resumes only a run of the same model shape; one saved before the open class existed was closed."""
+    check_compatible({"resolved_top_class": CLOSED, **saved_args}, resolved,
+                     keys=("arch", "max_count", "resolved_top_class", "image_size", "loss"))
 
 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,7 +427,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
     seed_everything(args.seed + info.rank)
     spec = build_spec(args)
     datasets = build_datasets(args, spec)
-    resolved = _resolved_args(args, info, device)
+    resolved = _resolved_args(args, info, device, spec)
     provenance = run_provenance(resolved, datasets, args) if info.is_main else {}
     recounts = recount_report(datasets["train"])
     _log_recounts(info, recounts)
@@ -416,7 +445,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
     state = TrainState()
     checkpoint = load_checkpoint(args.checkpoint_dir)
     if checkpoint is not None:
-        check_compatible(checkpoint["args"], resolved)
+        check_resumable(checkpoint["args"], resolved)
         state = TrainState.from_checkpoint(checkpoint, model, optimizer, scheduler, scaler)
         if _schedule_changed(checkpoint["args"], resolved):
             scheduler = replan_scheduler(optimizer, args, state.epoch)
@@ -448,6 +477,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict[str, Any]:
         log(info, f"{format_epoch_line(epoch, row)} {format_best_line(flat_metrics(state.best_eval, 'val'))}")
         if info.is_main and args.checkpoint_dir:  # the checkpoint carries the best weights: model.pth comes at the end
             save_checkpoint(args.checkpoint_dir, state.to_checkpoint(model, optimizer, scheduler, scaler, resolved))
+        hold_for_test(epoch)
 
     test = None
     if "test" in datasets and state.best_state is not None:
@@ -537,6 +567,7 @@ def evaluation_report(evaluation: dict[str, Any], split: str, epoch: int) -> dic
         "split": split, "epoch": epoch, "n": evaluation["n"], "loss": evaluation["loss"],
         **{k: evaluation["argmax"][k] for k in ("accuracy", "rmse", "mae", "within_one", "per_class",
                                                 "confusion_matrix")},
+        "labels": evaluation["argmax"].get("labels"),  # a checkpoint saved before labels existed has none
         "decodings": {name: evaluation[name] for name in DECODINGS},
     }
 
@@ -552,6 +583,8 @@ def write_artifacts(args: argparse.Namespace, spec: ModelSpec, state: TrainState
         "best_epoch": state.best_epoch,
         "best_metric": args.best_metric,
         "class_to_count": list(spec.class_to_count),
+        "class_labels": list(spec.classes.labels),
+        "top_class": spec.top_class,
         "final": evaluation_report(state.best_eval, "val", state.best_epoch) if state.best_eval else None,
         "test": evaluation_report(test, "test", state.best_epoch) if test else None,
         "recounts": recounts,

@@ -134,5 +134,5 @@ def queue_endpoint_results(server: str, results: list[dict[str, Any]]) -> None:
     body = json.dumps({"results": [{"Body": json.dumps(r), "ContentType": "application/json"} for r in results]})
     request = urllib.request.Request(f"{server}/moto-api/static/sagemaker/endpoint-results", data=body.encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 201 or response.status == 200

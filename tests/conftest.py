@@ -11,13 +11,25 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+# registering a model checks its ONNX and int8 scoring paths (seconds per model); the tests that are about it
+# turn it back on, the rest register many models and score with torch fp32
+os.environ.setdefault("BINAUDIT_CHECK_SCORING_PATHS", "false")
 
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate
+
+# Hypothesis profiles (tests/test_fuzz.py): "fast" in `make test`, "long" with BINAUDIT_FUZZ=long. No example
+# database: runs stay independent of earlier ones, and nothing is written into the checkout.
+settings.register_profile("fast", max_examples=40, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=4000, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("BINAUDIT_FUZZ", "fast"))
 
 ABID_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "abid-sample"
 

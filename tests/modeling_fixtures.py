@@ -72,3 +72,18 @@ def tiny_model(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     if key not in _TRAINED:
         _TRAINED[key] = _train_tiny(tiny_dataset, tmp_path_factory.mktemp("tiny_model"))
     return _TRAINED[key]
+
+
+def closed_model_dir(out: Path, max_count: int = 5, image_size: int = 32) -> Path:
+    """A closed 0..max_count model (random weights, no training): for rules that do not depend on what it learnt,
+    such as which bins a closed model cannot check."""
+    import torch
+
+    from modeling.artifacts import save_model
+    from modeling.model import ModelSpec, build_model
+    from modeling.preprocessing import PreprocessConfig
+
+    torch.manual_seed(0)
+    spec = ModelSpec("resnet18", max_count, PreprocessConfig(image_size))
+    save_model(out, build_model("resnet18", spec.num_classes).state_dict(), spec)
+    return out

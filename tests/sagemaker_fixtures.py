@@ -14,6 +14,8 @@ import boto3
 from binaudit.config import load_settings
 from binaudit.workspace import Workspace
 from jobs import get_backend
+from modeling.model import ModelSpec
+from modeling.preprocessing import PreprocessConfig
 from tests.aws_shims import install_moto_compat
 from tests.conftest import s3_bucket_name
 
@@ -27,7 +29,7 @@ def placeholder_model_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.pth").write_bytes(b"placeholder weights")
-    config = {"arch": "resnet18", "max_count": 5, "image_size": 32, "class_to_count": [0, 1, 2, 3, 4, 5],
+    config = {**ModelSpec("resnet18", 5, PreprocessConfig(32)).to_dict(),  # registration checks the config
               "final_metrics": {"val_accuracy": 0.4615, "val_rmse": 1.2}, "resolved_args": {"val": "/data/val"}}
     (folder / "model_config.json").write_text(json.dumps(config))
     return folder

@@ -169,27 +169,48 @@ def _cli_env(ws: Workspace) -> dict[str, str]:
     return env
 
 
+# `python -m audit score` whose scorer, after 35 results (3 chunks of 10 committed, 5 scored in the 4th),
+# announces it in a file and waits forever: the kill always lands at the same point, however fast the machine
+_SCORE_HELD_AFTER_35 = """
+import sys, threading
+import audit.scorers as scorers
+from audit.cli import main
+real_scorer_for = scorers.scorer_for
+
+def held_scorer_for(*args, **kwargs):
+    score = real_scorer_for(*args, **kwargs)
+    def held(paths):
+        for i, result in enumerate(score(paths)):
+            if i == 35:
+                open(sys.argv[1], "w").close()
+                threading.Event().wait()
+            yield result
+    return held
+
+scorers.scorer_for = held_scorer_for
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
 def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tmp_path, synth_raw):
-    many = tmp_path / "many"  # enough bins that the kill lands mid-run
-    shutil.copytree(synth_raw, many)
-    copies = 4 if engine.dialect.name == "sqlite" else 2  # PostgreSQL: half the bins keep the suite lean
-    for k in range(1, copies):
-        for src in sorted((synth_raw / "bin-images").glob("*.jpg")):
-            stem = f"{int(src.stem) + 1000 * k:05d}"
-            shutil.copyfile(src, many / "bin-images" / f"{stem}.jpg")
-            shutil.copyfile(synth_raw / "metadata" / f"{src.stem}.json", many / "metadata" / f"{stem}.json")
-    total = imports.import_abid_folder(engine, many, actor="t").added
-    cmd = [sys.executable, "-m", "audit", "score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_cli_env(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(_predictions(engine)) < 30:
+    total = imports.import_abid_folder(engine, synth_raw, actor="t").added
+    args = ["score", "--commit-every", "10", "--batch-size", "10", "--workers", "0"]
+    held = tmp_path / "scorer-held"
+    proc = subprocess.Popen([sys.executable, "-c", _SCORE_HELD_AFTER_35, str(held), *args], cwd=ROOT,
+                            env=_cli_env(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not held.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the scorer never reached its 36th photo"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = len(_predictions(engine))
-    assert 30 <= partial < total, "the kill must land mid-run"
+    assert partial == 30 < total  # the 4th chunk's 5 scored photos were lost with the process
 
-    rerun = subprocess.run(cmd, cwd=ROOT, env=_cli_env(ws), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "audit", *args], cwd=ROOT, env=_cli_env(ws),
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     preds = _predictions(engine)
     assert len(preds) == total and preds["bin_id"].is_unique
@@ -197,20 +218,24 @@ def test_scoring_resumes_after_a_kill_without_duplicates(engine, ws, version, tm
 
 
 def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.DataFrame:
-    """Random bins, predictions and decisions written straight to the tables."""
+    """Random bins, predictions and decisions written straight to the tables; about one in ten has a record above
+    5 written as a closed 0..5 model writes it (beyond its range: no mismatch probability, no flag)."""
     rng = np.random.default_rng(seed)
     t0 = db.utcnow()
     bins, preds = [], []
     for i in range(n):
         decided = rng.random() < 0.3
         decided_at = t0 + pd.Timedelta(seconds=int(rng.integers(-100, 100))) if decided else None
-        bins.append({"id": f"b{i:04d}", "image_uri": f"images/{i}.jpg", "expected_count": int(rng.integers(0, 6)),
+        beyond = bool(rng.random() < 0.1)
+        expected = int(rng.integers(6, 12)) if beyond else int(rng.integers(0, 6))
+        bins.append({"id": f"b{i:04d}", "image_uri": f"images/{i}.jpg", "expected_count": expected,
                      "items": [], "search_text": "", "source": "upload", "created_at": t0, "updated_at": t0,
                      "decided_at": decided_at, "decision": "dismiss" if decided else None,
                      "queued": bool(rng.random() < 0.05)})
         preds.append({"bin_id": f"b{i:04d}", "model_version_id": version_id, "predicted_count": 1, "decoded_count": 1,
-                      "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": 0,
-                      "mismatch_probability": round(float(rng.random()), 3), "argmax_differs": False,
+                      "probabilities": [1, 0, 0, 0, 0, 0], "expected_count": expected, "beyond_range": beyond,
+                      "mismatch_probability": None if beyond else round(float(rng.random()), 3),
+                      "argmax_differs": None if beyond else False,
                       "created_at": t0,
                       # the queue facts as audit.reviews keeps them
                       "settled": decided_at is not None and decided_at >= t0, "queued": bins[-1]["queued"]})
@@ -228,6 +253,10 @@ def _seed_predictions(engine, version_id: int, n: int, seed: int = 0) -> pd.Data
 def test_sql_queue_agrees_with_the_reference_rules(engine, version, threshold):
     frame = _seed_predictions(engine, version.id, 300)
     expected = queue_rules(frame, threshold=threshold)["bin_id"].tolist()
+    beyond = set(frame.loc[frame["expected_count"] > 5, "bin_id"])
+    hand = set(frame.loc[frame["queued"], "bin_id"])
+    assert beyond - hand and beyond & hand  # both kinds are seeded: only those sent by hand may be queued
+    assert {b for b in expected if b in beyond} <= hand
     assert queue_size(engine, version.id, threshold=threshold) == len(expected)
     got = queue_page(engine, version.id, threshold=threshold, limit=1000)["bin_id"].tolist()
     assert got == expected
@@ -303,10 +332,15 @@ def test_browse_filters_and_detail(engine, ws, version, tiny_dataset):
     assert set(only_val["split"]) == {"val"}
     threes = browse_page(engine, version.id, BinFilter(expected=(3,)), limit=1000)
     assert set(threes["expected_count"]) == {3}
+    rows = browse_page(engine, version.id, BinFilter(), limit=1000)
     disagree = browse_page(engine, version.id, BinFilter(mismatch_only=True), limit=1000)
-    assert (disagree["predicted_count"] != disagree["expected_count"]).all()
-    band = browse_page(engine, version.id, BinFilter(prob_min=0.2, prob_max=0.6), limit=1000)
-    assert band["mismatch_probability"].between(0.2, 0.6).all()
+    expected_disagree = rows.loc[rows["predicted_count"] != rows["expected_count"], "bin_id"]
+    assert 0 < len(disagree) < len(rows) and set(disagree["bin_id"]) == set(expected_disagree)
+    values = sorted(set(rows["mismatch_probability"]))
+    low, high = values[1], values[-2]  # a band that holds some bins, not the lowest or the highest
+    band = browse_page(engine, version.id, BinFilter(prob_min=low, prob_max=high), limit=1000)
+    in_band = rows.loc[rows["mismatch_probability"].between(low, high), "bin_id"]
+    assert 0 < len(band) < len(rows) and set(band["bin_id"]) == set(in_band)
     some_bin = browse_page(engine, version.id, BinFilter(expected=(2,)), limit=1).iloc[0]
     detail = bin_detail(engine, some_bin.bin_id, version.id)
     asin = detail["bin"]["items"][0]["asin"]
@@ -327,6 +361,10 @@ def test_exports_and_recount_dataset(engine, ws, version, tiny_dataset, tmp_path
         reviews.decide(engine, reviews.Decision(row.bin_id, reviews.CONFIRM, "ana", int(row.row_version), recount))
     n_queue = export_queue(engine, version.id, tmp_path / "q.csv", threshold=0.0)
     assert n_queue == len(pd.read_csv(tmp_path / "q.csv")) == queue_size(engine, version.id, threshold=0.0)
+    exported = pd.read_csv(tmp_path / "q.csv", dtype=str)
+    labels = set(version.classes.labels)  # the open class is written "6+", never 6
+    assert set(exported["predicted_count"]) <= labels and set(exported["decoded_count"]) <= labels
+    assert "6" not in set(exported["predicted_count"]) | set(exported["decoded_count"])
     assert export_decisions(engine, tmp_path / "d.csv") == 3
     decisions = pd.read_csv(tmp_path / "d.csv")
     assert set(decisions["decision"]) == {"confirm_mismatch"} and set(decisions["reviewer"]) == {"ana"}
@@ -350,10 +388,13 @@ def test_overview_figures(engine, ws, version, tiny_dataset):
     o = overview(engine, version.id, threshold=0.5)
     preds = _predictions(engine)
     assert o.bins == o.scored == len(preds)
-    assert o.agree == int((preds["predicted_count"] == preds["expected_count"]).sum())
+    # the open class 6 agrees with any record above 5
+    assert o.agree == int((preds["predicted_count"] == preds["expected_count"].clip(upper=6)).sum())
     assert o.open_queue == queue_size(engine, version.id, threshold=0.5)
+    assert o.beyond_range == 0  # an open model checks every bin
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(sqlite_ws, tiny_dataset, tiny_model_dir):
     ws = sqlite_ws
     engine = ws.open()
@@ -466,7 +507,7 @@ def _uniform_scorer(during=None):
         for i, _ in enumerate(paths):
             if i == 1 and during:
                 during()
-            yield np.full(6, 1 / 6), None
+            yield np.full(7, 1 / 7), None  # the tiny model's classes: 0..5 and 6+
     return scorer
 
 
@@ -476,7 +517,7 @@ def test_scoring_reads_the_bins_at_write_time(engine, ws, version, tiny_dataset)
         first, last = conn.execute(sa.select(sa.func.min(db.bins.c.id), sa.func.max(db.bins.c.id))).one()
 
     def analysts_meanwhile():  # after the scorer read its page, before the chunk is written
-        reviews.send_to_queue(engine, last, actor="ana")
+        reviews.send_to_queue(engine, last, actor="ana", expected_version=reviews.bin_state(engine, last).row_version)
         with engine.connect() as conn:
             version_now = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == first)).scalar_one()
         reviews.decide(engine, reviews.Decision(first, reviews.DISMISS, "bo", version_now))
@@ -512,7 +553,7 @@ def test_reuploading_a_bin_keeps_its_record_and_replaces_a_changed_photo(engine,
     assert (_predictions(engine)["bin_id"] == bin_id).sum() == 0
     from audit.scoring import record_prediction
 
-    assert record_prediction(engine, version, bin_id, np.full(6, 1 / 6))
+    assert record_prediction(engine, version, bin_id, np.full(7, 1 / 7))
     with engine.connect() as conn:
         stored = conn.execute(sa.select(db.bins).where(db.bins.c.id == bin_id)).mappings().one()
         actions = conn.execute(sa.select(db.audit_log.c.action).where(db.audit_log.c.entity_id == bin_id)).scalars()
@@ -525,20 +566,34 @@ def test_expected_count_change_rescores_predictions_of_models_with_other_class_c
     from audit.scoring import record_prediction
     from modeling.registry import get_version
 
+    def closed_version(name: str, max_count: int) -> int:
+        """A closed 0..max_count model, its config as written before the open class existed (no top_class)."""
+        config = {k: v for k, v in version.config.items() if k not in ("top_class", "class_labels")}
+        with db.write_tx(engine) as conn:
+            return conn.execute(db.model_versions.insert().values(
+                name=name, artifact_uri=str(version.model_dir), arch="resnet18", image_size=64, max_count=max_count,
+                config={**config, "class_to_count": list(range(max_count + 1)), "max_count": max_count,
+                        "num_classes": max_count + 1}, metrics={}, created_at=db.utcnow())).inserted_primary_key[0]
+
+    wide_id, old_id = closed_version("wide", 10), closed_version("old", 5)
     wide_probs = np.arange(1, 12, dtype=np.float64) / np.arange(1, 12).sum()  # an 11-class model (counts 0..10)
-    with db.write_tx(engine) as conn:
-        wide_id = conn.execute(db.model_versions.insert().values(
-            name="wide", artifact_uri=str(version.model_dir), arch="resnet18", image_size=64, max_count=10,
-            config={**version.config, "class_to_count": list(range(11)), "max_count": 10}, metrics={},
-            created_at=db.utcnow())).inserted_primary_key[0]
-    assert record_prediction(engine, version, row["id"], np.full(6, 1 / 6))
+    open_probs = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4])  # the tiny model: 0..5 and 6+
+    assert record_prediction(engine, version, row["id"], open_probs)
     assert record_prediction(engine, get_version(engine, wide_id), row["id"], wide_probs)
+    assert record_prediction(engine, get_version(engine, old_id), row["id"], np.full(6, 1 / 6))
 
     imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=7)
     preds = _predictions(engine).set_index("model_version_id")
     assert preds.loc[wide_id, "mismatch_probability"] == pytest.approx(1 - wide_probs[7], abs=1e-5)
-    assert preds.loc[version.id, "mismatch_probability"] == pytest.approx(1.0, abs=1e-4)  # 7 > 5: P(holds <= 5)
+    assert preds.loc[version.id, "mismatch_probability"] == pytest.approx(0.6, abs=1e-5)  # 7 is 6+: 1 - p(6+)
+    # 7 is beyond the old closed 0..5 model's range: no probability (it used to be p(count <= 5) = 1.0)
+    assert pd.isna(preds.loc[old_id, "mismatch_probability"]) and pd.isna(preds.loc[old_id, "argmax_differs"])
+    assert preds["beyond_range"].to_dict() == {version.id: False, wide_id: False, old_id: True}
     assert set(preds["expected_count"]) == {7}
+    assert row["id"] not in queue_page(engine, old_id, threshold=0.0, limit=10)["bin_id"].tolist()
+    imports.import_upload(engine, ws, "00556.jpg", jpeg_bytes(), actor="ana", expected_count=5)
+    back = _predictions(engine).set_index("model_version_id").loc[old_id]
+    assert back["mismatch_probability"] == pytest.approx(5 / 6, abs=1e-5) and not back["beyond_range"]
 
 
 def test_recount_export_never_deletes_a_folder_it_did_not_write(engine, ws, tmp_path):
@@ -582,3 +637,56 @@ def test_unsafe_or_absurd_input_is_refused_with_a_reason(engine, ws, tiny_datase
         monkeypatch.setenv(key, value)
     assert main(["import", "--folder", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# ---------------------------------------------------------------- real ABID bins above 5 items (../shared/abid-sample)
+
+
+def test_an_open_model_checks_real_abid_bins_above_5_by_their_photo(engine, ws, version, abid_sample):
+    """The tiny model is trained on an open synthetic dataset (its "6+" folder): a record of 12 is checked against
+    p(6+) of that bin's photo, so the mismatch probabilities differ from bin to bin and none is 1.0 by construction."""
+    assert version.classes.open_top
+    imports.import_abid_folder(engine, abid_sample, actor="t")
+    report = score_bins(engine, ws, version, local_scorer(version.model_dir, workers=0), progress=False)
+    assert report.scored == 100 and report.failed == 0
+    preds = _predictions(engine)
+    above = preds[preds["expected_count"] > 5]
+    assert len(above) == 34 and not above["beyond_range"].any()
+    p_open = np.array([p[6] for p in above["probabilities"]])
+    assert above["mismatch_probability"].to_numpy() == pytest.approx(1 - p_open, abs=1e-5)
+    assert (above["mismatch_probability"] < 1.0).all()
+    # one value per photo (a model that has seen few "6+" bins puts little mass there: close to 1, but not fixed)
+    assert above["mismatch_probability"].nunique() == 34 and np.ptp(above["mismatch_probability"]) > 1e-3
+    assert overview(engine, version.id, threshold=0.5).beyond_range == 0
+
+
+def test_a_closed_model_does_not_queue_real_abid_bins_above_5_and_labels_them_beyond_range(engine, ws, abid_sample,
+                                                                                           tmp_path):
+    from tests.modeling_fixtures import closed_model_dir
+
+    closed = activate(engine, register_model(engine, closed_model_dir(tmp_path / "closed"), ws.models_dir).id,
+                      actor="t")
+    imports.import_abid_folder(engine, abid_sample, actor="t")
+    score_bins(engine, ws, closed, local_scorer(closed.model_dir, workers=0), progress=False)
+    preds = _predictions(engine).set_index("bin_id")
+    above = preds[preds["expected_count"] > 5]
+    assert len(above) == 34 and above["beyond_range"].all()
+    assert above["mismatch_probability"].isna().all() and above["argmax_differs"].isna().all()
+    queue = queue_page(engine, closed.id, threshold=0.0, limit=1000)
+    assert set(queue["bin_id"]) == set(preds.index) - set(above.index)  # the 66 bins it can check, no other
+    assert overview(engine, closed.id, threshold=0.0).beyond_range == 34
+    listed = browse_page(engine, closed.id, BinFilter(beyond_range_only=True), limit=1000)
+    assert set(listed["bin_id"]) == set(above.index) and listed["beyond_range"].all()
+    out = subprocess.run([sys.executable, "-m", "audit", "overview"], cwd=ROOT, env=_cli_env(ws), capture_output=True,
+                         text=True, timeout=120)
+    assert "beyond the model's range: 34 bin(s)" in out.stdout, out.stderr
+
+
+def test_a_recount_above_n_is_filed_under_the_open_class(engine, ws, tmp_path):
+    imports.import_upload(engine, ws, "00777.jpg", jpeg_bytes(), actor="ana", expected_count=2)
+    with engine.connect() as conn:
+        row_version = conn.execute(sa.select(db.bins.c.row_version).where(db.bins.c.id == "00777")).scalar_one()
+    reviews.decide(engine, reviews.Decision("00777", reviews.CONFIRM, "ana", row_version, 9))
+    frame = build_recount_dataset(engine, ws, tmp_path / "recounts", max_count=5)
+    assert frame.set_index("bin_id").loc["00777", "status"] == "written: 6+/00777.jpg"
+    assert (tmp_path / "recounts" / "6+" / "00777.jpg").is_file()

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from audit.mismatch import average_precision, precision_recall_at, queue_rules, score_distributions
+from modeling.counts import CountClasses
 
 P = np.array([
     [0.05, 0.10, 0.60, 0.20, 0.05, 0.00],  # confident 2
@@ -24,10 +25,48 @@ def test_mismatch_probability_is_one_minus_p_of_the_expected_count():
     assert table["argmax_differs"].tolist() == [False, False, True]
 
 
-def test_expected_count_beyond_the_model_range_uses_the_mass_on_0_to_N():
+def test_a_record_beyond_a_closed_models_range_gets_no_probability_and_no_flag():
     table = score_distributions(P, [7, 6, 5])
-    assert table["mismatch_probability"].tolist() == pytest.approx([1.0, 1.0, 0.10])
-    assert table["out_of_range"].tolist() == [True, True, False]
+    # p(count <= 5) is 1 for every photo: a number here would be fixed by construction, so there is none
+    assert table["mismatch_probability"].isna().tolist() == [True, True, False]
+    assert table["mismatch_probability"][2] == pytest.approx(0.10)
+    assert table["p_expected"].isna().tolist() == [True, True, False]
+    assert table["argmax_differs"].isna().tolist() == [True, True, False]
+    assert table["beyond_range"].tolist() == [True, True, False]
+    assert table["expected_count"].tolist() == [7, 6, 5]
+
+
+OPEN = CountClasses(5, open_top=True)
+P_OPEN = np.array([
+    [0.00, 0.00, 0.00, 0.05, 0.15, 0.30, 0.50],  # probably 6+
+    [0.00, 0.00, 0.00, 0.00, 0.02, 0.08, 0.90],  # confident 6+
+    [0.05, 0.10, 0.60, 0.20, 0.05, 0.00, 0.00],  # confident 2
+])
+
+
+def test_an_open_model_checks_a_record_above_n_against_its_open_class():
+    table = score_distributions(P_OPEN, [9, 6, 12], classes=OPEN)
+    # 1 - p(6+): depends on the photo, never 1.0 by construction
+    assert table["mismatch_probability"].tolist() == pytest.approx([0.50, 0.10, 1.0])
+    assert table["beyond_range"].tolist() == [False, False, False]
+    assert table["predicted_count"].tolist() == [6, 6, 2]  # 6 is the open class: shown as "6+"
+    assert table["argmax_differs"].tolist() == [False, False, True]
+    exact = score_distributions(P_OPEN, [5, 2, 2], classes=OPEN)
+    assert exact["mismatch_probability"].tolist() == pytest.approx([0.70, 1.0, 0.40])
+    assert exact["argmax_differs"].tolist() == [True, True, False]
+
+
+def test_the_open_class_reads_n_plus_one_plus_and_counts_as_n_plus_one():
+    assert OPEN.labels == ("0", "1", "2", "3", "4", "5", "6+") and OPEN.num_classes == 7
+    assert [OPEN.label(c) for c in (5, 6, 11)] == ["5", "6+", "6+"]
+    assert [OPEN.truncate(c) for c in (5, 6, 11)] == [5, 6, 6]
+    closed = CountClasses(5)
+    assert closed.labels[-1] == "5" and closed.beyond_range(6) and not OPEN.beyond_range(60)
+    with pytest.raises(ValueError, match="beyond"):
+        closed.truncate(6)
+    # a probability row of the wrong width for the model is refused, not misread
+    with pytest.raises(ValueError, match="7 classes"):
+        score_distributions(P, [1, 2, 3], classes=OPEN)
 
 
 def test_unknown_expected_count_gives_no_mismatch_probability():
@@ -65,8 +104,12 @@ def _candidates() -> pd.DataFrame:
 
 def test_queue_rules_threshold_decisions_and_hand_queued():
     queue = queue_rules(_candidates(), threshold=0.5)
-    # d was decided before its newer prediction: back in; e was decided after: out; c was queued by hand
+    # d was decided before its newer prediction: back in; e was decided after: out; c was queued by hand;
+    # f has no probability (no record, or beyond the model's range): never in on its own, even at threshold 0
     assert queue["bin_id"].tolist() == ["d", "a", "b", "c"]
+    assert "f" not in queue_rules(_candidates(), threshold=0.0)["bin_id"].tolist()
+    by_hand = _candidates().assign(queued=[False] * 5 + [True])
+    assert queue_rules(by_hand, threshold=0.5)["bin_id"].tolist() == ["d", "a", "b", "f"]
 
 
 def test_queue_rules_budget_counts_todays_decisions():

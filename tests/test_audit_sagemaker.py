@@ -101,6 +101,7 @@ def playing_the_container(model_dir: Path):
         BUILTIN_HANDLERS.remove(entry)
 
 
+@pytest.mark.slow
 def test_scoring_through_batch_transform(sm, tiny_model_dir):
     make_backend, version, ws, engine, bucket, n_bins = sm
     s3 = boto3.client("s3")
@@ -128,6 +129,7 @@ def test_scoring_through_batch_transform(sm, tiny_model_dir):
         assert np.allclose(row.probabilities, expected, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_missing_transform_outputs_are_reported_per_bin(sm):
     make_backend, version, ws, engine, bucket, n_bins = sm
     backend = make_backend()

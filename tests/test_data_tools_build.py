@@ -30,6 +30,7 @@ def _expected_counts(raw: Path, skip: set[str] = frozenset()) -> dict[str, int]:
             for p in (raw / "metadata").glob("*.json") if p.stem not in skip}
 
 
+@pytest.mark.slow
 def test_acceptance_synth_600_then_build_twice(tmp_path):
     raw, out = tmp_path / "X", tmp_path / "Y"
     assert _cli("synth", "--n", "600", "--out", str(raw)).returncode == 0
@@ -63,8 +64,12 @@ def test_stats_json_matches_the_manifest(tiny_dataset):
     stats = json.loads((tiny_dataset / "stats.json").read_text())
     rows = read_manifest(tiny_dataset / "manifest.csv")
     for split, classes in stats["classes"].items():
-        for count, n in classes.items():
+        for name, n in classes.items():
+            assert n == sum(1 for r in rows if r["split"] == split and r["class"] == name)
+    for split, counts in stats["true_counts"].items():
+        for count, n in counts.items():
             assert n == sum(1 for r in rows if r["split"] == split and r["count"] == count)
+    assert stats["top_class"] == "open" and stats["open_class_bins"] == sum(int(r["count"]) > 5 for r in rows) > 0
     assert stats["bins"] == len(rows)
     assert stats["source_kind"] == "synthetic"
     import hashlib
@@ -173,9 +178,8 @@ def test_every_bad_file_is_reported_and_every_good_bin_is_built(tmp_path, raw_wi
 
     bad_ids = {Path(rel).stem for rel in reasons}
     expected = _expected_counts(raw, skip=bad_ids)
-    good = {b for b, c in expected.items() if c <= 5}
     built = {r["bin_id"] for r in read_manifest(out / "manifest.csv")}
-    assert built == good
+    assert built == set(expected)  # every good bin, those above 5 items in the open class
 
 
 def test_huge_image_is_refused_with_its_size():
@@ -187,9 +191,27 @@ def test_huge_image_is_refused_with_its_size():
         inspect_jpeg(buf.getvalue(), max_pixels=1_000_000)
 
 
-def test_abid_sample_builds_66_bins_and_filters_34(tmp_path, abid_sample):
+def test_abid_sample_builds_all_100_bins_34_of_them_in_the_open_class(tmp_path, abid_sample):
     out = tmp_path / "Z"
     proc = _cli("build", "--source", str(abid_sample), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 100
+    above = [r for r in rows if r["class"] == "6+"]
+    assert len(above) == 34 and all(int(r["count"]) > 5 and Path(r["image_path"]).parts[1] == "6+" for r in above)
+    assert all(r["class"] == r["count"] for r in rows if r not in above)  # the manifest keeps the true count
+    assert read_manifest(out / "filtered.csv") == []
+    assert [p for p in read_report(out / "errors.csv") if p.is_error] == []
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["source_kind"] == "abid" and stats["top_class"] == "open" and stats["open_class_bins"] == 34
+    assert sum(stats["classes"][s]["6+"] for s in ("train", "val", "test")) == 34
+    assert sum(n for s in ("train", "val", "test") for c, n in stats["true_counts"][s].items() if int(c) > 5) == 34
+    assert "34 of them in the class 6+" in proc.stdout and "true counts" in proc.stdout
+
+
+def test_abid_sample_with_top_class_drop_builds_66_bins_and_filters_34(tmp_path, abid_sample):
+    out = tmp_path / "Z"
+    proc = _cli("build", "--source", str(abid_sample), "--out", str(out), "--top-class", "drop")
     assert proc.returncode == 0, proc.stderr
     assert len(read_manifest(out / "manifest.csv")) == 66
     with (out / "filtered.csv").open() as fh:
@@ -197,7 +219,31 @@ def test_abid_sample_builds_66_bins_and_filters_34(tmp_path, abid_sample):
     assert len(filtered) == 34 and all(int(r["expected_quantity"]) > 5 for r in filtered)
     assert [p for p in read_report(out / "errors.csv") if p.is_error] == []
     assert "34 filtered" in proc.stdout
-    assert json.loads((out / "stats.json").read_text())["source_kind"] == "abid"
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["source_kind"] == "abid" and stats["top_class"] == "drop" and "6+" not in stats["classes"]["train"]
+    assert sum(stats["true_counts"]["filtered"].values()) == 34  # the histogram shows what was left out
+
+
+def test_synthetic_bins_above_max_count_open_or_drop(tmp_path):
+    raw = tmp_path / "raw"
+    truth = generate(SynthOptions(n=60, out=raw, seed=3, max_count=8, width=48, height=40), progress=False)
+    above = {b for b, _, record, _ in truth if record > 5}
+    assert 10 < len(above) < 40
+    opened = build_dataset(BuildOptions(source=raw, out=tmp_path / "open", progress=False))
+    assert len(opened.rows) == 60 and opened.filtered == []
+    assert {r["bin_id"] for r in opened.rows if r["class"] == "6+"} == above
+    for r in opened.rows:
+        assert (tmp_path / "open" / r["image_path"]).is_file() and Path(r["image_path"]).parts[1] == r["class"]
+    # the class is one stratum: each split holds its share of the open class, within one bin
+    per_split = Counter(r["split"] for r in opened.rows if r["class"] == "6+")
+    assert all(abs(per_split[s] - len(above) * f) <= 1 for s, f in (("train", 0.8), ("val", 0.1), ("test", 0.1)))
+    dropped = build_dataset(BuildOptions(source=raw, out=tmp_path / "drop", top_class="drop", progress=False))
+    assert {b for b, _ in dropped.filtered} == above and len(dropped.rows) == 60 - len(above)
+    # the bins of 0..5 items land in the same split either way
+    same = {r["bin_id"]: r["split"] for r in opened.rows}
+    assert all(same[r["bin_id"]] == r["split"] for r in dropped.rows)
+    with pytest.raises(ValueError, match="open, drop"):
+        build_dataset(BuildOptions(source=raw, out=tmp_path / "x", top_class="keep", progress=False))
 
 
 def test_cli_fatal_error_is_one_line_without_traceback(tmp_path):
@@ -218,7 +264,12 @@ def test_stats_command_prints_the_table(tiny_dataset, synth_raw):
     proc = _cli("stats", str(tiny_dataset))
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["count", "train", "val", "test", "total"]
+    assert lines[0] == "classes" and lines[1].split() == ["class", "train", "val", "test", "total"]
+    assert any(line.split()[:1] == ["6+"] for line in lines)  # the open class row
+    truth = lines.index("true counts (from the metadata)")
+    assert lines[truth + 1].split() == ["count", "train", "val", "test", "total"]
+    counts = [line.split()[0] for line in lines[truth + 3:] if line.split() and line.split()[0].isdigit()]
+    assert max(map(int, counts)) > 5 and "6+" not in counts  # records above 5 shown as themselves here
     raw_stats = _cli("stats", str(synth_raw))
     assert raw_stats.returncode == 0 and "bins with usable metadata" in raw_stats.stdout
 
@@ -235,3 +286,11 @@ def test_parallel_metadata_parsing_gives_the_same_dataset(tmp_path, raw_with_bad
     assert (tmp_path / "a/manifest.csv").read_bytes() == (tmp_path / "b/manifest.csv").read_bytes()
     assert sorted(sequential.problems, key=str) == sorted(parallel.problems, key=str)
     assert any("malformed JSON" in p.reason for p in parallel.problems)
+
+
+def test_the_open_class_folder_is_the_models_open_class_label():
+    """data_tools may not import modeling: the two spell "more than N" the same way, checked here."""
+    from data_tools.layout import open_class_folder
+    from modeling.counts import open_label
+
+    assert [open_class_folder(n) for n in (1, 5, 9)] == [open_label(n) for n in (1, 5, 9)] == ["2+", "6+", "10+"]

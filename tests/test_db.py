@@ -52,16 +52,18 @@ def test_an_older_database_survives_the_upgrade(url, tmp_path, request):
     assert db.migrate(engine, target=3) == [2, 3]
     later = db.utcnow()
     with db.write_tx(engine) as conn:  # version-3 rows: a bin decided after its prediction, one undecided
-        for bin_id, decided in (("b1", later), ("b2", None)):
+        # b3's record (8) is above its closed 0..5 model: the old code gave it p(count <= 5) = 1.0
+        for bin_id, decided, expected, p in (("b1", later, 2, 0.9), ("b2", None, 2, 0.9), ("b3", None, 8, 1.0)):
             conn.execute(sa.text("INSERT INTO bins (id, image_uri, expected_count, items, search_text, source, "
-                                 "created_at, updated_at, decided_at, queued, row_version) VALUES (:id, 'x.jpg', 2, "
+                                 "created_at, updated_at, decided_at, queued, row_version) VALUES (:id, 'x.jpg', :e, "
                                  "'[]', :text, 'upload', :t, :t, :d, false, 1)"),
-                         {"id": bin_id, "text": f"{bin_id} acme teapot", "t": now, "d": decided})
+                         {"id": bin_id, "text": f"{bin_id} acme teapot", "t": now, "d": decided, "e": expected})
             conn.execute(sa.text("INSERT INTO predictions (bin_id, model_version_id, predicted_count, decoded_count, "
-                                 "probabilities, mismatch_probability, created_at) VALUES (:id, 1, 2, 2, '[]', 0.9, :t)"),
-                         {"id": bin_id, "t": now})
+                                 "probabilities, expected_count, mismatch_probability, argmax_differs, created_at) "
+                                 "VALUES (:id, 1, 2, 2, '[]', :e, :p, :d, :t)"),
+                         {"id": bin_id, "t": now, "e": expected, "p": p, "d": expected != 2})
 
-    assert db.migrate(engine) == [4, 5]
+    assert db.migrate(engine) == [4, 5, 6]
     fresh_url = (f"sqlite:///{tmp_path / 'fresh.db'}" if engine.dialect.name == "sqlite"
                  else request.getfixturevalue("pg_url"))
     fresh = db.open_database(fresh_url)
@@ -77,7 +79,12 @@ def test_an_older_database_survives_the_upgrade(url, tmp_path, request):
         assert job["params"] == {"epochs": 2} and job["stop_requested"] is False and job["output"] is None
         assert conn.execute(sa.select(db.model_versions.c.val_accuracy)).scalar() == 0.5
         settled = dict(conn.execute(sa.select(db.predictions.c.bin_id, db.predictions.c.settled)).all())
-        assert settled == {"b1": True, "b2": False}  # backfilled from the decisions
+        assert settled == {"b1": True, "b2": False, "b3": False}  # backfilled from the decisions
+        p = db.predictions
+        rows = {r.bin_id: r for r in conn.execute(sa.select(p.c.bin_id, p.c.mismatch_probability, p.c.argmax_differs,
+                                                            p.c.beyond_range))}
+        assert (rows["b3"].mismatch_probability, rows["b3"].argmax_differs, rows["b3"].beyond_range) == (None, None, True)
+        assert (rows["b2"].mismatch_probability, rows["b2"].argmax_differs, rows["b2"].beyond_range) == (0.9, False, False)
         if engine.dialect.name == "sqlite":
             found = conn.exec_driver_sql("SELECT count(*) FROM bins_fts WHERE bins_fts MATCH 'teapot'").scalar()
         else:  # the trigram index, forced: on two rows the planner would rather read the table
@@ -86,7 +93,7 @@ def test_an_older_database_survives_the_upgrade(url, tmp_path, request):
                              .scalars())
             assert "ix_bins_search_trgm" in plan
             found = conn.exec_driver_sql("SELECT count(*) FROM bins WHERE search_text LIKE '%%teapot%%'").scalar()
-        assert found == 2  # rows from before the search index are in it
+        assert found == 3  # rows from before the search index are in it
 
 
 # Every way to rewrite or remove an audit-log row, in each database's own words.
@@ -173,7 +180,7 @@ def test_upgrading_to_enforced_foreign_keys_settles_orphans_and_says_so(url):
         conn.execute(db.reviews.insert().values(bin_id="kept", decision="unsure", reviewer="bo", note="",
                                                 model_version_id=999, created_at=db.utcnow()))
     assert _count(engine, db.reviews) == 3
-    assert db.migrate(engine) == [5]
+    assert db.migrate(engine) == [5, 6]
     with engine.connect() as conn:
         kept = conn.execute(sa.select(db.reviews.c.bin_id, db.reviews.c.model_version_id)
                             .order_by(db.reviews.c.id)).all()
@@ -245,11 +252,11 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(url, monkeypatch):
 
     def half_done(conn):
         conn.exec_driver_sql("CREATE TABLE half_done (id INTEGER)")
-        raise RuntimeError("migration 6 failed half-way")
+        raise RuntimeError("migration 7 failed half-way")
 
-    monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, db.Migration(6, "fails", half_done)))
+    monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, db.Migration(7, "fails", half_done)))
     with pytest.raises(RuntimeError, match="half-way"):
-        db.migrate(engine, target=6)
+        db.migrate(engine, target=7)
     assert db.current_version(engine) == db.LATEST_VERSION
     assert not sa.inspect(engine).has_table("half_done")
 

@@ -6,7 +6,9 @@ import base64
 import http.client
 import json
 import shutil
+import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,7 +17,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from jobs import EndpointError
-from jobs.local.endpoint import MAX_BODY_BYTES, InvocationHandler
+from jobs.local.endpoint import MAX_BODY_BYTES, InvocationHandler, make_server
 from jobs.local.processes import process_alive
 from modeling import registry
 from modeling.serving import ScoringModel, parse_request
@@ -58,12 +60,13 @@ def _same_answer(got, expected) -> None:
         assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(local):
     job = local.backend.deploy(local.version.id, actor="ana", wait=True)
     assert job.status == "InProgress" and job.output["endpoint_status"] == "InService"
     url = job.output["endpoint_url"]
     assert url.startswith("http://127.0.0.1:")
-    with urllib.request.urlopen(f"{url}/ping", timeout=10) as ping:
+    with urllib.request.urlopen(f"{url}/ping", timeout=60) as ping:
         assert ping.status == 200
 
     reference = ScoringModel.load(local.version.model_dir, precision="fp32")
@@ -78,7 +81,8 @@ def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(loca
         expected = reference.answer(parse_request(body, content_type))
         _same_answer(answer["predictions"] if isinstance(expected, list) else answer, expected)
     status, answer = _post(url, single, "application/json")
-    assert {"predicted_count", "probabilities", "counts", "expected_count", "mismatch_probability"} == set(answer)
+    assert {"predicted_count", "predicted_label", "probabilities", "counts", "labels", "top_class", "expected_count",
+            "mismatch_probability", "beyond_range"} == set(answer)
 
     # errors: a 4xx whose message says what was wrong and what is accepted
     status, answer = _post(url, b"hello", "text/plain")
@@ -155,6 +159,7 @@ def test_an_unexpected_error_is_a_500_with_json(tmp_path):
     assert status == 500 and answer == {"error": "RuntimeError: CUDA error: out of memory"}
 
 
+@pytest.mark.slow
 def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(local, tiny_dataset, tmp_path):
     photos = tmp_path / "photos"
     for count in ("1", "3"):
@@ -176,9 +181,11 @@ def test_local_transform_writes_json_lines_with_an_error_line_for_a_bad_photo(lo
     for line in lines:
         if "error" in line:
             continue
-        assert {"file", "bin_id", "predicted_count", "probabilities", "counts"} == set(line)
+        assert {"file", "bin_id", "predicted_count", "predicted_label", "probabilities", "counts", "labels",
+                "top_class"} == set(line)
         expected = reference.predict_bytes((photos / line["file"]).read_bytes())
         assert line["predicted_count"] == expected["predicted_count"]
+        assert line["predicted_label"] == expected["predicted_label"] and line["labels"][-1] == "6+"
         assert line["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
 
 
@@ -187,3 +194,63 @@ def test_transform_of_a_missing_folder_fails_with_the_reason(local, tmp_path):
                                         actor="ana", workers=0)
     job = wait_done(local.backend, job.id)
     assert job.status == "Failed" and job.failure_reason == f"input folder not found: {tmp_path / 'nothing'}"
+
+
+@pytest.fixture
+def served(tiny_model_dir):
+    """The endpoint's own server (make_server) on the tiny model, in this process: (url, server)."""
+    handler = type("Handler", (InvocationHandler,), {"model": ScoringModel.load(tiny_model_dir),
+                                                     "log_message": lambda *a: None})
+    server = make_server(handler, read_timeout=1.0, max_connections=8)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server
+    server.shutdown()
+    server.server_close()
+
+
+def test_json_that_breaks_the_parser_is_a_400_with_the_reason_and_the_next_request_is_answered(served):
+    """Issue 12, item 1: 100,000-deep nesting was a 500 (RecursionError)."""
+    url, _ = served
+    for body, said in ((b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+                       (b'{"image": "", "expected_count": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits)"),
+                       (b'{"image": ' * 50_000 + b"0" + b"}" * 50_000, "nested too deeply")):
+        status, answer = _post(url, body, "application/json")
+        assert status == 400 and said in answer["error"] and "send {\"image\"" in answer["error"], answer
+    status, answer = _post(url, jpeg_bytes(), "image/jpeg")
+    assert status == 200 and "predicted_count" in answer
+
+
+def _threads_settle(limit: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while threading.active_count() > limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return threading.active_count()
+
+
+def test_idle_connections_are_bounded_and_timed_out(served):
+    """Issue 12, item 8: 500 idle connections made 503 threads and held them forever."""
+    url, server = served
+    before = threading.active_count()
+    idle = [socket.create_connection(server.server_address, timeout=5) for _ in range(500)]
+    try:
+        time.sleep(0.3)  # let the server accept them all
+        assert threading.active_count() <= before + 8  # one thread per served connection, at most 8
+        busy = idle[-1].recv(4096)  # a connection beyond the bound: a 503 at once, then closed
+        assert busy.startswith(b"HTTP/1.0 503") and b"too many open connections" in busy
+        assert idle[0].recv(4096) == b""  # a served one that sends nothing is closed after the read timeout (1 s)
+        assert _threads_settle(before) <= before
+    finally:
+        for sock in idle:
+            sock.close()
+    with urllib.request.urlopen(f"{url}/ping", timeout=10) as ping:  # and the endpoint answers again
+        assert ping.status == 200
+
+
+def test_a_body_that_stops_arriving_is_a_408(served):
+    _, server = served
+    with socket.create_connection(server.server_address, timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+                     b"only a few bytes")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 408") and b"did not arrive within 1 s" in answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,7 +34,16 @@ from jobs.local.backend import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
 from jobs.local.processes import process_alive
 from modeling import registry
 from modeling.metric_log import parse_metric_log
-from tests.test_jobs_support import add_recount, make_local, stop_leftovers, tiny_params, wait_done, wait_for
+from tests.test_jobs_support import (
+    JOB_TIMEOUT_SECONDS,
+    add_recount,
+    hold_train_py_after_epoch,
+    make_local,
+    stop_leftovers,
+    tiny_params,
+    wait_done,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -49,7 +59,9 @@ def _audit_actions(engine, entity_id) -> list[str]:
                                  .order_by(db.audit_log.c.id)).scalars())
 
 
-def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path):
+@pytest.mark.slow
+def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("BINAUDIT_CHECK_SCORING_PATHS", "true")  # the default: registration checks the ONNX paths
     replaced = sorted((tiny_dataset / "train" / "1").glob("*.jpg"))[0]  # recounted as 4: must move class
     extra = sorted((tiny_dataset / "test" / "2").glob("*.jpg"))[0]
     add_recount(local.engine, local.workspace, replaced.stem, replaced, 4)
@@ -73,10 +85,15 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert version.job_id == job.id and version.name == job.output["model_version"]
     assert version.val_accuracy is not None and version.val_rmse is not None
     assert not checkpoint_dir(job_dir(local.workspace, job.id)).exists()  # checkpointed, deleted once registered
+    # registration exported the ONNX copies and checked them on the job's validation photos, on this machine
+    check = json.loads((version.model_dir / "scoring_paths.json").read_text())["checks"][-1]
+    assert check["val"] == str(tiny_dataset / "val") and check["paths"]["onnx fp32"]["count_agreement"] == 1.0
+    assert (version.model_dir / "model.onnx").is_file() and (version.model_dir / "model.int8.onnx").is_file()
+    assert f"checking the scoring paths of {version.name}" in (job_dir(local.workspace, job.id) / "runner.log").read_text()
 
     # the recounts channel: train.py trained on two recounts (one replacing its photo), left the val bin's out
     assert version.metrics["recounts"] == {"folder": str(recounts), "used": 2, "replaced": 1, "left_out": 1,
-                                           "left_out_bins": [in_val.stem]}
+                                           "left_out_bins": [in_val.stem], "beyond_range": 0}
     assert ("recounts: 2 used (1 replacing their photo in --train), 1 left out of training because their bins are "
             f"in val/test (training on them would leak held-out photos): {in_val.stem}") in Path(job.log_path).read_text()
     assert version.config["job"]["recounts"] == str(recounts) == version.config["resolved_args"]["recounts"]
@@ -89,6 +106,7 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert "activate_model" in _audit_actions(local.engine, version.id)
 
 
+@pytest.mark.slow
 def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, tmp_path):
     job = wait_done(local.backend, local.backend.start_training(tiny_params(tiny_dataset), actor="ana").id)
     model_dir = local.workspace.jobs_dir / job.id / "model"
@@ -120,6 +138,7 @@ def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, 
         promote(local.engine, candidate.id, actor="ana", metric="loss")
 
 
+@pytest.mark.slow
 def test_bad_data_path_fails_with_train_py_reason_and_registers_nothing(local, tiny_dataset, tmp_path):
     missing = tmp_path / "no-such-folder"
     job = local.backend.start_training(tiny_params(tiny_dataset, train=str(missing)), actor="ana")
@@ -129,6 +148,7 @@ def test_bad_data_path_fails_with_train_py_reason_and_registers_nothing(local, t
     assert job.model_version_id is None and registry.list_versions(local.engine) == []
 
 
+@pytest.mark.slow
 def test_stop_request_stops_the_process_group_and_registers_nothing(local, tiny_dataset):
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
     wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
@@ -144,6 +164,7 @@ def test_stop_request_stops_the_process_group_and_registers_nothing(local, tiny_
     assert local.backend.stop(job.id, actor="ana").status == "Stopped"  # stopping again changes nothing
 
 
+@pytest.mark.slow
 def test_restart_finds_the_jobs_and_fails_a_job_whose_process_died(local, tiny_dataset):
     job = local.backend.start_training(tiny_params(tiny_dataset, epochs=500), actor="ana")
     wait_for(lambda: "training resnet18" in local.backend.log_tail(job.id), what="train.py to start")
@@ -223,7 +244,7 @@ def test_local_backend_refuses_what_it_cannot_run(local, tiny_dataset):
         local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), max_parallel_jobs=3), actor="ana")
     with pytest.raises(JobError, match="resnet18"):
         local.backend.start_training(tiny_params(tiny_dataset, arch="vgg16"), actor="ana")
-    with pytest.raises(JobError, match="at least 32"):
+    with pytest.raises(JobError, match="from 32 to 1024 px"):
         bad_space = {"image_size": Integer(8, 64)}  # 8 px is below train.py's minimum
         local.backend.start_tuning(TuningParams(base=tiny_params(tiny_dataset), search_space=bad_space), actor="a")
     assert list_jobs(local.engine) == []  # nothing was started
@@ -237,13 +258,16 @@ def _first_epoch_line(log_path: str) -> int:
     return int(re.search(r"^epoch=(\d+) ", Path(log_path).read_text(), re.M).group(1))
 
 
-def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset):
-    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=4), actor="ana")
-    wait_for(lambda: _checkpoint_epoch(local, job.id) >= 1, timeout=120, what="the first epoch's checkpoint")
+@pytest.mark.slow
+def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, tiny_dataset, tmp_path, monkeypatch):
+    hold_train_py_after_epoch(monkeypatch, tmp_path, 1)  # never released: the stop lands after epoch 1 of 3
+    job = local.backend.start_training(tiny_params(tiny_dataset, epochs=3), actor="ana")
+    wait_for(lambda: _checkpoint_epoch(local, job.id) == 1, timeout=JOB_TIMEOUT_SECONDS,
+             what="train.py held after epoch 1's checkpoint")
     stopped = local.backend.stop(job.id, actor="ana")
-    assert stopped.status == "Stopped", stopped.failure_reason  # 4 epochs take seconds: stopped half-way
+    assert stopped.status == "Stopped", stopped.failure_reason
     after = _checkpoint_epoch(local, job.id)
-    assert 1 <= after < 4 and registry.list_versions(local.engine) == []
+    assert after == 1 and registry.list_versions(local.engine) == []
 
     resumed = local.backend.resume_training(job.id, actor="ben")
     assert resumed.id != job.id and resumed.kind == "training" and resumed.is_active
@@ -259,8 +283,8 @@ def test_a_stopped_training_job_resumes_from_its_checkpoint_as_a_new_job(local, 
     assert done.status == "Completed", done.failure_reason
     log = Path(done.log_path).read_text()
     assert f"resuming from {checkpoint_dir(job_dir(local.workspace, done.id))} after epoch {after}" in log
-    assert f"epochs {after + 1}..4" in log and _first_epoch_line(done.log_path) == after + 1
-    assert [m["epoch"] for m in done.metrics] == list(range(after + 1, 5))
+    assert "epochs 2..3" in log and _first_epoch_line(done.log_path) == 2  # starts after the held epoch: never held
+    assert [m["epoch"] for m in done.metrics] == [2, 3]
     version = registry.get_version(local.engine, done.model_version_id)
     assert version.job_id == done.id and version.val_accuracy is not None
     assert not checkpoint_dir(job_dir(local.workspace, done.id)).exists()  # the registered model is what is kept

@@ -31,7 +31,7 @@ from modeling.train import get_args_parser
 NON_DEFAULT = dict(arch="resnet34", epochs=7, batch_size=12, lr=0.0123, momentum=0.8, weight_decay=0.0005,
                    optimizer="adamw", lr_schedule="step", lr_step_size=2, lr_gamma=0.5, image_size=96,
                    loss="ordinal", ordinal_weight=2.5, label_smoothing=0.1, seed=42, pretrained="imagenet",
-                   workers=3, max_count=4, best_metric="val_rmse")
+                   workers=3, max_count=4, top_class="closed", best_metric="val_rmse")
 
 
 def test_every_hyperparameter_field_is_a_train_py_flag_and_arrives_unchanged():
@@ -176,6 +176,7 @@ def test_source_package_holds_exactly_the_container_modules_and_is_deterministic
         assert {m.name for m in tar.getmembers()} == expected
 
 
+@pytest.mark.slow
 def test_staged_shims_run_on_their_own(tmp_path):
     package = build_source_package(tmp_path)
     # what the containers do: import the handlers from inference.py, run train.py as a script (here: --help)

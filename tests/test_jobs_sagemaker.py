@@ -11,9 +11,7 @@ import contextlib
 import io
 import json
 import tarfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -45,6 +43,7 @@ from tests.aws_shims import (
 )
 from tests.modeling_fixtures import jpeg_bytes
 from tests.sagemaker_fixtures import PREFIX, ROLE, moto_sagemaker, placeholder_model_dir, sagemaker_settings
+from tests.test_jobs_support import refresh_while_another_registers
 
 CONTAINER_FILES = {"train.py", "inference.py", *(f"modeling/{name}" for name in modeling.CONTAINER_MODULES)}
 
@@ -224,23 +223,12 @@ def test_completed_job_artifact_is_downloaded_and_registered(sm, model_dir):
 
 def test_two_refreshers_of_a_completed_job_register_one_version(sm, model_dir, monkeypatch):
     backend, job, artifact = _training_job_with_artifact(sm, model_dir)
-    real_register = registry.register_model
-
-    def slow_register(*args, **kwargs):
-        time.sleep(0.5)  # a real model takes a while to download and copy: both refreshers are in here at once
-        return real_register(*args, **kwargs)
-
-    monkeypatch.setattr(registry, "register_model", slow_register)
-    together = threading.Barrier(2)
-
-    def refresh(refresher):
-        together.wait()
-        return refresher.refresh(job.id)
-
-    with ThreadPoolExecutor(2) as pool:  # the dashboard's fragment and a CLI watching, each with its own backend
-        list(pool.map(refresh, [sm.make(), sm.make()]))
+    # the dashboard's fragment and a CLI watching, each with its own backend
+    first, second = refresh_while_another_registers(monkeypatch, lambda: sm.make().refresh(job.id),
+                                                    lambda: sm.make().refresh(job.id))
     versions = [v for v in registry.list_versions(sm.engine) if v.job_id == job.id]
     assert len(versions) == 1
+    assert (first.status, second.status) == ("Completed", "InProgress")  # the second saw it being registered
     assert backend.refresh(job.id).status == "Completed" and backend.refresh(job.id).model_version_id == versions[0].id
 
 
@@ -272,6 +260,7 @@ def test_running_job_metrics_come_from_its_cloudwatch_log_with_the_same_regexes(
     assert backend.log_tail(job.id, lines=2).splitlines() == lines
 
 
+@pytest.mark.slow
 def test_throttled_calls_are_retried(sm):
     with throttled("CreateTrainingJob", 1) as create, throttled("DescribeTrainingJob", 2) as describe:
         backend = sm.make()
@@ -309,6 +298,7 @@ def test_a_job_stopped_while_being_submitted_is_stopped_on_sagemaker_too(sm, mon
     assert "stop it in the SageMaker console" in job.failure_reason
 
 
+@pytest.mark.slow
 def test_recounts_travel_as_their_own_channel(sm, tmp_path):
     """The audit core writes the recounts folder (as the Retrain page does); the backend uploads it as a channel."""
     from audit import imports, reviews
@@ -405,6 +395,7 @@ def version(sm, model_dir):
     return registry.register_model(sm.engine, model_dir, sm.workspace.models_dir, actor="tester")
 
 
+@pytest.mark.slow
 def test_deploy_invoke_list_and_delete_endpoint(sm, version):
     from sagemaker.core import image_uris
 
@@ -462,6 +453,7 @@ def test_deploy_invoke_list_and_delete_endpoint(sm, version):
     assert backend.list_endpoints() == [] or job.external_id not in {e["name"] for e in backend.list_endpoints()}
 
 
+@pytest.mark.slow
 def test_a_deployment_stopped_while_being_submitted_leaves_no_endpoint(sm, version):
     with record_requests() as sent, _stop_pressed_during(sm, "CreateModel") as backend:
         job = backend.deploy(version.id, actor="tester")
@@ -486,6 +478,7 @@ def test_endpoints_created_outside_binaudit_are_listed(sm):
     assert "stray" not in {e["name"] for e in backend.list_endpoints()}
 
 
+@pytest.mark.slow
 def test_batch_transform_request(sm, version):
     """Only the photos under the prefix are sent (a manifest names them): a .DS_Store or a CSV would fail the job."""
     for key in ("photos/a.jpg", "photos/sub/b.PNG", "photos/.DS_Store", "photos/manifest.csv", "photos/c.jpeg"):

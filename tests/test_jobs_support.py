@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +15,7 @@ from binaudit import db
 from binaudit.config import load_settings
 from binaudit.workspace import Workspace
 from jobs import JobRecord, TrainingParams, get_backend, list_jobs
+from modeling import registry
 
 JOB_TIMEOUT_SECONDS = 180
 
@@ -65,6 +68,18 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
         time.sleep(0.1)
 
 
+def hold_train_py_after_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, epoch: int) -> Path:
+    """train.py runs started from here on wait after `epoch`'s checkpoint until the returned file exists.
+
+    modeling.train.hold_for_test honours the two variables (inherited by runners and train.py): a test can stop,
+    kill or resume a job at a known epoch, however fast or slow the machine is.
+    """
+    barrier = tmp_path / "release-train-py"
+    monkeypatch.setenv("BINAUDIT_TEST_PAUSE_AFTER_EPOCH", str(epoch))
+    monkeypatch.setenv("BINAUDIT_TEST_BARRIER", str(barrier))
+    return barrier
+
+
 def add_recount(engine, workspace: Workspace, bin_id: str, photo: Path, count: int) -> None:
     """A bin whose latest decision confirms a mismatch with a recounted quantity (what audit records)."""
     dest = workspace.images_dir / f"{bin_id}.jpg"
@@ -76,3 +91,33 @@ def add_recount(engine, workspace: Workspace, bin_id: str, photo: Path, count: i
             id=bin_id, image_uri=f"images/{bin_id}.jpg", expected_count=count + 1, items=[], search_text="",
             source="upload", created_at=now, updated_at=now, decision="confirm_mismatch", recounted_count=count,
             decided_by="analyst", decided_at=now, queued=False, row_version=1))
+
+
+def refresh_while_another_registers(monkeypatch: pytest.MonkeyPatch, first, second) -> tuple:
+    """Two refreshers of one completed job, overlapping at a known point: `first()` is held inside
+    registry.register_model while `second()` runs to its end, then released. A second refresher entering
+    register_model fails the test at once. Returns (first's result, second's result).
+    """
+    real_register = registry.register_model
+    inside, second_done = threading.Event(), threading.Event()
+
+    def held_register(*args, **kwargs):
+        if inside.is_set():
+            raise AssertionError("a second refresher is registering the same model")
+        inside.set()
+        if not second_done.wait(JOB_TIMEOUT_SECONDS):
+            raise AssertionError("the second refresher never returned")
+        return real_register(*args, **kwargs)
+
+    def run_second():
+        if not inside.wait(JOB_TIMEOUT_SECONDS):
+            raise AssertionError("the first refresher never started registering")
+        try:
+            return second()
+        finally:
+            second_done.set()
+
+    monkeypatch.setattr(registry, "register_model", held_register)
+    with ThreadPoolExecutor(2) as pool:
+        results = pool.submit(first), pool.submit(run_second)
+        return results[0].result(), results[1].result()

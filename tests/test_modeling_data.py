@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling.data import CountFolderDataset, DatasetLayoutError, dataset_fingerprint, manifest_sha256
+from modeling.data import (
+    CountFolderDataset,
+    DatasetLayoutError,
+    dataset_fingerprint,
+    manifest_sha256,
+    resolve_top_class,
+)
 from modeling.preprocessing import EvalTransform
 from tests.modeling_fixtures import jpeg_bytes
 
@@ -40,6 +46,19 @@ def test_folder_above_max_count_is_an_error_naming_it(tmp_path):
     assert len(CountFolderDataset(root, 7, EvalTransform(32), decode_side=32)) == 2
 
 
+def test_the_open_class_folder_is_class_n_plus_one_of_an_open_model_only(tmp_path):
+    root = _folder(tmp_path / "train", {"0": 1, "5": 1, "6+": 2})
+    ds = CountFolderDataset(root, 5, EvalTransform(32), decode_side=32, open_top=True)
+    assert sorted(label for _, label in ds.samples) == [0, 5, 6, 6] and ds.class_counts() == [1, 0, 0, 0, 0, 1, 2]
+    with pytest.raises(DatasetLayoutError, match=r"folder '6\+'.*closed model.*--top-class drop"):
+        CountFolderDataset(root, 5, EvalTransform(32), decode_side=32)
+    with pytest.raises(DatasetLayoutError, match=r"folder '6\+'.*open class of --max-count 5, not of --max-count 3"):
+        CountFolderDataset(_folder(tmp_path / "other", {"1": 1, "6+": 1}), 3, EvalTransform(32), decode_side=32,
+                           open_top=True)
+    assert resolve_top_class("auto", root, 5) == "open" and resolve_top_class("closed", root, 5) == "closed"
+    assert resolve_top_class("auto", _folder(tmp_path / "plain", {"1": 1}), 5) == "closed"
+
+
 def test_non_integer_folder_is_an_error_naming_it(tmp_path):
     root = _folder(tmp_path / "train", {"0": 1, "three": 1})
     with pytest.raises(DatasetLayoutError, match=r"folder 'three'.*0\.\.5"):
@@ -65,11 +84,11 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
 def test_built_dataset_labels_match_the_manifest(tiny_dataset):
     import csv
 
-    with (tiny_dataset / "manifest.csv").open() as fh:
-        truth = {r["image_path"]: int(r["count"]) for r in csv.DictReader(fh) if r["split"] == "train"}
-    ds = CountFolderDataset(tiny_dataset / "train", 5, EvalTransform(32), decode_side=32)
+    with (tiny_dataset / "manifest.csv").open() as fh:  # the true count; above 5 the class is the open one, 6
+        truth = {r["image_path"]: min(int(r["count"]), 6) for r in csv.DictReader(fh) if r["split"] == "train"}
+    ds = CountFolderDataset(tiny_dataset / "train", 5, EvalTransform(32), decode_side=32, open_top=True)
     got = {Path(p).relative_to(tiny_dataset).as_posix(): label for p, label in ds.samples}
-    assert got == truth
+    assert got == truth and 6 in got.values()  # the fixture's records of 6 and 7 are in the "6+" folder
 
 
 def test_fingerprint_follows_moves_and_size_changes(tmp_path):

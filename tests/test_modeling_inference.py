@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import inspect
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from modeling import inference
 from modeling.artifacts import load_model_dir
@@ -46,15 +48,33 @@ def test_handlers_take_exactly_the_arguments_the_toolkit_passes():
 @pytest.mark.parametrize("content_type", ["image/jpeg", "application/x-image", "image/jpeg; charset=binary"])
 def test_raw_jpeg_round_trip(served, content_type):
     answer = _invoke(served, jpeg_bytes(90, 70), content_type)
-    assert set(answer) == {"predicted_count", "probabilities", "counts"}
-    assert answer["counts"] == [0, 1, 2, 3, 4, 5]
+    assert set(answer) == {"predicted_count", "predicted_label", "probabilities", "counts", "labels", "top_class"}
+    # the tiny model is open: its last class is "6+", which has no exact count
+    assert answer["counts"] == [0, 1, 2, 3, 4, 5, None] and answer["labels"][-1] == "6+"
+    assert answer["top_class"] == "open"
     assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-6)
-    assert answer["predicted_count"] == int(np.argmax(answer["probabilities"]))
+    best = int(np.argmax(answer["probabilities"]))
+    assert answer["predicted_label"] == answer["labels"][best]
+    assert answer["predicted_count"] == (None if best == 6 else best)
 
 
 def test_png_round_trip(served):
-    answer = _invoke(served, png_bytes(64, 80), "image/png")
-    assert len(answer["probabilities"]) == 6
+    answer = _invoke(served, png_bytes(64, 80), "image/png")  # half-transparent green
+    assert len(answer["probabilities"]) == 7
+    best = int(np.argmax(answer["probabilities"]))
+    assert answer["predicted_label"] == answer["labels"][best]
+    # scored as the photo a viewer shows: the transparent pixels over white, as an RGB PNG of those pixels is
+    rgba = Image.open(io.BytesIO(png_bytes(64, 80)))
+    shown = Image.new("RGB", rgba.size, (255, 255, 255))
+    shown.paste(rgba, mask=rgba.getchannel("A"))
+    buf = io.BytesIO()
+    shown.save(buf, "PNG")
+    assert answer["probabilities"] == pytest.approx(_invoke(served, buf.getvalue(), "image/png")["probabilities"],
+                                                    abs=1e-9)
+    buf = io.BytesIO()
+    rgba.convert("RGB").save(buf, "PNG")  # the alpha channel dropped: other pixels, another answer
+    assert not np.allclose(answer["probabilities"], _invoke(served, buf.getvalue(), "image/png")["probabilities"],
+                           atol=1e-4)
 
 
 def test_json_with_expected_count_reports_the_mismatch_probability(served):
@@ -65,6 +85,12 @@ def test_json_with_expected_count_reports_the_mismatch_probability(served):
     assert answer["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][2])
     raw = _invoke(served, image, "image/jpeg")
     assert raw["probabilities"] == pytest.approx(answer["probabilities"])
+    # a record above 5 is checked against the open class 6+: 1 - p(6+), not 1.0 by construction
+    body = json.dumps({"image": base64.b64encode(image).decode(), "expected_count": 9})
+    above = _invoke(served, body, "application/json")
+    assert above["beyond_range"] is False
+    assert above["mismatch_probability"] == pytest.approx(1 - answer["probabilities"][6])
+    assert above["mismatch_probability"] < 1.0
 
 
 def test_json_instances_answer_in_order(served):
@@ -125,13 +151,19 @@ def _with_expected(raw_count: str) -> str:
     return f'{{"image": {image}, "expected_count": {raw_count}}}'
 
 
-@pytest.mark.parametrize("raw_count", ["NaN", "Infinity", "-Infinity", "1e400", "2.5", str(2**31),
-                                       str(10**30), "9" * 5000, '"3"', "true", "[1]"])
-def test_expected_count_out_of_range_or_not_an_integer_is_a_request_error(raw_count):
+NOT_A_COUNT = '"expected_count" must be an integer >= 0'
+
+
+@pytest.mark.parametrize(("raw_count", "message_start"), [
+    *((raw, NOT_A_COUNT) for raw in ["NaN", "Infinity", "-Infinity", "1e400", "2.5", str(2**31), str(10**30), '"3"',
+                                     "true", "[1]"]),
+    ("9" * 5000, "body is not valid JSON"),  # beyond Python's integer-parsing limit: the JSON parser refuses it
+])
+def test_expected_count_out_of_range_or_not_an_integer_is_a_request_error(raw_count, message_start):
     with pytest.raises(RequestError) as info:
         inference.input_fn(_with_expected(raw_count), "application/json")
     message = str(info.value)
-    assert "expected_count" in message or "not valid JSON" in message
+    assert message.startswith(message_start), message
     assert len(message) < 400  # a huge number is not echoed in full
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from modeling.counts import CountClasses
 from modeling.metrics import (
     accuracy,
     confusion_matrix,
@@ -104,20 +105,43 @@ def test_mismatch_probability_in_range_and_above_range():
     p = np.array([0.1, 0.2, 0.3, 0.2, 0.1, 0.1])
     assert mismatch_probability(p, 2) == pytest.approx(0.7)  # 1 - p[2]
     assert mismatch_probability(p, 0) == pytest.approx(0.9)
-    # above the model's range: the probability that the bin holds <= 5 items, literally the sum of p
-    scaled = p * 0.9
-    assert mismatch_probability(scaled, 9) == pytest.approx(0.9)
-    assert mismatch_probability(p, 6) == pytest.approx(1.0)
+    # above a closed model's range: no probability (p(count <= 5) would be 1 whatever the photo)
+    assert math.isnan(mismatch_probability(p, 6)) and math.isnan(mismatch_probability(p * 0.9, 9))
     # float32 softmax output can sum to slightly more than 1: the result stays a probability
     rounded = np.array([0.1, 0.2, 0.3, 0.2, 0.1, 0.1 + 4e-7])
-    assert mismatch_probability(rounded, 6) == 1.0 and mismatch_probability(rounded, 5) <= 1.0
+    assert 0.0 <= mismatch_probability(rounded, 5) <= 1.0
+    assert mismatch_probability(np.array([0.0, 0, 0, 0, 0, 1 + 4e-7]), 5) == 0.0
+
+
+def test_mismatch_probability_of_an_open_model_above_n_is_one_minus_p_open():
+    p = np.array([0.05, 0.05, 0.1, 0.1, 0.1, 0.2, 0.4])  # the last class is "6+"
+    assert mismatch_probability(p, 6, open_top=True) == pytest.approx(0.6)
+    assert mismatch_probability(p, 13, open_top=True) == pytest.approx(0.6)  # 13 and 6 are both "6+"
+    assert mismatch_probability(p, 5, open_top=True) == pytest.approx(0.8)
+    other_photo = np.array([0.0, 0, 0, 0, 0, 0.05, 0.95])
+    assert mismatch_probability(other_photo, 13, open_top=True) == pytest.approx(0.05)  # the photo matters
 
 
 def test_mismatch_probability_is_vectorised():
     probs = np.array([[0.7, 0.3, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0, 0], [0, 0, 0, 0, 0.2, 0.8]])
     out = mismatch_probability(probs, np.array([0, 3, 7]))
     assert isinstance(out, np.ndarray)
-    assert out.tolist() == pytest.approx([0.3, 0.5, 1.0])
+    assert out[:2].tolist() == pytest.approx([0.3, 0.5]) and math.isnan(out[2])
     assert mismatch_probability(probs, 1).tolist() == pytest.approx([0.7, 1.0, 1.0])
     with pytest.raises(ValueError, match="negative"):
         mismatch_probability(probs, np.array([0, -1, 2]))
+
+
+def test_open_class_metrics_are_over_counts_truncated_at_n_plus_one():
+    classes = CountClasses(5, open_top=True)
+    true = np.array([classes.truncate(c) for c in (9, 6, 2, 12)])  # 6, 6, 2, 6
+    probs = np.zeros((4, 7))
+    probs[0, 6] = probs[1, 4] = probs[2, 2] = probs[3, 5] = 1.0  # predicted 6+, 4, 2, 5
+    summary = evaluation_summary(true, probs, classes.class_to_count, classes.labels)["argmax"]
+    assert summary["accuracy"] == pytest.approx(2 / 4)  # 9 -> 6+ is a hit
+    assert summary["rmse"] == pytest.approx(math.sqrt((0 + 4 + 0 + 1) / 4))  # errors 0, -2, 0, -1 (12 counts as 6)
+    assert summary["labels"][-1] == "6+" and len(summary["confusion_matrix"]) == 7
+    assert summary["per_class"][6]["label"] == "6+" and summary["per_class"][6]["n"] == 3
+    assert format_per_class_table(summary).splitlines()[-2].split()[:2] == ["6+", "3"]
+    # the expected decoding rounds the mean of the truncated count, and may decode to the open class
+    assert decode_expected(np.array([[0, 0, 0, 0, 0, 0.4, 0.6]]), classes.class_to_count).tolist() == [6]

@@ -25,6 +25,7 @@ def _epoch_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("epoch=")]
 
 
+@pytest.mark.slow
 def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dataset, tmp_path):
     model_dir = tmp_path / "M"
     result = run_python(["-m", "modeling.train", "--train", str(tiny_dataset / "train"), "--val",
@@ -43,11 +44,14 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
         assert latest == pytest.approx(trial_value(epochs, definition["Name"].removeprefix("best_")), abs=1e-9)
 
     state = torch.load(model_dir / "model.pth", weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values()) and state["fc.weight"].shape[0] == 6
+    # tiny_dataset has bins above 5 in its "6+" folder: --top-class auto makes the model open, 0..5 and "6+"
+    assert all(isinstance(v, torch.Tensor) for v in state.values()) and state["fc.weight"].shape[0] == 7
 
     config = _json(model_dir / "model_config.json")
-    assert config["arch"] == "resnet18" and config["num_classes"] == 6 and config["max_count"] == 5
-    assert config["class_to_count"] == [0, 1, 2, 3, 4, 5] and config["image_size"] == 64
+    assert config["arch"] == "resnet18" and config["num_classes"] == 7 and config["max_count"] == 5
+    assert config["top_class"] == "open" and config["class_labels"] == ["0", "1", "2", "3", "4", "5", "6+"]
+    assert config["class_to_count"] == [0, 1, 2, 3, 4, 5, 6] and config["image_size"] == 64
+    assert config["resolved_args"]["top_class"] == "auto" and config["resolved_args"]["resolved_top_class"] == "open"
     assert config["resize_mode"] == "squash" and len(config["mean"]) == len(config["std"]) == 3
     assert config["resolved_args"]["epochs"] == 2 and config["resolved_args"]["arch"] == "resnet18"
     assert len(config["dataset_fingerprint"]) == 64 and len(config["manifest_sha256"]) == 64
@@ -62,7 +66,8 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     assert final["rmse"] == best_row["val_rmse"] == config["final_metrics"]["val_rmse"]
     assert {"mae", "within_one", "per_class", "confusion_matrix"} <= set(final)
     assert sum(map(sum, final["confusion_matrix"])) == n_val == final["n"]
-    assert [row["count"] for row in final["per_class"]] == list(range(6))
+    assert [row["count"] for row in final["per_class"]] == list(range(7)) and final["per_class"][6]["label"] == "6+"
+    assert final["labels"][-1] == "6+" and metrics["top_class"] == "open"
     assert set(final["decodings"]) == {"argmax", "expected"}
     assert final["decodings"]["expected"]["rmse"] == best_row["val_rmse_expected"]
 
@@ -74,6 +79,7 @@ def test_acceptance_command_trains_two_epochs_and_writes_every_artifact(tiny_dat
     assert (tmp_path / "output" / "metrics.json").is_file()  # the local fallback of SM_OUTPUT_DATA_DIR
 
 
+@pytest.mark.slow
 def test_sagemaker_environment_alone_supplies_every_path(tiny_dataset, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -93,6 +99,7 @@ def test_sagemaker_environment_alone_supplies_every_path(tiny_dataset, tmp_path)
     assert list(cwd.iterdir()) == []  # nothing fell back to a local default
 
 
+@pytest.mark.slow
 def test_module_and_file_runs_behave_the_same_and_seeds_repeat(tiny_dataset, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -112,6 +119,7 @@ def _history(model_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in _json(model_dir / "metrics.json")["history"]]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_dataset, tmp_path):
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         main(train_cli_args(tiny_dataset, tmp_path / name, "--seed", seed))
@@ -119,6 +127,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_dataset, tmp_path)
     assert _history(tmp_path / "a")[0]["train_loss"] != _history(tmp_path / "c")[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(tiny_dataset, tmp_path, capsys):
     ckpt = tmp_path / "checkpoints"
     main(train_cli_args(tiny_dataset, tmp_path / "m", "--checkpoint-dir", str(ckpt)))  # "killed" after epoch 1

@@ -38,6 +38,7 @@ def _libpq(url: str) -> str:
 # ---------------------------------------------------------------- acceptance: the shell, from an empty database
 
 
+@pytest.mark.slow
 def test_from_the_shell_on_an_empty_postgresql_database(pg_server, pg_empty_url, tiny_dataset, tmp_path):
     env = _env(pg_empty_url, tmp_path / "ws")
 
@@ -48,7 +49,7 @@ def test_from_the_shell_on_an_empty_postgresql_database(pg_server, pg_empty_url,
         return done
 
     migrated = run("migrate", module="binaudit").stdout
-    assert f"schema version {db.LATEST_VERSION} (applied 1, 2, 3, 4, 5)" in migrated and "postgresql+psycopg" in migrated
+    assert f"schema version {db.LATEST_VERSION} (applied 1, 2, 3, 4, 5, 6)" in migrated and "postgresql+psycopg" in migrated
     assert "nothing to apply" in run("migrate", module="binaudit").stdout
     assert "added" in run("import", "--dataset", str(tiny_dataset)).stdout
     with (tiny_dataset / "manifest.csv").open() as fh:
@@ -109,6 +110,7 @@ def _analyst(url: str, name: str, bin_ids: list[str], barrier, results) -> None:
     results.put((name, outcome))
 
 
+@pytest.mark.slow
 def test_eight_analysts_deciding_overlapping_bins_on_postgresql(pg_url):
     bins = _seed_bins(pg_url, 200)
     rng = np.random.default_rng(5)

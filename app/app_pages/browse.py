@@ -11,15 +11,18 @@ from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, current_model
 from app.ui.identity import current_reviewer
 from app.ui.images import photo_bytes
+from app.ui.text import plain
 from audit.browse import BinFilter, bin_detail, browse_count, browse_page
 from audit.reviews import DECISIONS, ReviewConflict, send_to_queue
+from modeling.counts import CountClasses
 
 PAGE_SIZE = 24
 DETAIL = "browse_detail"
 
 ctx = app_context()
 version = current_model(ctx)
-max_count = version.max_count if version else 5
+classes = version.classes if version else CountClasses(5)
+max_count = classes.max_count
 roots = allowed_roots(ctx)
 st.title("Browse bins")
 
@@ -29,19 +32,26 @@ def filters_ui() -> tuple[BinFilter, str, str]:
         a = st.columns(4)
         splits = a[0].multiselect("Split", ["train", "val", "test"], key="f_split")
         expected = a[1].multiselect("Expected count", list(range(max_count + 3)), key="f_expected")
-        predicted = a[2].multiselect("Predicted count", list(range(max_count + 1)), key="f_predicted")
+        predicted = a[2].multiselect("Predicted count", list(classes.class_to_count), key="f_predicted",
+                                     format_func=classes.label)
         decisions = a[3].multiselect("Decision", ["none", *DECISIONS], key="f_decision",
                                      format_func=lambda d: "undecided" if d == "none" else d)
-        b = st.columns([3, 2, 3, 2])
+        b = st.columns([3, 2, 2, 3, 2])
         text = b[0].text_input("Search bin id, item names, ASINs", key="f_text")
         mismatch_only = b[1].toggle("Mismatch only", key="f_mismatch",
                                     help="the most likely count differs from the record")
-        low, high = b[2].slider("Mismatch probability", 0.0, 1.0, (0.0, 1.0), step=0.05, key="f_prob")
-        order = b[3].selectbox("Order", ["bin_id", "mismatch_probability"], key="f_order",
+        beyond_only = b[2].toggle("Beyond range only", key="f_beyond", disabled=classes.open_top,
+                                  help=f"the record is above the model's top count ({max_count}): it cannot check "
+                                       f"these bins, so they have no mismatch probability" if not classes.open_top else
+                                       f"the active model's top class ({classes.labels[-1]}) is open: it checks every "
+                                       f"bin, none is beyond its range")
+        low, high = b[3].slider("Mismatch probability", 0.0, 1.0, (0.0, 1.0), step=0.05, key="f_prob")
+        order = b[4].selectbox("Order", ["bin_id", "mismatch_probability"], key="f_order",
                                format_func=lambda o: "bin id" if o == "bin_id" else "mismatch probability")
     view = st.segmented_control("View", ["Grid", "Table"], default="Grid", key="f_view", label_visibility="collapsed")
     f = BinFilter(splits=tuple(splits), expected=tuple(expected), predicted=tuple(predicted),
-                  mismatch_only=mismatch_only, prob_min=low, prob_max=high, decisions=tuple(decisions), text=text)
+                  mismatch_only=mismatch_only, beyond_range_only=beyond_only and not classes.open_top,
+                  prob_min=low, prob_max=high, decisions=tuple(decisions), text=text)
     return f, order, view or "Grid"
 
 
@@ -49,9 +59,11 @@ def caption(row) -> str:
     # pd.isna: a column can hold None (all rows unknown) or NaN (mixed), and None != None is False
     expected = "–" if pd.isna(row.expected_count) else int(row.expected_count)
     if pd.isna(row.predicted_count):
-        return f"{row.bin_id} · expected {expected} · not scored"
+        return f"{plain(row.bin_id)} · expected {expected} · not scored"
     p = "" if pd.isna(row.mismatch_probability) else f" · {row.mismatch_probability:.0%}"
-    return f"{row.bin_id} · expected {expected} · predicted {int(row.predicted_count)}{p}"
+    if pd.notna(row.beyond_range) and row.beyond_range:
+        p = " · beyond range"
+    return f"{plain(row.bin_id)} · expected {expected} · predicted {classes.label(int(row.predicted_count))}{p}"
 
 
 def detail_ui(bin_id: str) -> None:
@@ -61,20 +73,20 @@ def detail_ui(bin_id: str) -> None:
         return
     with st.container(border=True):
         head = st.columns([6, 2, 1])
-        head[0].subheader(f"Bin {bin_id}")
+        head[0].subheader(f"Bin {plain(bin_id)}")
         if head[1].button("Send to review queue", key="detail-queue", icon=":material/fact_check:"):
             try:
                 send_to_queue(ctx.engine, bin_id, actor=current_reviewer() or "dashboard",
                               expected_version=detail["bin"]["row_version"])
-                st.toast(f"Bin {bin_id} is in the review queue." if detail.get("prediction") else
-                         f"Bin {bin_id} is marked for review: it enters the queue once the active model has scored it "
+                st.toast(f"Bin {plain(bin_id)} is in the review queue." if detail.get("prediction") else
+                         f"Bin {plain(bin_id)} is marked for review: it enters the queue once the active model has scored it "
                          "(Retrain page, or python -m audit score).")
             except ReviewConflict as exc:
-                st.warning(str(exc))
+                st.warning(plain(exc))
         if head[2].button("Close", key="detail-close"):
             st.session_state.pop(DETAIL, None)
             st.rerun()
-        bin_detail_ui(ctx, detail, roots=roots, key="browse-detail")
+        bin_detail_ui(ctx, detail, roots=roots, key="browse-detail", classes=classes)
 
 
 f, order, view = filters_ui()
@@ -93,8 +105,11 @@ rows = browse_page(ctx.engine, version.id if version else None, f, order=order, 
 if rows.empty:
     st.info("No bins match these filters.")
 elif view == "Table":
+    shown = rows.drop(columns=["image_uri", "row_version"])
+    for column in ("predicted_count", "decoded_count"):  # the open class reads "6+", never 6
+        shown[column] = shown[column].map(lambda c: None if pd.isna(c) else classes.label(int(c)))
     event = st.dataframe(
-        rows.drop(columns=["image_uri", "row_version"]), hide_index=True, width="stretch", key="browse-table",
+        shown, hide_index=True, width="stretch", key="browse-table",
         on_select="rerun", selection_mode="single-row",
         column_config={"mismatch_probability": st.column_config.ProgressColumn(
             "mismatch probability", format="percent", min_value=0, max_value=1)},
@@ -108,7 +123,7 @@ else:
             with st.container(border=True):
                 data, problem = photo_bytes(ctx, row.image_uri, roots=roots)
                 if data is None:
-                    st.caption(f":material/broken_image: {problem}")
+                    st.caption(f":material/broken_image: {plain(problem)}")
                 else:
                     st.image(data, width="stretch")
                 st.caption(caption(row))

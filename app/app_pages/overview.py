@@ -17,14 +17,19 @@ st.title("BinAudit")
 st.caption("Item counts predicted from bin photos, checked against the inventory record.")
 
 o = overview(ctx.engine, version.id if version else None, threshold=threshold, budget=budget)
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].metric("Bins audited", f"{o.scored:,}", help=f"of {o.bins:,} bins imported")
 cols[1].metric("Photo agrees with record", f"{o.agree_share:.1%}" if o.agree_share is not None else "–",
-               help="Share of scored bins whose most likely count equals the expected count")
+               help="Share of the scored bins the model can check whose most likely count equals the expected count "
+                    "(an open model's top class, e.g. 6+, agrees with any record above 5)")
 cols[2].metric("Open mismatches", f"{o.open_queue:,}", help=f"Bins in the review queue (mismatch probability ≥ "
                f"{threshold:.0%}{f', daily budget {budget}' if budget else ''})")
-cols[3].metric("Decisions this week", f"{o.decisions_week:,}")
-cols[4].metric("Confirmed mismatches", f"{o.confirmed_mismatches:,}")
+cols[3].metric("Beyond the model's range", f"{o.beyond_range:,}",
+               help="Scored bins whose record is above the active model's top count: a closed model (classes "
+                    "0–N) cannot check them, so they get no mismatch probability and are not queued (Browse: "
+                    "*Beyond range only*). An open model (a dataset built with --top-class open) checks every bin.")
+cols[4].metric("Decisions this week", f"{o.decisions_week:,}")
+cols[5].metric("Confirmed mismatches", f"{o.confirmed_mismatches:,}")
 
 st.subheader("Active model")
 if version is None:
@@ -46,6 +51,7 @@ if version is not None:
     if top.empty:
         st.success("The review queue is empty.")
     else:
+        top = top.assign(predicted_count=top["predicted_count"].map(version.classes.label))
         st.dataframe(
             top[["bin_id", "mismatch_probability", "expected_count", "predicted_count"]],
             hide_index=True, width="stretch",

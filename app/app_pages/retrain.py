@@ -15,6 +15,7 @@ import streamlit as st
 from app.ui.charts import curves_figure
 from app.ui.context import app_context, current_model
 from app.ui.identity import current_reviewer
+from app.ui.text import plain
 from audit.export import recount_summary, recounts_for_training
 from audit.scorers import local_scorer
 from audit.scoring import count_pending, score_bins
@@ -142,7 +143,7 @@ def training_form() -> None:
         else:
             job = runner.start_training(params, actor=actor)
     except (JobError, ConfigError, ValueError, OSError) as exc:
-        st.error(f"Not started: {exc}")
+        st.error(f"Not started: {plain(exc)}")
         return
     st.session_state[SELECTED] = job.id
     st.toast(f"Started {job.kind} job {job.id}")
@@ -189,7 +190,7 @@ def job_detail_ui(job) -> None:
     try:
         backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
     except ConfigError as exc:  # a SageMaker job viewed where AWS is not configured: show what is stored
-        st.warning(f"{job.backend} is not configured here, so this job cannot be refreshed or stopped: {exc}")
+        st.warning(f"{job.backend} is not configured here, so this job cannot be refreshed or stopped: {plain(exc)}")
         backend = None
     if backend and job.is_active and head[1].button("Stop", icon=":material/stop:", key=f"stop-{job.id}"):
         backend.stop(job.id, actor=current_reviewer() or "dashboard")
@@ -199,7 +200,7 @@ def job_detail_ui(job) -> None:
         st.caption(f"Resumed from {job.output['resumed_from']}" + (f" after epoch {epoch}" if epoch else "")
                    + ": the epochs before it are in that job's curves.")
     if job.failure_reason:
-        st.error(job.failure_reason)
+        st.error(plain(job.failure_reason))
     if backend:
         resume_ui(job, backend, head[1])
     if job.metrics:
@@ -230,7 +231,7 @@ def resume_ui(job, backend, column) -> None:
     try:
         new = backend.resume_training(job.id, actor=current_reviewer() or "dashboard")
     except JobError as exc:
-        st.error(f"Not resumed: {exc}")
+        st.error(f"Not resumed: {plain(exc)}")
         return
     st.session_state[SELECT_NEXT] = new.id  # the new job shows where it came from (a toast would not survive rerun)
     st.rerun()  # the whole page: a fragment-scoped rerun is refused when the click came in a full run
@@ -251,7 +252,7 @@ def promotion_ui(version_id: int) -> None:
             try:
                 st.session_state[COMPARISON] = (version_id, compare_with_active(ctx.engine, version_id, val_dir or None))
             except JobError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
     stored = st.session_state.get(COMPARISON)
     comparison = stored[1] if stored and stored[0] == version_id else None
     if comparison is not None:

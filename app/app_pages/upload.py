@@ -8,14 +8,17 @@ A bad file gets a message naming it and the reason; the others still score.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import streamlit as st
 
+from app.ui.bin_view import beyond_range_text
 from app.ui.charts import probability_chart
 from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
 from app.ui.images import show_photo
+from app.ui.text import plain
 from audit.imports import ImportError_, import_upload
 from audit.reviews import ReviewConflict, send_to_queue
 from audit.scoring import record_prediction
@@ -23,6 +26,7 @@ from audit.scoring import record_prediction
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 PREVIEW_SIDE = 480
 RESULTS = "upload_results"  # session cache: (file, digest, expected) -> scored result
+LOG = logging.getLogger("binaudit.upload")
 
 ctx = app_context()
 st.title("Upload bin photos")
@@ -35,7 +39,7 @@ files = st.file_uploader(
 photos = [f for f in files or [] if Path(f.name).suffix.lower().lstrip(".") in IMAGE_TYPES]
 metadata = {Path(f.name).stem: f.getvalue() for f in files or [] if f.name.lower().endswith(".json")}
 for stem in sorted(set(metadata) - {Path(f.name).stem for f in photos}):
-    st.warning(f"{stem}.json: no photo with this name was uploaded; it was ignored.")
+    st.warning(f"{plain(stem)}.json: no photo with this name was uploaded; it was ignored.")
 if not photos:
     st.caption(f"Scored with model {version.name}. Files up to {ctx.settings.max_upload_mb} MB each.")
     st.stop()
@@ -50,7 +54,8 @@ def score_upload(name: str, data: bytes, meta: bytes | None, typed: int | None) 
                         metadata=meta, expected_count=typed, max_pixels=ctx.settings.max_image_pixels)
     answer = predictor.predict_bytes(data, row["expected_count"])
     record_prediction(ctx.engine, version, row["id"], answer["probabilities"])
-    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"], **answer}
+    return {"bin_id": row["id"], "image_uri": row["image_uri"], "items": row["items"],
+            "row_version": row["row_version"], **answer}
 
 
 def distinct(files: list) -> list[tuple]:
@@ -71,7 +76,7 @@ for photo, data, digest in distinct(photos):
         left, right = st.columns([2, 3])
         typed = None
         if meta is None:
-            typed = right.number_input(f"Expected count for {photo.name} (optional)", min_value=0, step=1,
+            typed = right.number_input(f"Expected count for {plain(photo.name)} (optional)", min_value=0, step=1,
                                        value=None, key=f"expected-{photo.name}-{digest}")
         key = (photo.name, digest, typed)
         if key not in cache:
@@ -79,31 +84,42 @@ for photo, data, digest in distinct(photos):
                 cache[key] = score_upload(photo.name, data, meta, int(typed) if typed is not None else None)
             except ImportError_ as exc:
                 cache[key] = {"error": str(exc)}
+            except Exception:  # one file's unforeseen failure must not stop the others; the details go to the log
+                LOG.exception("upload of %s failed", photo.name)
+                cache[key] = {"error": f"{photo.name}: could not be processed (an internal error, logged on the "
+                                       "server)"}
         result = cache[key]
         if "error" in result:
-            left.error(result["error"], icon=":material/error:")
+            left.error(plain(result["error"]), icon=":material/error:")
             continue
         # the stored copy, through the thumbnail cache: st.image would re-encode the full photo on every rerun
         with left:
-            show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE, caption=f"{photo.name} → bin {result['bin_id']}")
+            show_photo(ctx, result["image_uri"], side=PREVIEW_SIDE,
+                       caption=f"{plain(photo.name)} → bin {plain(result['bin_id'])}")
         expected = result.get("expected_count")
         m = right.columns(3)
-        m[0].metric("Predicted count", result["predicted_count"])
+        m[0].metric("Predicted count", result["predicted_label"])
         m[1].metric("Expected count", expected if expected is not None else "–",
                     help="from the metadata JSON" if meta is not None else "typed above")
-        if expected is not None:
+        if expected is not None and result.get("beyond_range"):
+            m[2].metric("Mismatch probability", "–", help="beyond the model's range")
+            right.info(beyond_range_text(expected, version.classes), icon=":material/info:")
+        elif expected is not None:
             p = result["mismatch_probability"]
             m[2].metric("Mismatch probability", f"{p:.0%}")
             if p >= ctx.settings.mismatch_threshold:
-                right.error(f"Likely stock mismatch: the photo probably does not hold {expected} item(s).",
+                n = version.classes.max_count
+                held = f"more than {n}" if expected > n else str(expected)  # an open model checks "6+", not 8
+                right.error(f"Likely stock mismatch: the photo probably does not hold {held} item(s).",
                             icon=":material/warning:")
             else:
                 right.success("The photo agrees with the record.", icon=":material/check_circle:")
-        right.plotly_chart(probability_chart(result["probabilities"], expected=expected),
+        right.plotly_chart(probability_chart(result["probabilities"], expected=expected, labels=result["labels"]),
                            key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
         if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
             try:
-                send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer() or "dashboard")
-                right.success(f"Bin {result['bin_id']} is in the review queue.")
+                result["row_version"] = send_to_queue(ctx.engine, result["bin_id"], actor=current_reviewer()
+                                                      or "dashboard", expected_version=result["row_version"])
+                right.success(f"Bin {plain(result['bin_id'])} is in the review queue.")
             except ReviewConflict as exc:
-                right.warning(str(exc))
+                right.warning(plain(exc))

@@ -8,16 +8,27 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui.context import AppContext
+from app.ui.text import plain
 
 NAME_WIDGET = "reviewer_name"
 RESOLVED = "reviewer"
 
 
-def _oidc_configured() -> bool:
+def oidc_configured() -> bool:
+    """Whether Streamlit's secrets have the [auth] section st.login needs."""
     try:
         return "auth" in st.secrets
     except (FileNotFoundError, KeyError):  # no secrets file at all
         return False
+
+
+def login_problem(require_login: bool) -> str | None:
+    """Why the dashboard must not start (a login is required but cannot happen), or None."""
+    if require_login and not oidc_configured():
+        return ("require_login = true, but Streamlit's secrets (.streamlit/secrets.toml) have no [auth] section "
+                "(OIDC: redirect_uri, cookie_secret, client_id, client_secret, server_metadata_url), so nobody could "
+                "sign in. Add the [auth] section, or set require_login = false to ask reviewers for a name.")
+    return None
 
 
 def _from_login() -> str | None:
@@ -25,7 +36,7 @@ def _from_login() -> str | None:
         st.sidebar.button("Log in to review", on_click=st.login, type="primary")
         return None
     name = str(st.user.get("name") or st.user.get("email") or "signed-in user")
-    st.sidebar.caption(f"Signed in as **{name}**")
+    st.sidebar.caption(f"Signed in as **{plain(name)}**")
     st.sidebar.button("Log out", on_click=st.logout)
     return name
 
@@ -40,7 +51,7 @@ def _from_name_prompt() -> str | None:
 
 def reviewer_ui(ctx: AppContext) -> str | None:
     """Draw the identity widget in the sidebar and remember who is reviewing."""
-    name = _from_login() if ctx.settings.require_login and _oidc_configured() else _from_name_prompt()
+    name = _from_login() if ctx.settings.require_login else _from_name_prompt()  # dashboard.py checked login_problem
     st.session_state[RESOLVED] = name
     return name
 

@@ -14,6 +14,7 @@ import streamlit as st
 from PIL import ImageOps
 
 from app.ui.context import AppContext, allowed_roots
+from app.ui.text import plain
 from audit.photos import local_photo
 from binaudit.workspace import UnsafePath
 from modeling.preprocessing import ImageDecodeError, load_image
@@ -55,6 +56,6 @@ def show_photo(ctx: AppContext, image_uri: str, *, side: int = THUMB_SIDE, capti
                roots: list[str] | None = None) -> None:
     data, problem = photo_bytes(ctx, image_uri, side, roots)
     if data is None:
-        st.warning(problem, icon=":material/broken_image:")
+        st.warning(plain(problem), icon=":material/broken_image:")
     else:
         st.image(data, caption=caption, width="stretch")

@@ -35,3 +35,10 @@ def data_source_kind(version: ModelVersion) -> str:
         return str(_read_json(str(stats), os.path.getmtime(stats)).get("source_kind", "unknown")) if stats else "unknown"
     except (FileNotFoundError, json.JSONDecodeError, OSError):
         return "unknown"
+
+
+def shows_published_reference(version: ModelVersion) -> bool:
+    """The published ABID figures (counts 0..5, bins of more than 5 items left out) compare only with a closed model
+    of max count 5; its validation split then holds 0..5 bins only (a closed model cannot take a "6+" folder)."""
+    classes = version.classes
+    return not classes.open_top and classes.max_count == 5

@@ -170,15 +170,18 @@ class LocalBackend(Backend):
         return self._launch(job, self._runner_args(job.id), Path(job.log_path))
 
     def start_transform(self, model_version_id: int | str, input: str, output: str | None, *, actor: str,
-                        batch_size: int = 16, workers: int | None = None) -> JobRecord:
-        """Score a folder into JSON lines at `output` (a .jsonl file or a folder; None: the job's folder)."""
+                        batch_size: int = 16, workers: int | None = None, runtime: str = "auto",
+                        precision: str = "auto") -> JobRecord:
+        """Score a folder into JSON lines at `output` (a .jsonl file or a folder; None: the job's folder), on the
+        scoring path runtime x precision picks (modeling/scoring_paths.py)."""
         if str(input).startswith("s3://") or str(output or "").startswith("s3://"):
             raise JobError("the local backend transforms a local folder into a local file; use --backend "
                            "sagemaker for s3:// locations")
         version = registry.get_version(self.engine, model_version_id)
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
                 "input": str(Path(input).expanduser().absolute()), "batch_size": batch_size, "workers": workers,
-                "output": str(Path(output).expanduser().absolute()) if output else None}
+                "output": str(Path(output).expanduser().absolute()) if output else None,
+                "runtime": runtime, "precision": precision}
         job = self._create("transform", {"transform": spec}, actor)
         if output is None:
             spec["output"] = str(job_dir(self.workspace, job.id))
@@ -188,13 +191,15 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------- endpoints
 
     def deploy(self, model_version_id: int | str, *, actor: str, wait: bool = False,
-               timeout_seconds: float = 120.0) -> JobRecord:
+               timeout_seconds: float = 120.0, runtime: str = "auto", precision: str = "auto") -> JobRecord:
         version = registry.get_version(self.engine, model_version_id)
-        spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri}
+        spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
+                "runtime": runtime, "precision": precision}
         job = self._create("deployment", spec, actor, output={"endpoint_status": "Creating", **spec})
         folder = job_dir(self.workspace, job.id)
         job = self._launch(job, ["-m", ENDPOINT_MODULE, "--job-id", job.id, "--model-dir", version.artifact_uri,
-                                 "--ready-file", str(folder / ENDPOINT_FILE)], Path(job.log_path))
+                                 "--ready-file", str(folder / ENDPOINT_FILE), "--runtime", runtime,
+                                 "--precision", precision], Path(job.log_path))
         return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
 
     def wait_for_endpoint(self, job_id: str, timeout_seconds: float = 120.0) -> JobRecord:

@@ -1,15 +1,22 @@
 """A local endpoint: `python -m jobs.local.endpoint --job-id J --model-dir D --ready-file F`.
 
 Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
-(modeling.inference's model_fn / input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON:
+(modeling.inference's input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON; the model is
+loaded on the scoring path `--runtime` / `--precision` choose (default auto: the fastest that passed the model's
+agreement check on this machine, see modeling/scoring_paths.py):
 
     GET  /ping          200 once the model is loaded
     POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
                         {"instances": [...]}) -> 200 application/json; a request the model cannot answer -> 4xx with
                         {"error": "<what was wrong and what is accepted>"}; no or a malformed Content-Length ->
-                        411 / 400, a body over MAX_BODY_BYTES -> 413, anything unexpected -> 500 {"error": ...}
+                        411 / 400, a body over MAX_BODY_BYTES -> 413, a body that stops arriving -> 408, anything
+                        unexpected -> 500 {"error": ...}
 
 It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the ready file. SIGTERM shuts it down.
+
+Idle and slow clients cannot pile up: each socket read waits at most --read-timeout seconds (then the connection is
+closed), and at most --max-connections connections are served at once, one thread each; a connection beyond that is
+answered 503 by the accepting thread and closed, so 500 idle connections never make 500 threads.
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.jobdirs import write_json_atomic
+from modeling.cli import add_path_arguments
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
+READ_TIMEOUT_S = 30.0  # per socket read: far above a 20 MB body on a local link
+MAX_CONNECTIONS = 32  # forward passes run one at a time anyway (InvocationHandler.lock)
 
 
 def _error_status(message: str) -> HTTPStatus:
@@ -70,6 +80,10 @@ class InvocationHandler(BaseHTTPRequestHandler):
         # whatever goes wrong, the client gets a JSON answer: a dropped connection tells it nothing
         try:
             self._invoke()
+        except TimeoutError:  # the body stopped arriving: free the thread for someone else
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(HTTPStatus.REQUEST_TIMEOUT, f"the request body did not arrive within {self.timeout:g} s")
         except Exception as exc:
             traceback.print_exc()  # into endpoint.log
             with contextlib.suppress(OSError):  # the client hung up: nobody is left to answer
@@ -115,15 +129,70 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, text, content_type)
 
 
-def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-    from modeling.inference import model_fn
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` of them; one more is answered 503 and closed by the
+    accepting thread, which never waits on a client."""
 
-    InvocationHandler.model = model_fn(str(model_dir))
-    server = ThreadingHTTPServer((host, port), InvocationHandler)
-    server.daemon_threads = True
+    daemon_threads = True
+    request_queue_size = 128  # connections the kernel holds until accepted (socketserver's default is 5)
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request) -> None:
+        body = json.dumps({"error": "busy: too many open connections; retry shortly"}).encode()
+        head = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        with contextlib.suppress(OSError):
+            request.setblocking(False)  # a few hundred bytes fit any socket buffer; never wait on this client
+            request.send(head + body)
+        self.shutdown_request(request)
+
+
+def make_server(handler: type[InvocationHandler], host: str = "127.0.0.1", port: int = 0, *,
+                read_timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> BoundedHTTPServer:
+    """The endpoint's server for `handler` (its `model` set), not yet serving."""
+    bounded = type(handler.__name__, (handler,), {"timeout": read_timeout})  # StreamRequestHandler sets it per socket
+    return BoundedHTTPServer((host, port), bounded, max_connections)
+
+
+def load_model(model_dir: Path, runtime: str = "auto", precision: str = "auto"):
+    """The container handlers' model, on the scoring path chosen for this machine (torch or ONNX Runtime)."""
+    import torch
+
+    from modeling.predictor import Predictor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Predictor.load(model_dir, device=device, precision=precision, runtime=runtime)
+
+
+def serve(model_dir: Path, ready_file: Path, host: str = "127.0.0.1", port: int = 0, runtime: str = "auto",
+          precision: str = "auto", *, read_timeout: float = READ_TIMEOUT_S,
+          max_connections: int = MAX_CONNECTIONS) -> None:
+    InvocationHandler.model = load_model(model_dir, runtime, precision)
+    server = make_server(InvocationHandler, host, port, read_timeout=read_timeout, max_connections=max_connections)
     url = f"http://{host}:{server.server_address[1]}"
-    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir)})
-    print(f"serving {model_dir} on {url}", flush=True)
+    write_json_atomic(ready_file, {"url": url, "pid": os.getpid(), "model_dir": str(model_dir),
+                                   "scoring_path": InvocationHandler.model.path})
+    print(f"serving {model_dir} on {url} with {InvocationHandler.model.path}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever(poll_interval=0.2)
@@ -139,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-file", type=Path, required=True, help="where to write the URL once listening")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    p.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+                   help=f"seconds one socket read may wait before the connection is closed (default {READ_TIMEOUT_S:g})")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})")
+    add_path_arguments(p)
     args = p.parse_args(argv)
-    serve(args.model_dir, args.ready_file, args.host, args.port)
+    serve(args.model_dir, args.ready_file, args.host, args.port, args.runtime, args.precision,
+          read_timeout=args.read_timeout, max_connections=args.max_connections)
     return 0
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from binaudit.workspace import Workspace
 from jobs import store
 from jobs.jobdirs import checkpoint_dir, job_dir, read_text, remove_checkpoint, write_exit_record
-from jobs.local.processes import STOP, child_ended, child_env, start_child
+from jobs.local.processes import STOP, child_ended, child_env, say, start_child
 from jobs.params import TrainingParams
 from jobs.records import JobRecord
 from modeling import registry
@@ -116,6 +116,22 @@ def _register(engine: Engine, workspace: Workspace, job: JobRecord, model_dir: P
     )
 
 
+def check_scoring_paths(version: registry.ModelVersion) -> None:
+    """Export the new version to ONNX and check its faster scoring paths on its validation photos (the setting
+    `check_scoring_paths`); a failure leaves the version on torch and never fails the job."""
+    from binaudit.config import load_settings
+
+    try:
+        if not load_settings().check_scoring_paths:
+            return
+        from modeling.path_check import check_scoring_paths as check
+
+        say(f"checking the scoring paths of {version.name} on its validation photos")
+        check(version.model_dir, say=say)
+    except Exception as exc:  # noqa: BLE001 - the model is registered; scoring falls back to torch
+        say(f"{version.name}: scoring paths not checked ({type(exc).__name__}: {exc}); it scores with torch")
+
+
 def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, returncode: int,
                         *, stop_reason: str | None = None) -> JobRecord:
     """Record how a local train.py run ended; registers a model version when it completed."""
@@ -139,6 +155,8 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
         except registry.RegistryError as exc:
             return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
                 f"train.py finished but its model could not be registered: {exc}"))[0]
+        if not job.parent_id:  # a tuning trial's version is checked when wanted (python -m modeling check)
+            check_scoring_paths(version)
         # the registered model is what is kept (a Failed or Stopped run keeps its checkpoint to resume); deleted
         # before the job reads Completed, so whoever sees it Completed sees the space freed
         remove_checkpoint(folder)

@@ -1,7 +1,8 @@
 """Local batch transform: score every photo under a folder into JSON lines, with the batched Predictor.
 
 One object per photo, in sorted path order:
-    {"file": "3/bin.jpg", "bin_id": "bin", "predicted_count": 3, "probabilities": [...], "counts": [0..5]}
+    {"file": "3/bin.jpg", "bin_id": "bin", "predicted_count": 3, "predicted_label": "3", "probabilities": [...],
+     "counts": [0..5, null], "labels": ["0".."5", "6+"], "top_class": "open"}
     {"file": "bad.jpg", "bin_id": "bad", "error": "cannot decode ..."}
 The prediction keys are the endpoint's (modeling.serving.prediction_response), so the same code reads both.
 """
@@ -19,6 +20,7 @@ from binaudit.workspace import Workspace
 from jobs import store
 from jobs.local.processes import STOP, say
 from jobs.records import JobError, JobRecord
+from modeling.scoring_paths import ScoringPathError
 
 OUTPUT_NAME = "predictions.jsonl"
 
@@ -32,8 +34,11 @@ def output_file(output: str | Path) -> Path:
 
 
 def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_size: int = 16,
-                     workers: int | None = 0, precision: str = "fp32") -> dict[str, Any]:
-    """Score input_dir's photos into `output` (JSON lines); returns counts. Stops between batches on SIGTERM."""
+                     workers: int | None = 0, precision: str = "auto", runtime: str = "auto") -> dict[str, Any]:
+    """Score input_dir's photos into `output` (JSON lines); returns counts. Stops between batches on SIGTERM.
+
+    runtime, precision: the scoring path (modeling/scoring_paths.py; auto: the fastest that passed its check here).
+    """
     from modeling.predictor import Predictor, expand_paths
     from modeling.serving import prediction_response
 
@@ -42,7 +47,8 @@ def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_si
     paths = expand_paths([input_dir])
     if not paths:
         raise JobError(f"no images (*.jpg, *.jpeg, *.png) in {input_dir}")
-    predictor = Predictor.load(model_dir, precision=precision)
+    predictor = Predictor.load(model_dir, precision=precision, runtime=runtime)
+    say(f"scoring with {predictor.path}")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     scored = failed = 0
@@ -55,21 +61,25 @@ def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_si
                 line["error"] = result.error
                 failed += 1
             else:
-                line.update(prediction_response(result.probs, predictor.class_to_count))
+                line.update(prediction_response(result.probs, predictor.spec.classes))
                 scored += 1
             fh.write(json.dumps(line) + "\n")
     os.replace(tmp, output)
-    return {"output_path": str(output), "n_images": len(paths), "n_scored": scored, "n_failed": failed}
+    return {"output_path": str(output), "n_images": len(paths), "n_scored": scored, "n_failed": failed,
+            "scoring_path": predictor.path}
 
 
 def run_transform(engine: Engine, workspace: Workspace, job: JobRecord) -> JobRecord:
+    from modeling.model import ModelConfigError  # torch: loaded with the model, not with the jobs package
+
     spec = job.params["transform"]
     try:
         result = transform_folder(Path(spec["model_dir"]), Path(spec["input"]), output_file(spec["output"]),
-                                  batch_size=int(spec.get("batch_size", 16)), workers=spec.get("workers", 0))
+                                  batch_size=int(spec.get("batch_size", 16)), workers=spec.get("workers", 0),
+                                  runtime=spec.get("runtime", "auto"), precision=spec.get("precision", "auto"))
     except InterruptedError:
         return store.finish_job(engine, job.id, "Stopped", failure_reason="stopped on request")[0]
-    except JobError as exc:
+    except (JobError, ScoringPathError, ModelConfigError) as exc:
         return store.finish_job(engine, job.id, "Failed", failure_reason=str(exc))[0]
     say(f"scored {result['n_scored']} of {result['n_images']} photos ({result['n_failed']} failed) "
         f"-> {result['output_path']}")

@@ -25,6 +25,7 @@ from botocore.exceptions import (
 
 from binaudit.config import ConfigError, Settings
 from jobs.records import JobError
+from modeling.registry import LOCAL_SCORING_FILES
 
 # adaptive: standard retries (throttling, 5xx, dropped connections) plus client-side rate limiting once throttled
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
@@ -125,10 +126,11 @@ def extract_model_tarball(tarball: Path, dest: Path) -> Path:
 
 
 def pack_model_folder(model_dir: Path, tarball: Path) -> Path:
-    """model.tar.gz with the model folder's files at its root, as SageMaker's endpoints expect."""
+    """model.tar.gz with the model folder's files at its root, as SageMaker's endpoints expect (less the ONNX
+    copies and their check: the container scores with torch)."""
     tarball.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball, "w:gz") as tar:
-        for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        for path in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name not in LOCAL_SCORING_FILES):
             tar.add(path, arcname=path.name)
     return tarball
 
