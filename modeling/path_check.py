@@ -144,11 +144,12 @@ def check_scoring_paths(model_dir: str | os.PathLike, train_dir: str | os.PathLi
     if not val_dir or not Path(val_dir).is_dir():
         raise ModelConfigError(f"no validation folder to check {model_dir} on ({val_dir or 'none recorded'}): "
                                f"pass --val (and --train, for the int8 calibration)")
-    samples = evenly_spaced(scan_count_folders(val_dir, spec.max_count), max_photos)
+    samples = evenly_spaced(scan_count_folders(val_dir, spec.max_count, open_top=True), max_photos)
     paths, labels = [p for p, _ in samples], np.array([c for _, c in samples], dtype=np.int64)
     train_photos = []
     if train_dir and Path(train_dir).is_dir():
-        train_photos = [p for p, _ in evenly_spaced(scan_count_folders(train_dir, spec.max_count), calibration)]
+        found = scan_count_folders(train_dir, spec.max_count, open_top=True)
+        train_photos = [p for p, _ in evenly_spaced(found, calibration)]
     side = spec.preprocess.image_size
 
     exact = Predictor.load_torch(model_dir, precision="fp32")
