@@ -107,7 +107,7 @@ def forward_rate(predictor: Predictor, n: int, batch: int, size: int) -> float:
 
 
 def agreement_table(predictors: dict[str, Predictor], data: Path, workers: int) -> dict[str, dict]:
-    samples = scan_count_folders(data, predictors["torch fp32"].spec.max_count)
+    samples = scan_count_folders(data, predictors["torch fp32"].spec.max_count, open_top=True)
     photos, labels = [p for p, _ in samples], np.array([c for _, c in samples])
     probs = {name: np.stack([r.probs for r in p.predict_paths(photos, workers=workers, progress=False)])
              for name, p in predictors.items()}
@@ -139,7 +139,8 @@ def main() -> None:
     model_dir = prepare_model(trained, args.workdir / "model", args.image_size)
     size = ModelSpec.from_dict(read_model_config(model_dir)).preprocess.image_size
     train = args.dataset / "train" if trained and (args.dataset / "train").is_dir() else None
-    calibration = [p for p, _ in evenly_spaced(scan_count_folders(train, 5), args.calibration)] if train else \
+    found = scan_count_folders(train, 5, open_top=True) if train else []
+    calibration = [p for p, _ in evenly_spaced(found, args.calibration)] if train else \
         [str(p) for p in paths[: args.calibration]]
     start = time.perf_counter()
     export_fp32(model_dir)

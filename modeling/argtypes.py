@@ -27,6 +27,7 @@ non_negative_int = _checked(int, lambda v: v >= 0, "must not be negative")
 positive_float = _checked(float, lambda v: v > 0, "must be a positive number")
 non_negative_float = _checked(float, lambda v: v >= 0, "must be a non-negative number")
 unit_interval = _checked(float, lambda v: 0 <= v < 1, "must lie in [0, 1)")
+share = _checked(float, lambda v: 0 < v <= 1, "must lie in (0, 1]")
 
 
 def int_between(low: int, high: int, unit: str = "") -> Callable[[str], int]:

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from modeling.argtypes import non_negative_int, positive_int
+from modeling.argtypes import non_negative_int, positive_int, share
+from modeling.scoring_paths import MAX_MISMATCH_DIFF, MIN_COUNT_AGREEMENT
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,6 +62,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from modeling.evaluate import evaluate_folder, write_evaluation
     from modeling.metrics import format_per_class_table
 
+    if not args.data.is_dir():  # before the model loads: one line, nothing else printed
+        raise CliError(f"data folder not found: {args.data}")
     predictor = _load_predictor(args)
     metrics, rows = evaluate_folder(predictor, args.data, args.batch_size, args.workers,
                                     progress=False if args.no_progress else None)
@@ -110,7 +113,7 @@ def _check(args: argparse.Namespace) -> int:
     from modeling.path_check import check_scoring_paths
 
     entry = check_scoring_paths(args.model_dir, args.train, args.val, calibration=args.calibration,
-                                max_photos=args.max_photos, workers=args.workers)
+                                max_photos=args.max_photos, workers=args.workers, min_agreement=args.min_agreement)
     passed = [name for name, result in entry["paths"].items() if result["passed"]]
     print(f"checked on {entry['photos']} validation photos; passed: {', '.join(passed)} -> "
           f"{args.model_dir / 'scoring_paths.json'}")
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=positive_int, default=300, help="training photos to calibrate int8 on")
     p.add_argument("--max-photos", type=positive_int, default=2000, help="at most this many validation photos")
     p.add_argument("--workers", type=non_negative_int, default=None, help="decoding processes")
+    p.add_argument("--min-agreement", type=share, default=MIN_COUNT_AGREEMENT,
+                   help=f"a path passes when counts agree, and mismatch probabilities lie within "
+                        f"{MAX_MISMATCH_DIFF}, on at least this share of the photos (default {MIN_COUNT_AGREEMENT})")
     return parser
 
 

@@ -62,8 +62,10 @@ def evenly_spaced(items: list, n: int) -> list:
     return [items[int(i * len(items) / n)] for i in range(n)]
 
 
-def agreement(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Count agreement and mismatch-probability differences of `probs` against `reference` (both (N, C))."""
+def agreement(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+              min_agreement: float = MIN_COUNT_AGREEMENT) -> dict[str, Any]:
+    """Count agreement and mismatch-probability differences of `probs` against `reference` (both (N, C)); passed
+    when both hold on at least `min_agreement` of the photos."""
     same = reference.argmax(axis=1) == probs.argmax(axis=1)
     rows = np.arange(len(labels))
     in_range = labels < reference.shape[1]
@@ -73,11 +75,11 @@ def agreement(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> d
               "mismatch_within": within, "max_mismatch_diff": float(diff.max()) if diff.size else 0.0,
               "p99_mismatch_diff": float(np.quantile(diff, 0.99)) if diff.size else 0.0}
     reasons = []
-    if result["count_agreement"] < MIN_COUNT_AGREEMENT:
-        reasons.append(f"counts agree on {result['count_agreement']:.1%} < {MIN_COUNT_AGREEMENT:.0%}")
-    if within < MIN_COUNT_AGREEMENT:
+    if result["count_agreement"] < min_agreement:
+        reasons.append(f"counts agree on {result['count_agreement']:.1%} < {min_agreement:.0%}")
+    if within < min_agreement:
         reasons.append(f"mismatch probability within {MAX_MISMATCH_DIFF} on {within:.1%} < "
-                       f"{MIN_COUNT_AGREEMENT:.0%} of photos")
+                       f"{min_agreement:.0%} of photos")
     result["passed"] = not reasons
     result["why"] = "; ".join(reasons) or (
         f"counts agree on {result['count_agreement']:.1%}, mismatch probability within {MAX_MISMATCH_DIFF} on "
@@ -132,6 +134,7 @@ def _candidates(model_dir: Path, train_photos: list[str], say: Callable[[str], N
 def check_scoring_paths(model_dir: str | os.PathLike, train_dir: str | os.PathLike | None = None,
                         val_dir: str | os.PathLike | None = None, *, calibration: int = CALIBRATION_PHOTOS,
                         max_photos: int = MAX_CHECK_PHOTOS, workers: int | None = None,
+                        min_agreement: float = MIN_COUNT_AGREEMENT,
                         say: Callable[[str], None] = print) -> dict[str, Any]:
     """Check every path this machine has against torch fp32 (see the module docstring); returns the new entry."""
     model_dir = Path(model_dir)
@@ -141,11 +144,12 @@ def check_scoring_paths(model_dir: str | os.PathLike, train_dir: str | os.PathLi
     if not val_dir or not Path(val_dir).is_dir():
         raise ModelConfigError(f"no validation folder to check {model_dir} on ({val_dir or 'none recorded'}): "
                                f"pass --val (and --train, for the int8 calibration)")
-    samples = evenly_spaced(scan_count_folders(val_dir, spec.max_count), max_photos)
+    samples = evenly_spaced(scan_count_folders(val_dir, spec.max_count, open_top=True), max_photos)
     paths, labels = [p for p, _ in samples], np.array([c for _, c in samples], dtype=np.int64)
     train_photos = []
     if train_dir and Path(train_dir).is_dir():
-        train_photos = [p for p, _ in evenly_spaced(scan_count_folders(train_dir, spec.max_count), calibration)]
+        found = scan_count_folders(train_dir, spec.max_count, open_top=True)
+        train_photos = [p for p, _ in evenly_spaced(found, calibration)]
     side = spec.preprocess.image_size
 
     exact = Predictor.load_torch(model_dir, precision="fp32")
@@ -155,7 +159,7 @@ def check_scoring_paths(model_dir: str | os.PathLike, train_dir: str | os.PathLi
         "passed": True, "why": "the reference", "images_per_s": round(forward_rate(exact, side), 1)}}
     for name, load in _candidates(model_dir, train_photos, say).items():
         predictor = load()
-        result = agreement(reference[ok], _score(predictor, paths, workers)[ok], labels[ok])
+        result = agreement(reference[ok], _score(predictor, paths, workers)[ok], labels[ok], min_agreement)
         result["images_per_s"] = round(forward_rate(predictor, side), 1)
         results[name] = result
         say(f"{name}: {'passed' if result['passed'] else 'FAILED'}: {result['why']}; "
@@ -166,7 +170,7 @@ def check_scoring_paths(model_dir: str | os.PathLike, train_dir: str | os.PathLi
              "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "val": str(val_dir), "photos": int(ok.sum()), "labels": "the validation folders' counts",
              "calibration": {"train": str(train_dir) if train_photos else None, "photos": len(train_photos)},
-             "criteria": {"min_count_agreement": MIN_COUNT_AGREEMENT, "max_mismatch_diff": MAX_MISMATCH_DIFF},
+             "criteria": {"min_count_agreement": min_agreement, "max_mismatch_diff": MAX_MISMATCH_DIFF},
              "paths": results}
     record = read_record(model_dir)
     record["checks"] = [c for c in record["checks"] if not same_machine(c.get("machine", {}), entry["machine"])]

@@ -13,6 +13,7 @@ from audit import imports, reviews
 from audit.export import csv_text, export_decisions
 from binaudit.csvsafe import spreadsheet_safe
 from binaudit.workspace import Workspace
+from modeling.counts import CountClasses
 from modeling.predictor import PathResult, write_predictions_csv
 from tests.modeling_fixtures import jpeg_bytes
 
@@ -64,7 +65,7 @@ def test_csv_text_keeps_numbers_numbers():
 
 def test_predict_csv_neutralises_file_names(tmp_path):
     results = [PathResult("=cmd.jpg", None, "not an image"), PathResult("photos/-1.jpg", np.array([0.9, 0.1]), None)]
-    write_predictions_csv(results, tmp_path / "p.csv", [0, 1])
+    write_predictions_csv(results, tmp_path / "p.csv", CountClasses(max_count=1))
     rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
     assert (rows[0]["path"], rows[0]["bin_id"]) == ("'=cmd.jpg", "'=cmd")
     assert (rows[1]["path"], rows[1]["bin_id"], rows[1]["predicted_count"]) == ("photos/-1.jpg", "'-1", "0")

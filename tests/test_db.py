@@ -142,8 +142,13 @@ def _bin_with_history(engine, bin_id: str) -> None:
             metrics={}, created_at=now)).inserted_primary_key[0]
         conn.execute(db.bins.insert().values(id=bin_id, image_uri="x.jpg", items=[], search_text=bin_id,
                                              source="upload", created_at=now, updated_at=now))
-        conn.execute(db.predictions.insert().values(bin_id=bin_id, model_version_id=version, predicted_count=1,
-                                                    decoded_count=1, probabilities=[], created_at=now))
+        # the predictions table as version 4 left it (later columns such as beyond_range do not exist yet)
+        v4_predictions = sa.table("predictions", *(sa.column(c) for c in (
+            "bin_id", "model_version_id", "predicted_count", "decoded_count", "probabilities", "created_at", "settled",
+            "queued")))
+        conn.execute(v4_predictions.insert().values(bin_id=bin_id, model_version_id=version, predicted_count=1,
+                                                    decoded_count=1, probabilities="[]", created_at=now,
+                                                    settled=False, queued=False))
         conn.execute(db.reviews.insert().values(bin_id=bin_id, decision="dismiss", reviewer="ana", note="",
                                                 model_version_id=version, created_at=now))
 

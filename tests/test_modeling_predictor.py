@@ -150,7 +150,7 @@ def test_cli_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, arg
 def test_modeling_cli_holds_the_model_commands_only():
     """Jobs are `python -m jobs`: `python -m modeling train` cannot be mistaken for `python -m modeling.train`."""
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"evaluate", "predict"}
+    assert set(sub.choices) == {"evaluate", "predict", "check"}
 
 
 def test_a_closed_model_evaluated_on_an_open_folder_is_charged_for_the_6_plus_bins(tiny_dataset, tmp_path):
