@@ -97,7 +97,7 @@ def test_training_with_recounts_completes_registers_and_is_promoted(local, tiny_
     assert ("recounts: 2 used (1 replacing their photo in --train), 1 left out of training because their bins are "
             f"in val/test (training on them would leak held-out photos): {in_val.stem}") in Path(job.log_path).read_text()
     assert version.config["job"]["recounts"] == str(recounts) == version.config["resolved_args"]["recounts"]
-    plain = [len(list((tiny_dataset / "train" / str(c)).glob("*.jpg"))) for c in range(6)]
+    plain = [len(list((tiny_dataset / "train" / c).glob("*.jpg"))) for c in (*map(str, range(6)), "6+")]
     moved = [n - (c == 1) + (c == 4) + (c == 2) for c, n in enumerate(plain)]  # 1 -> 4, and recount-new as 2
     assert version.config["train_class_counts"] == moved
 
