@@ -80,7 +80,7 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (history / "truth.csv").is_file():
         _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history) ...")
-        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, width=plan.photo_width,
+        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, max_count=5, counts="uniform", width=plan.photo_width,
                               height=plan.photo_height, workers=procs), progress=progress)
     if not (dataset / "manifest.csv").is_file():
         _say("2/5 building the counting dataset (class folders, stratified split) ...")
@@ -95,7 +95,7 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (audit / "truth.csv").is_file():
         _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")
-        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, mismatch_rate=plan.mismatch_rate,
+        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, max_count=5, counts="uniform", mismatch_rate=plan.mismatch_rate,
                               width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
     import_abid_folder(engine, audit, actor="demo")
 

@@ -32,7 +32,7 @@ def train_model(workdir: Path, args: argparse.Namespace) -> Path:
     history, dataset, model = workdir / "history", workdir / "history-ds", workdir / "model"
     if (model / "model.pth").is_file():
         return model
-    generate(SynthOptions(n=args.train_bins, out=history, seed=11, width=args.width, height=args.height, workers=2))
+    generate(SynthOptions(n=args.train_bins, out=history, seed=11, max_count=5, counts="uniform", width=args.width, height=args.height, workers=2))
     build_dataset(BuildOptions(source=history, out=dataset))
     subprocess.run([sys.executable, "-m", "modeling.train", "--train", str(dataset / "train"), "--val",
                     str(dataset / "val"), "--model-dir", str(model), "--output-data-dir", str(workdir / "out"),
@@ -60,7 +60,7 @@ def main() -> None:
     model_dir = args.model_dir or train_model(args.workdir, args)
     audit = args.workdir / f"audit-{args.bins}-{args.seed}"
     if not (audit / "truth.csv").is_file():
-        generate(SynthOptions(n=args.bins, out=audit, seed=args.seed, start_id=700001,
+        generate(SynthOptions(n=args.bins, out=audit, seed=args.seed, start_id=700001, max_count=5, counts="uniform",
                               mismatch_rate=args.mismatch_rate, width=args.width, height=args.height, workers=2))
     truth = read_truth(audit / "truth.csv")
     ids = sorted(truth)

@@ -5,8 +5,12 @@ floor), items as boxes, books and bags of varied colour, size and rotation, some
 and partly hidden, elastic straps across the front, and uneven lighting. The metadata lists
 made-up products (ASIN, name, dimensions, weight), sometimes with quantity > 1 of one product.
 
+Counts follow ABID's histogram by default (`ABID_COUNT_SHARES`: about a third of the bins hold more than 5
+items, up to 15 here); `counts="uniform"` draws 0..max_count evenly, as the generator did before.
+
 With `mismatch_rate > 0` some bins get metadata whose EXPECTED_QUANTITY differs from the
-number of items drawn (a stock mismatch); `truth.csv` records what was really drawn.
+number of items drawn (a stock mismatch), in both directions and across any class boundary (see
+`mismatched_record`); `truth.csv` records what was really drawn.
 
 Every bin is a pure function of (seed, index), so a run is reproducible and parallel
 generation gives the same bytes as sequential.
@@ -51,19 +55,37 @@ _NOUNS = {
 }
 _KINDS = ("box", "book", "bag")
 
+# Shares of bins holding 0..15 items, shaped like ABID's count histogram. Sources: abid_challenge's dataset
+# statistics (535,234 bins, mean 5.1 items, 90% hold fewer than 10) and its counting split (36,032 of the
+# 53,523 validation bins, 67.3%, hold 0-5 items; always predicting 3 scores 24.8% there, so 3 items is
+# 16.7% of all bins). Counts 1, 2, 4 and 5 keep their ratios to 3 from the 1-5 class sizes of the public
+# ABID counting subset (1,228 / 2,299 / 2,666 / 2,373 / 1,875 bins); empty bins get the rest of the 67.3%.
+# Above 5 the share decays geometrically so that 10% of bins hold 10 or more (ABID's tail runs much further;
+# here it stops at 15). Mean 4.9 items.
+ABID_COUNT_SHARES: tuple[float, ...] = (
+    0.019, 0.077, 0.144, 0.167, 0.149, 0.117,  # 0-5: 67.3%
+    0.085, 0.063, 0.046, 0.033,  # 6-9: 22.7%
+    0.024, 0.020, 0.017, 0.014, 0.013, 0.012,  # 10-15: 10.0%
+)
+COUNT_DISTRIBUTIONS = ("abid", "uniform")
+# Share of injected mismatches whose record is a count drawn afresh from ABID's histogram (a record of 9 on a
+# bin of 3, of 4 on a bin of 8) instead of one or two items off the truth.
+FAR_MISMATCH_SHARE = 0.25
+
 
 @dataclass(frozen=True)
 class SynthOptions:
     n: int
     out: Path
     seed: int = 0
-    max_count: int = 5
+    max_count: int = len(ABID_COUNT_SHARES) - 1  # counts drawn are 0..max_count
+    counts: str = "abid"  # "abid": ABID_COUNT_SHARES cut at max_count; "uniform": 0..max_count evenly
     mismatch_rate: float = 0.0
     width: int = 320
     height: int = 288
     size_jitter: float = 0.15  # photos vary in size like ABID's
     start_id: int = 1
-    count_weights: tuple[float, ...] | None = None  # default: uniform over 0..max_count
+    count_weights: tuple[float, ...] | None = None  # weights of 0, 1, ...; wins over `counts`
     quality: int = 88
     workers: int = 1
     images: bool = True  # False: metadata and truth only (fast; for benchmarks of metadata handling)
@@ -321,14 +343,38 @@ def render_bin(rng: np.random.Generator, w: int, h: int, units: Sequence[Product
 
 # ---------------------------------------------------------------- one bin, many bins
 
-def _count_probs(opts: SynthOptions) -> np.ndarray:
-    weights = np.asarray(opts.count_weights or [1.0] * (opts.max_count + 1), dtype=float)
-    if len(weights) != opts.max_count + 1 or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"count weights must be {opts.max_count + 1} non-negative numbers, not all zero")
+def count_probabilities(opts: SynthOptions) -> np.ndarray:
+    """P(count = k) for k in 0..max_count: the weights given, else the named distribution cut at max_count."""
+    size = opts.max_count + 1
+    if opts.count_weights is not None:
+        if len(opts.count_weights) > size:
+            raise ValueError(f"{len(opts.count_weights)} count weights given for counts 0..{opts.max_count}")
+        weights = np.zeros(size)
+        weights[:len(opts.count_weights)] = opts.count_weights
+    elif opts.counts == "abid":
+        weights = np.zeros(size)
+        shares = ABID_COUNT_SHARES[:size]
+        weights[:len(shares)] = shares
+    elif opts.counts == "uniform":
+        weights = np.ones(size)
+    else:
+        raise ValueError(f"unknown count distribution {opts.counts!r}; choose one of {', '.join(COUNT_DISTRIBUTIONS)}")
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("count weights must be non-negative numbers, not all zero")
     return weights / weights.sum()
 
 
-def _mismatched_claim(rng: np.random.Generator, drawn: int) -> int:
+def mismatched_record(rng: np.random.Generator, drawn: int) -> int:
+    """A stock record that disagrees with the `drawn` items, too high or too low.
+
+    Mostly one or two items off; a `FAR_MISMATCH_SHARE` of records is any other count from ABID's histogram,
+    so records cross every class boundary both ways (a record of 9 on a bin of 3, of 4 on a bin of 8).
+    """
+    if rng.random() < FAR_MISMATCH_SHARE:
+        shares = np.asarray(ABID_COUNT_SHARES)
+        if drawn < len(shares):
+            shares[drawn] = 0.0
+        return int(rng.choice(len(shares), p=shares / shares.sum()))
     delta = int(rng.choice([-2, -1, 1, 2], p=[0.15, 0.35, 0.35, 0.15]))
     claim = drawn + delta
     return claim if claim >= 0 else drawn + abs(delta)
@@ -338,9 +384,9 @@ def synth_bin(opts: SynthOptions, index: int) -> tuple[str, bytes | None, bytes,
     """(bin id, JPEG bytes or None, metadata JSON bytes, truth row) for bin number `index`."""
     rng = np.random.default_rng([opts.seed, index])
     bin_id = normalize_bin_id(opts.start_id + index)
-    drawn = int(rng.choice(opts.max_count + 1, p=_count_probs(opts)))
+    drawn = int(rng.choice(opts.max_count + 1, p=count_probabilities(opts)))
     mismatch = bool(rng.random() < opts.mismatch_rate)
-    claimed = _mismatched_claim(rng, drawn) if mismatch else drawn
+    claimed = mismatched_record(rng, drawn) if mismatch else drawn
 
     products = [make_product(rng, q) for q in split_quantity(rng, claimed)]
     units = [p for p in products for _ in range(p.quantity)]
@@ -379,7 +425,7 @@ def generate(opts: SynthOptions, progress: bool | None = None) -> list[tuple[str
         raise ValueError("n must not be negative")
     if not 0.0 <= opts.mismatch_rate <= 1.0:
         raise ValueError("mismatch rate must lie in [0, 1]")
-    _count_probs(opts)
+    count_probabilities(opts)
     if opts.images:
         (opts.out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     (opts.out / METADATA_DIR).mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ ABID_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "abid-s
 def synth_raw(tmp_path_factory) -> Path:
     """120 small synthetic bins (counts 0..5, ~10% injected mismatches) in ABID layout."""
     out = tmp_path_factory.mktemp("synth_raw")
-    generate(SynthOptions(n=120, out=out, seed=7, mismatch_rate=0.1, width=80, height=72), progress=False)
+    generate(SynthOptions(n=120, out=out, seed=7, max_count=5, counts="uniform", mismatch_rate=0.1, width=80, height=72), progress=False)
     return out
 
 
