@@ -45,6 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "0..K (default abid)")
     p.add_argument("--count-weights", default=None,
                    help="comma-separated weights of counts 0, 1, ... (wins over --counts), e.g. 1,3,4,4,3,2")
+    p.add_argument("--style", choices=("mixed", "realistic", "plain"), default="mixed",
+                   help="look of the photos: realistic (like ABID: straps, packed and hidden items, blur), plain "
+                        "(flat items in clear view) or mixed, each bin either way (default mixed)")
     p.add_argument("--mismatch-rate", type=float, default=0.0,
                    help="share of bins whose metadata count differs from the items drawn (default 0)")
     p.add_argument("--width", type=_positive, default=320, help="photo width in px before jitter (default 320)")
@@ -97,7 +100,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         weights = tuple(float(w) for w in args.count_weights.split(",")) if args.count_weights else None
         truth = generate(SynthOptions(
             n=args.n, out=args.out, seed=args.seed, max_count=args.max_count, counts=args.counts,
-            mismatch_rate=args.mismatch_rate,
+            mismatch_rate=args.mismatch_rate, style=args.style,
             width=args.width, height=args.height, start_id=args.start_id, count_weights=weights, workers=args.workers,
             images=not args.metadata_only,
         ))

@@ -56,16 +56,28 @@ def test_same_seed_same_bytes_and_parallel_equals_sequential(tmp_path):
     assert (tmp_path / "a/bin-images/00001.jpg").read_bytes() != (tmp_path / "c/bin-images/00001.jpg").read_bytes()
 
 
-def test_more_items_cover_more_of_the_bin(tmp_path):
+@pytest.mark.parametrize("style", ["plain", "realistic"])
+def test_more_items_cover_more_of_the_bin(tmp_path, style):
     """A cheap sanity check that the count is visible: pixel variance rises with the items drawn."""
-    generate(SynthOptions(n=120, out=tmp_path, seed=9, max_count=5, counts="uniform", width=96, height=88),
-             progress=False)
+    generate(SynthOptions(n=120, out=tmp_path, seed=9, max_count=5, counts="uniform", width=96, height=88,
+                          style=style), progress=False)
     truth = read_truth(tmp_path / "truth.csv")
     spread = {c: [] for c in range(6)}
     for bin_id, (drawn, _, _) in truth.items():
         arr = np.asarray(Image.open(tmp_path / "bin-images" / f"{bin_id}.jpg").convert("L"), dtype=float)
         spread[drawn].append(arr.std())
     assert np.mean(spread[5]) > np.mean(spread[0])
+
+
+def test_styles_draw_different_photos_of_the_same_bins(tmp_path):
+    photos = {}
+    for style in ("plain", "realistic"):
+        truth = generate(SynthOptions(n=12, out=tmp_path / style, seed=4, width=48, height=40, style=style),
+                         progress=False)
+        photos[style] = [(tmp_path / style / "bin-images" / f"{row[0]}.jpg").read_bytes() for row in truth]
+    assert all(a != b for a, b in zip(photos["plain"], photos["realistic"], strict=True))
+    with pytest.raises(ValueError, match="unknown style 'glossy'"):
+        generate(SynthOptions(n=1, out=tmp_path / "x", style="glossy"), progress=False)
 
 
 def test_split_quantity_sums_and_count_weights(tmp_path):
