@@ -154,17 +154,31 @@ def _item_shape(rng: np.random.Generator, kind: str) -> tuple[float, float]:
     return float(rng.uniform(0.15, 0.5)), float(rng.uniform(0.2, 0.6))
 
 
-def make_product(rng: np.random.Generator, quantity: int) -> Product:
+def _plain_shape(rng: np.random.Generator, kind: str) -> tuple[float, float]:
+    """(width, height) as shares of the photo width: the plain look's flat sprites (the generator's first look)."""
+    if kind == "book":
+        return float(rng.uniform(0.16, 0.28)), float(rng.uniform(0.22, 0.36))
+    if kind == "bag":
+        return float(rng.uniform(0.2, 0.36)), float(rng.uniform(0.16, 0.3))
+    return float(rng.uniform(0.14, 0.36)), float(rng.uniform(0.12, 0.3))
+
+
+def make_product(rng: np.random.Generator, quantity: int, style: str = "realistic") -> Product:
+    """A made-up product; `style` "plain" draws it exactly as the plain look always has (same numbers, same seed)."""
     kind = _KINDS[int(rng.integers(0, 3))]
-    rel_w, rel_h = _item_shape(rng, kind)
+    rel_w, rel_h = _plain_shape(rng, kind) if style == "plain" else _item_shape(rng, kind)
     noun = _NOUNS[kind][int(rng.integers(0, len(_NOUNS[kind])))]
     name = f"{_BRANDS[int(rng.integers(0, len(_BRANDS)))]} {_ADJECTIVES[int(rng.integers(0, len(_ADJECTIVES)))]} {noun}"
     depth = rng.uniform(0.4, 1.5) if kind == "book" else rng.uniform(1.0, 6.0)
+    colour = _colour(rng) if style == "plain" else _item_colour(rng, kind)
+    accent = _colour(rng, neutral_share=0.2)
+    asin = _asin(rng)
+    scale = (40, 40) if style == "plain" else (30, 20)
+    weight = round(float(rng.uniform(0.05, 4.0)), 3)
     return Product(
-        kind=kind, colour=_item_colour(rng, kind), accent=_colour(rng, neutral_share=0.2), rel_w=rel_w, rel_h=rel_h,
-        asin=_asin(rng), name=name, quantity=quantity,
-        dims_in=(round(rel_w * 30, 2), round(rel_h * 20, 2), round(float(depth), 2)),
-        weight_lb=round(float(rng.uniform(0.05, 4.0)), 3), look=int(rng.integers(0, 2**31)),
+        kind=kind, colour=colour, accent=accent, rel_w=rel_w, rel_h=rel_h, asin=asin, name=name, quantity=quantity,
+        dims_in=(round(rel_w * scale[0], 2), round(rel_h * scale[1], 2), round(float(depth), 2)),
+        weight_lb=weight, look=0 if style == "plain" else int(rng.integers(0, 2**31)),
     )
 
 
@@ -241,14 +255,17 @@ def synth_bin(opts: SynthOptions, index: int) -> tuple[str, bytes | None, bytes,
     drawn = int(rng.choice(opts.max_count + 1, p=count_probabilities(opts)))
     mismatch = bool(rng.random() < opts.mismatch_rate)
     claimed = mismatched_record(rng, drawn) if mismatch else drawn
+    style = opts.style
+    if style == "mixed":
+        style = "plain" if rng.random() < PLAIN_SHARE else "realistic"
 
-    products = [make_product(rng, q) for q in split_quantity(rng, claimed)]
+    products = [make_product(rng, q, style) for q in split_quantity(rng, claimed)]
     units = [p for p in products for _ in range(p.quantity)]
     rng.shuffle(units)
     if drawn < claimed:  # stock says more than the bin holds: some listed units are missing
         units = units[:drawn]
     elif drawn > claimed:  # the bin holds units nobody recorded
-        extra = make_product(rng, drawn - claimed)
+        extra = make_product(rng, drawn - claimed, style)
         units += [extra] * extra.quantity
 
     meta = json.dumps(metadata_doc(products), indent=4, ensure_ascii=False).encode("utf-8")
@@ -257,11 +274,11 @@ def synth_bin(opts: SynthOptions, index: int) -> tuple[str, bytes | None, bytes,
         return bin_id, None, meta, truth
     jitter = 1 + opts.size_jitter * rng.uniform(-1, 1, size=2)
     w, h = max(32, int(opts.width * jitter[0])), max(32, int(opts.height * jitter[1]))
-    return bin_id, _photo(rng, opts, w, h, units), meta, truth
+    return bin_id, _photo(rng, opts, style, w, h, units), meta, truth
 
 
-def _photo(rng: np.random.Generator, opts: SynthOptions, w: int, h: int, units: Sequence[Product]) -> bytes:
-    if opts.style == "plain" or (opts.style == "mixed" and rng.random() < PLAIN_SHARE):
+def _photo(rng: np.random.Generator, opts: SynthOptions, style: str, w: int, h: int, units: Sequence[Product]) -> bytes:
+    if style == "plain":
         buf = io.BytesIO()
         synth_plain.render_bin(rng, w, h, units).save(buf, "JPEG", quality=opts.quality)
         return buf.getvalue()

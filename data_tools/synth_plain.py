@@ -1,8 +1,8 @@
 """The plain synthetic bin look: flat sprites scattered on an empty fabric pod, every item in clear view.
 
-The generator's first look, kept as half of the default "mixed" style: counting separate, fully visible
-objects is easy to learn, and a model trained on both looks transfers to real ABID photos better than one
-trained on either (docs/benchmarks.md, the sim-to-real table). The realistic look is data_tools.synth_render.
+The generator's first look, unchanged (style "plain" draws the same bytes as before the realistic look came):
+the demo trains on it. The realistic look is data_tools.synth_render; docs/benchmarks.md (sim-to-real) has what
+each look does on real ABID photos.
 """
 
 from __future__ import annotations
