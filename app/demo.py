@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from app.demo_recipe import DemoPlan
 from audit.imports import import_abid_folder
 from audit.scorers import local_scorer
 from audit.scoring import score_bins
@@ -24,25 +24,6 @@ from binaudit.workspace import Workspace
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate
 from modeling.registry import activate, active_version, list_versions
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    history_bins: int = 1200
-    audit_bins: int = 300
-    mismatch_rate: float = 0.12
-    photo_width: int = 192
-    photo_height: int = 176
-    image_size: int = 96
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 0.05
-
-    @classmethod
-    def tiny(cls) -> DemoPlan:
-        """For tests: seconds, not minutes."""
-        return cls(history_bins=90, audit_bins=30, photo_width=64, photo_height=56, image_size=32, epochs=1,
-                   batch_size=16)
 
 
 def _say(message: str) -> None:
@@ -62,9 +43,7 @@ def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
 
     backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
     params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),
-                            arch="resnet18", image_size=plan.image_size, epochs=plan.epochs,
-                            batch_size=plan.batch_size, lr=plan.lr, loss="ordinal", seed=0,
-                            workers=1 if (os.cpu_count() or 1) > 1 else 0)
+                            **plan.training_args(), workers=1 if (os.cpu_count() or 1) > 1 else 0)
     job = follow(backend, backend.start_training(params, actor="demo"),
                  on_log=lambda text: print(text, end="" if text.endswith("\n") else "\n", flush=True))
     if job.status != "Completed" or job.model_version_id is None:
@@ -79,8 +58,10 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
     procs = os.cpu_count() or 1
 
     if not (history / "truth.csv").is_file():
-        _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history) ...")
-        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, max_count=5, counts="uniform", width=plan.photo_width,
+        aside = " (ABID's count histogram: bins over the top class are set aside)" if plan.history_counts == "abid" else ""
+        _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history){aside} ...")
+        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, counts=plan.history_counts,
+                              max_count=plan.history_max_count, style=plan.history_style, width=plan.photo_width,
                               height=plan.photo_height, workers=procs), progress=progress)
     if not (dataset / "manifest.csv").is_file():
         _say("2/5 building the counting dataset (class folders, stratified split) ...")
@@ -95,8 +76,10 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (audit / "truth.csv").is_file():
         _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")
-        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, max_count=5, counts="uniform", mismatch_rate=plan.mismatch_rate,
-                              width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
+        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, counts=plan.history_counts,
+                              max_count=plan.audit_max_count,
+                              mismatch_rate=plan.mismatch_rate, style=plan.history_style, width=plan.photo_width,
+                              height=plan.photo_height, workers=procs), progress=progress)
     import_abid_folder(engine, audit, actor="demo")
 
     version = active_version(engine)

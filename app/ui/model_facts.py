@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.demo_recipe import REAL_PHOTO_CHECK, RealPhotoCheck, trained_by_demo_recipe
 from modeling.registry import ModelVersion
 
 
@@ -35,3 +36,14 @@ def data_source_kind(version: ModelVersion) -> str:
         return str(_read_json(str(stats), os.path.getmtime(stats)).get("source_kind", "unknown")) if stats else "unknown"
     except (FileNotFoundError, json.JSONDecodeError, OSError):
         return "unknown"
+
+
+def real_photo_check(version: ModelVersion) -> RealPhotoCheck | None:
+    """The demo recipe's measured figures on real ABID photos, for a version that recipe trained; else None."""
+    return REAL_PHOTO_CHECK if trained_by_demo_recipe(version.config.get("resolved_args") or {}) else None
+
+
+def validation_label(version: ModelVersion, what: str = "Validation accuracy") -> str:
+    """"Validation accuracy (synthetic bins)": says what the validation figures were measured on."""
+    kind = data_source_kind(version)
+    return f"{what} ({'ABID' if kind == 'abid' else kind} bins)" if kind in ("abid", "synthetic") else what
