@@ -40,6 +40,9 @@ def test_abid_sample_splits_into_66_bins_within_range_and_34_above(abid_sample, 
         assert r["accuracy"] == pytest.approx(np.trace(r["confusion"]) / n)
         assert r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
     assert report["over"]["n"] == len(over[::6]) == sum(report["over"]["predicted_histogram"])
+    true = np.array([c for _, c in within])  # README's always-3 baseline on these bins
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"always answering 3 scores {np.mean(true == 3):.1%} and RMSE {np.sqrt(np.mean((true - 3) ** 2)):.2f}" in readme
 
 
 def test_count_folders_are_read_as_real_photos(tmp_path, tiny_dataset):
