@@ -38,9 +38,11 @@ ABID_SAMPLE = Path(os.environ.get("BINAUDIT_ABID_SAMPLE")
 
 @pytest.fixture(scope="session")
 def synth_raw(tmp_path_factory) -> Path:
-    """120 small synthetic bins (counts 0..5, ~10% injected mismatches) in ABID layout."""
+    """120 small synthetic bins (counts 0..5, ~10% injected mismatches) in ABID layout.
+
+    Seed 8 builds into an uneven validation split (13 photos), which the two-process training test needs."""
     out = tmp_path_factory.mktemp("synth_raw")
-    generate(SynthOptions(n=120, out=out, seed=7, max_count=5, counts="uniform", mismatch_rate=0.1, width=80,
+    generate(SynthOptions(n=120, out=out, seed=8, max_count=5, counts="uniform", mismatch_rate=0.1, width=80,
                           height=72), progress=False)
     return out
 
