@@ -4,7 +4,7 @@ Two synthetic sets, like a real deployment: a *history* of bins with correct rec
 data) and the *current* bins to audit, some with injected stock mismatches (the record says one
 count, the photo shows another). The model never sees the bins it audits.
 
-Like ABID, where about a third of the bins hold more than 5 items, the bins hold up to `max_items`; the
+Like ABID, where about a third of the bins hold more than 5 items, the bins hold up to `history_max_count` items; the
 dataset is built with an open top class ("6+"), so the model checks every bin, the fuller ones included.
 
 Steps print progress; each is skipped when its output exists, so an interrupted first run resumes.
@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from app.demo_recipe import DemoPlan
 from audit.imports import import_abid_folder
 from audit.scorers import local_scorer
 from audit.scoring import score_bins
@@ -27,26 +27,6 @@ from binaudit.workspace import Workspace
 from data_tools.build import BuildOptions, build_dataset
 from data_tools.synth import SynthOptions, generate
 from modeling.registry import activate, active_version, list_versions
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    history_bins: int = 1200
-    audit_bins: int = 300
-    mismatch_rate: float = 0.12
-    max_items: int = 8  # counts drawn evenly from 0..8: a third of the bins above 5, in the open class "6+"
-    photo_width: int = 192
-    photo_height: int = 176
-    image_size: int = 96
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 0.05
-
-    @classmethod
-    def tiny(cls) -> DemoPlan:
-        """For tests: seconds, not minutes."""
-        return cls(history_bins=90, audit_bins=30, photo_width=64, photo_height=56, image_size=32, epochs=1,
-                   batch_size=16)
 
 
 def _say(message: str) -> None:
@@ -66,9 +46,7 @@ def _train(ws: Workspace, engine: Engine, dataset: Path, plan: DemoPlan) -> int:
 
     backend = get_backend("local", settings=load_settings(workspace=ws.root), workspace=ws, engine=engine)
     params = TrainingParams(train=str(dataset / "train"), val=str(dataset / "val"), test=str(dataset / "test"),
-                            arch="resnet18", image_size=plan.image_size, epochs=plan.epochs,
-                            batch_size=plan.batch_size, lr=plan.lr, loss="ordinal", top_class="open", seed=0,
-                            workers=1 if (os.cpu_count() or 1) > 1 else 0)
+                            **plan.training_args(), workers=1 if (os.cpu_count() or 1) > 1 else 0)
     job = follow(backend, backend.start_training(params, actor="demo"),
                  on_log=lambda text: print(text, end="" if text.endswith("\n") else "\n", flush=True))
     if job.status != "Completed" or job.model_version_id is None:
@@ -83,9 +61,11 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
     procs = os.cpu_count() or 1
 
     if not (history / "truth.csv").is_file():
-        _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history) ...")
-        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, max_count=plan.max_items,
-                              width=plan.photo_width, height=plan.photo_height, workers=procs), progress=progress)
+        _say(f"1/5 drawing {plan.history_bins} synthetic bins with correct records (training history; counts "
+             f"0..{plan.history_max_count}, those above 5 in the open class 6+) ...")
+        generate(SynthOptions(n=plan.history_bins, out=history, seed=1, counts=plan.history_counts,
+                              max_count=plan.history_max_count, style=plan.history_style, width=plan.photo_width,
+                              height=plan.photo_height, workers=procs), progress=progress)
     if not (dataset / "manifest.csv").is_file():
         _say("2/5 building the counting dataset (class folders, stratified split) ...")
         build_dataset(BuildOptions(source=history, out=dataset, top_class="open", progress=progress))
@@ -99,9 +79,10 @@ def seed_demo(ws: Workspace, engine: Engine, plan: DemoPlan = DemoPlan(), progre
 
     if not (audit / "truth.csv").is_file():
         _say(f"4/5 drawing {plan.audit_bins} current bins to audit, {plan.mismatch_rate:.0%} with stock mismatches ...")
-        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, max_count=plan.max_items,
-                              mismatch_rate=plan.mismatch_rate, width=plan.photo_width, height=plan.photo_height,
-                              workers=procs), progress=progress)
+        generate(SynthOptions(n=plan.audit_bins, out=audit, seed=2, start_id=50001, counts=plan.history_counts,
+                              max_count=plan.audit_max_count,
+                              mismatch_rate=plan.mismatch_rate, style=plan.history_style, width=plan.photo_width,
+                              height=plan.photo_height, workers=procs), progress=progress)
     import_abid_folder(engine, audit, actor="demo")
 
     version = active_version(engine)

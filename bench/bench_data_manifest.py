@@ -39,7 +39,7 @@ def main() -> None:
     source = args.workdir / f"raw-{args.n}"
     if not (source / "truth.csv").is_file():
         print(f"generating {args.n} metadata files in {source} ...")
-        generate(SynthOptions(n=args.n, out=source, seed=0, max_count=8, images=False, workers=os.cpu_count() or 1),
+        generate(SynthOptions(n=args.n, out=source, seed=0, max_count=8, counts="uniform", images=False, workers=os.cpu_count() or 1),
                  progress=False)
     out = args.workdir / "dataset"
     metadata_dir = source / "metadata"

@@ -50,7 +50,7 @@ def ensure_datasets(workdir: Path, n: int, width: int, height: int) -> dict[str,
     raw = workdir / f"raw-{n}"
     if not (raw / "truth.csv").is_file():
         print(f"generating {n} synthetic bins ({width}x{height}, seed {SYNTH_SEED}) in {raw} ...", flush=True)
-        generate(SynthOptions(n=n, out=raw, seed=SYNTH_SEED, width=width, height=height,
+        generate(SynthOptions(n=n, out=raw, seed=SYNTH_SEED, max_count=5, counts="uniform", width=width, height=height,
                               workers=os.cpu_count() or 1), progress=False)
     out = {}
     for top in ("drop", "open"):

@@ -39,9 +39,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_non_negative, required=True, help="number of bins")
     p.add_argument("--out", type=Path, required=True, help="output folder (gets bin-images/ and metadata/)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bins (default 0)")
-    p.add_argument("--max-count", type=_non_negative, default=5, help="counts are drawn from 0..K (default 5)")
+    p.add_argument("--max-count", type=_non_negative, default=15, help="counts are drawn from 0..K (default 15)")
+    p.add_argument("--counts", choices=("abid", "uniform"), default="abid",
+                   help="count distribution: abid (ABID's histogram cut at K: a third above 5) or uniform over "
+                        "0..K (default abid)")
     p.add_argument("--count-weights", default=None,
-                   help="comma-separated weights of counts 0..K (default uniform), e.g. 1,3,4,4,3,2")
+                   help="comma-separated weights of counts 0, 1, ... (wins over --counts), e.g. 1,3,4,4,3,2")
+    p.add_argument("--style", choices=("mixed", "realistic", "plain"), default="mixed",
+                   help="look of the photos: realistic (like ABID: straps, packed and hidden items, blur), plain "
+                        "(flat items in clear view) or mixed, each bin either way (default mixed)")
     p.add_argument("--mismatch-rate", type=float, default=0.0,
                    help="share of bins whose metadata count differs from the items drawn (default 0)")
     p.add_argument("--width", type=_positive, default=320, help="photo width in px before jitter (default 320)")
@@ -95,10 +101,11 @@ def get_parser() -> argparse.ArgumentParser:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from data_tools.synth import SynthOptions, generate
 
-    weights = tuple(float(w) for w in args.count_weights.split(",")) if args.count_weights else None
     try:
+        weights = tuple(float(w) for w in args.count_weights.split(",")) if args.count_weights else None
         truth = generate(SynthOptions(
-            n=args.n, out=args.out, seed=args.seed, max_count=args.max_count, mismatch_rate=args.mismatch_rate,
+            n=args.n, out=args.out, seed=args.seed, max_count=args.max_count, counts=args.counts,
+            mismatch_rate=args.mismatch_rate, style=args.style,
             width=args.width, height=args.height, start_id=args.start_id, count_weights=weights, workers=args.workers,
             images=not args.metadata_only,
         ))

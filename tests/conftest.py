@@ -31,14 +31,19 @@ settings.register_profile("long", max_examples=4000, deadline=None, database=Non
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("BINAUDIT_FUZZ", "fast"))
 
-ABID_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "abid-sample"
+# beside the checkout (../shared/abid-sample); BINAUDIT_ABID_SAMPLE points elsewhere (e.g. from a git worktree)
+ABID_SAMPLE = Path(os.environ.get("BINAUDIT_ABID_SAMPLE")
+                   or Path(__file__).resolve().parent.parent.parent / "shared" / "abid-sample")
 
 
 @pytest.fixture(scope="session")
 def synth_raw(tmp_path_factory) -> Path:
-    """120 small synthetic bins (counts 0..5, ~10% injected mismatches) in ABID layout."""
+    """120 small synthetic bins (counts 0..5, ~10% injected mismatches) in ABID layout.
+
+    Seed 8 builds into an uneven validation split (13 photos), which the two-process training test needs."""
     out = tmp_path_factory.mktemp("synth_raw")
-    generate(SynthOptions(n=120, out=out, seed=7, mismatch_rate=0.1, width=80, height=72), progress=False)
+    generate(SynthOptions(n=120, out=out, seed=8, max_count=5, counts="uniform", mismatch_rate=0.1, width=80,
+                          height=72), progress=False)
     return out
 
 

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
+from app.demo_recipe import REAL_PHOTO_CHECK, DemoPlan
 from app.ui.text import plain
 from audit.overview import overview
 from audit.queue import queue_page, queue_size
@@ -77,7 +78,25 @@ def test_overview_shows_the_workspace_figures(ws):
     assert metrics["Bins audited"] == f"{o.scored:,}"
     assert metrics["Open mismatches"] == f"{o.open_queue:,}"
     assert metrics["Version"] == version.name
-    assert metrics["Validation accuracy"] == f"{version.val_accuracy:.1%}"
+    assert metrics["Validation accuracy (synthetic bins)"] == f"{version.val_accuracy:.1%}"
+    assert "Accuracy on real ABID photos" not in metrics  # the tiny demo is not the measured recipe
+
+
+def test_the_demo_recipe_shows_its_real_photo_figure_beside_the_synthetic_one(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    args = {**version.config["resolved_args"], **DemoPlan().training_args()}  # as if trained by the full recipe
+    with engine.begin() as conn:
+        conn.execute(sa.update(db.model_versions).where(db.model_versions.c.id == version.id)
+                     .values(config={**version.config, "resolved_args": args}))
+    at = open_page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy on real ABID photos"] == f"{REAL_PHOTO_CHECK.accuracy:.1%}"
+    assert metrics["Validation accuracy (synthetic bins)"] == f"{version.val_accuracy:.1%}"
+    assert any(REAL_PHOTO_CHECK.sentence() in c.value for c in at.caption)
+    at.switch_page("app_pages/evaluation.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("synthetic validation bins" in i.value and REAL_PHOTO_CHECK.sentence() in i.value for i in at.info)
 
 
 def test_upload_scores_good_files_and_names_bad_ones(ws):

@@ -80,11 +80,11 @@ def test_stats_json_matches_the_manifest(tiny_dataset):
 
 def test_adding_bins_later_keeps_earlier_assignments_and_removes_stale_files(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "ds"
-    generate(SynthOptions(n=80, out=raw, seed=1, width=48, height=40), progress=False)
+    generate(SynthOptions(n=80, out=raw, seed=1, max_count=5, counts="uniform", width=48, height=40), progress=False)
     build_dataset(BuildOptions(source=raw, out=out, progress=False))
     before = {r["bin_id"]: r["split"] for r in read_manifest(out / "manifest.csv")}
 
-    generate(SynthOptions(n=40, out=raw, seed=2, start_id=81, width=48, height=40), progress=False)
+    generate(SynthOptions(n=40, out=raw, seed=2, start_id=81, max_count=5, counts="uniform", width=48, height=40), progress=False)
     # a bin whose metadata changes count moves class folder; its split stays, the old file goes
     moved = next(iter(before))
     meta_path = raw / "metadata" / f"{moved}.json"

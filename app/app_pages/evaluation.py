@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.ui.charts import confusion_figure, curves_figure, per_class_frame
 from app.ui.context import app_context
-from app.ui.model_facts import data_source_kind, shows_published_reference, version_metrics
+from app.ui.model_facts import data_source_kind, real_photo_check, shows_published_reference, version_metrics
 from audit.reference import ABID_REFERENCES, ABID_RESNET34_SCRATCH
 from modeling.registry import ModelVersion, list_versions
 
@@ -55,6 +55,10 @@ def version_ui(version: ModelVersion, key: str) -> None:
                    f"the open class {classes.labels[-1]} counts as {classes.max_count + 1}, and so does a bin holding "
                    f"more (a bin of 9 predicted {classes.labels[-1]} is a hit). The expected decoding rounds the mean "
                    f"of that truncated count.")
+    real = real_photo_check(version)
+    if real:
+        st.info(f"These figures are on synthetic validation bins, drawn like the ones this demo model trained on. "
+                f"On real photos it reached {real.sentence()}.")
     m = st.columns(4)
     ref = ABID_RESNET34_SCRATCH
     acc, rmse = result.get("accuracy"), result.get("rmse")

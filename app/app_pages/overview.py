@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui.context import app_context, current_model
+from app.ui.model_facts import real_photo_check, validation_label
 from audit.overview import overview
 from audit.queue import queue_page
 
@@ -37,11 +38,16 @@ if version is None:
 else:
     acc = f"{version.val_accuracy:.1%}" if version.val_accuracy is not None else "–"
     rmse = f"{version.val_rmse:.3f}" if version.val_rmse is not None else "–"
-    c = st.columns(4)
+    real = real_photo_check(version)
+    c = st.columns(5 if real else 4)
     c[0].metric("Version", version.name)
     c[1].metric("Architecture", f"{version.arch} · {version.image_size}px")
-    c[2].metric("Validation accuracy", acc)
-    c[3].metric("Validation RMSE", rmse, help="root mean squared error over item counts")
+    c[2].metric(validation_label(version), acc, help="on held-out bins drawn like its training data")
+    c[3].metric(validation_label(version, "Validation RMSE"), rmse, help="root mean squared error over item counts")
+    if real:
+        c[4].metric("Accuracy on real ABID photos", f"{real.accuracy:.1%}", help=real.sentence())
+        st.caption(f"The demo model trained on synthetic bins only: its validation figures are on synthetic bins. "
+                   f"On real photos it reached {real.sentence()}.")
     if o.score_problems:
         st.warning(f"{o.score_problems} photo(s) could not be scored; see the Browse page's detail view.")
 

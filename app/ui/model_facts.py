@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.demo_recipe import REAL_PHOTO_CHECK, RealPhotoCheck, trained_by_demo_recipe
 from modeling.registry import ModelVersion
 
 
@@ -42,3 +43,12 @@ def shows_published_reference(version: ModelVersion) -> bool:
     of max count 5; its validation split then holds 0..5 bins only (a closed model cannot take a "6+" folder)."""
     classes = version.classes
     return not classes.open_top and classes.max_count == 5
+def real_photo_check(version: ModelVersion) -> RealPhotoCheck | None:
+    """The demo recipe's measured figures on real ABID photos, for a version that recipe trained; else None."""
+    return REAL_PHOTO_CHECK if trained_by_demo_recipe(version.config.get("resolved_args") or {}) else None
+
+
+def validation_label(version: ModelVersion, what: str = "Validation accuracy") -> str:
+    """"Validation accuracy (synthetic bins)": says what the validation figures were measured on."""
+    kind = data_source_kind(version)
+    return f"{what} ({'ABID' if kind == 'abid' else kind} bins)" if kind in ("abid", "synthetic") else what
