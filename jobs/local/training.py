@@ -146,18 +146,14 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
     if returncode != 0:
         return store.finish_job(engine, job.id, "Failed", metrics=metrics,
                                 failure_reason=failure_reason(read_text(job.log_path), returncode))[0]
-    with store.registration_claim(engine, job.id) as mine:
-        if not mine:  # another caller (the runner, a second refresher) is registering it
-            return store.get_job(engine, job.id)
-        try:
-            # a version already there was registered by a caller that crashed before finishing the job
-            version = registry.version_for_job(engine, job.id) or _register(engine, workspace, job, folder / "model")
-        except registry.RegistryError as exc:
-            return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
-                f"train.py finished but its model could not be registered: {exc}"))[0]
+
+    def keep(version: registry.ModelVersion) -> None:
         if not job.parent_id:  # a tuning trial's version is checked when wanted (python -m modeling check)
             check_scoring_paths(version)
         # the registered model is what is kept (a Failed or Stopped run keeps its checkpoint to resume); deleted
         # before the job reads Completed, so whoever sees it Completed sees the space freed
         remove_checkpoint(folder)
-        return store.finish_with_version(engine, job.id, version, metrics=metrics)
+
+    return store.finish_with_model(engine, job.id, lambda: _register(engine, workspace, job, folder / "model"),
+                                   failure="train.py finished but its model could not be registered",
+                                   metrics=metrics, before_completed=keep)
