@@ -9,6 +9,7 @@ downloaded and registered as a model version; an artifact that cannot be fetched
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -17,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -344,19 +345,25 @@ class SageMakerBackend(Backend):
                     self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def model_builder(self, version: registry.ModelVersion, instance_type: str, scratch: str):
+    @contextlib.contextmanager
+    def built_model(self, version: registry.ModelVersion, instance_type: str, job: JobRecord) -> Iterator[tuple]:
+        """(ModelBuilder, the SageMaker model it built) for serving the version with inference.py; the SDK's scratch
+        is removed afterwards."""
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
         request_bytes = str(TRANSFORM_MAX_PAYLOAD_MB * 1024 * 1024)
-        return ModelBuilder(
-            model_path=scratch,  # the SDK repacks model.tar.gz here: never under a path it refuses
-            s3_model_data_url=self.model_data_uri(version), image_uri=self.image("inference", instance_type),
-            role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
-            source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
-            # TorchServe refuses requests over 6.5 MB unless told otherwise (a large photo in a batch transform)
-            env_vars={"TS_MAX_REQUEST_SIZE": request_bytes, "TS_MAX_RESPONSE_SIZE": request_bytes},
-        )
+        with scratch_dir() as scratch:
+            builder = ModelBuilder(
+                model_path=scratch,  # the SDK repacks model.tar.gz here: never under a path it refuses
+                s3_model_data_url=self.model_data_uri(version), image_uri=self.image("inference", instance_type),
+                role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
+                source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
+                # TorchServe refuses requests over 6.5 MB unless told otherwise (a large photo in a batch transform)
+                env_vars={"TS_MAX_REQUEST_SIZE": request_bytes, "TS_MAX_RESPONSE_SIZE": request_bytes},
+            )
+            yield builder, builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
+                                         tags=resource_tags(job))
 
     def _register_artifact(self, job: JobRecord, artifact_uri: str, training_job_name: str) -> registry.ModelVersion:
         folder = job_dir(self.workspace, job.id)
@@ -398,10 +405,7 @@ class SageMakerBackend(Backend):
         endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
 
         def submit() -> tuple[str, dict[str, Any]]:
-            with scratch_dir() as scratch:
-                builder = self.model_builder(version, instance_type, scratch)
-                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                      tags=resource_tags(job))
+            with self.built_model(version, instance_type, job) as (builder, model):
                 endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False,
                                           tags=resource_tags(job))
             return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
@@ -544,10 +548,7 @@ class SageMakerBackend(Backend):
 
         def submit() -> tuple[str, dict[str, Any]]:
             manifest = self._image_manifest(input, job.id)
-            with scratch_dir() as scratch:
-                builder = self.model_builder(version, instance_type, scratch)
-                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                      tags=resource_tags(job))
+            with self.built_model(version, instance_type, job) as (builder, model):
                 transformer = builder.transformer(
                     instance_count=1, instance_type=instance_type, output_path=output_path, accept="application/json",
                     max_payload=TRANSFORM_MAX_PAYLOAD_MB, max_concurrent_transforms=TRANSFORM_CONCURRENCY,
