@@ -40,19 +40,20 @@ def test_acceptance_synth_600_then_build_twice(tmp_path):
 
     rows = read_manifest(out / "manifest.csv")
     expected = _expected_counts(raw)
-    in_range = {b for b, c in expected.items() if c <= 5}
-    assert sorted(r["bin_id"] for r in rows) == sorted(in_range)  # one row per 0-5 bin
+    assert sorted(r["bin_id"] for r in rows) == sorted(expected)  # one row per bin: above 5 in the open class
+    assert any(c > 5 for c in expected.values())  # the generator draws ABID's counts, a third above 5
     for split in ("train", "val", "test"):
-        assert sorted(p.name for p in (out / split).iterdir()) == [str(c) for c in range(6)]
+        assert sorted(p.name for p in (out / split).iterdir()) == [*map(str, range(6)), "6+"]
     for r in rows:
         assert int(r["count"]) == expected[r["bin_id"]]
-        assert Path(r["image_path"]).parts == (r["split"], r["count"], f"{r['bin_id']}.jpg")  # folder == count
+        assert r["class"] == (r["count"] if int(r["count"]) <= 5 else "6+")
+        assert Path(r["image_path"]).parts == (r["split"], r["class"], f"{r['bin_id']}.jpg")  # folder == class
         assert (out / r["image_path"]).stat().st_size == int(r["bytes"])
-    per_class = Counter(r["count"] for r in rows)
-    per_split = Counter((r["count"], r["split"]) for r in rows)
-    for count, n in per_class.items():
+    per_class = Counter(r["class"] for r in rows)
+    per_split = Counter((r["class"], r["split"]) for r in rows)
+    for name, n in per_class.items():
         for split, frac in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
-            assert abs(per_split[count, split] - n * frac) <= 1
+            assert abs(per_split[name, split] - n * frac) <= 1
 
     manifest_bytes = (out / "manifest.csv").read_bytes()
     second = _cli("build", "--source", str(raw), "--out", str(out))
