@@ -6,10 +6,12 @@
     job = backend.refresh(job.id)              # status, per-epoch metrics; a finished run registers a version
     promote(engine, job.model_version_id, actor="ana")   # refuses a worse model unless force=True
 
-Where things are (docs/architecture.md has the map):
+Where things are (docs/architecture.md has the whole map):
     backend.py       the Backend interface          backends.py   get_backend, refresh_active, follow
-    local/           this machine: backend, runner, training, tuner, transform, endpoint, processes
-    sagemaker/       AWS: backend, aws (boto3 plumbing), packaging (the source dir SageMaker runs)
+    local/           this machine: backend, runner (the detached process that runs a job) with training, tuner
+                     and transform, endpoint (an HTTP endpoint), processes (start, check, stop)
+    sagemaker/       AWS: backend, aws (boto3 plumbing), cloudwatch (logs), packaging (the source dir SageMaker
+                     runs), prices (what a job will cost)
     params.py        TrainingParams (from modeling.settings), TuningParams     search_space.py
     records.py, store.py, jobdirs.py   job records, the jobs table, a local job's folder
     promotion.py     compare a candidate with the active model, promote        cli.py   python -m jobs

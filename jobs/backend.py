@@ -58,8 +58,14 @@ class Backend(abc.ABC):
                         ) -> JobRecord: ...
 
     # ---- any job
+    def refresh(self, job_id: str) -> JobRecord:
+        """The job as it is now (status, metrics); a completed training job registers its model version here."""
+        job = self._own_job(job_id)
+        return self._refresh(job) if job.is_active else job
+
     @abc.abstractmethod
-    def refresh(self, job_id: str) -> JobRecord: ...
+    def _refresh(self, job: JobRecord) -> JobRecord:
+        """Poll an active job and record what changed."""
 
     def stop(self, job_id: str, *, actor: str) -> JobRecord:
         """Stop a job: a finished one is returned as it is, an endpoint is deleted, anything else is asked to stop."""
@@ -106,6 +112,17 @@ class Backend(abc.ABC):
             return text
 
         return new_text
+
+    def _create(self, kind: str, params: dict[str, Any], actor: str, *, job_id: str | None = None,
+                details: dict[str, Any] | None = None, **output: Any) -> JobRecord:
+        job_id = job_id or store.new_job_id(kind)
+        return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor, job_id=job_id,
+                                log_path=self._log_path(kind, job_id), output={"requested_by": actor, **output},
+                                details=details)
+
+    def _log_path(self, kind: str, job_id: str) -> str | None:
+        """The job's log file on this machine (None: its log is elsewhere)."""
+        return None
 
     def _own_job(self, job_id: str) -> JobRecord:
         job = store.get_job(self.engine, job_id)

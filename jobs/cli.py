@@ -158,10 +158,10 @@ def _waits(args: argparse.Namespace, backend_name: str) -> bool:
     return args.wait if args.wait is not None else backend_name == "local"
 
 
-def _started(args: argparse.Namespace, ctx: Context, job: JobRecord) -> JobRecord | None:
+def _started(args: argparse.Namespace, ctx: Context, job: JobRecord, what: str = "") -> JobRecord | None:
     """Print the started job; the ended job when the command waits for it (else say how to follow it)."""
-    print(f"started {job.kind} job {job.id} on {job.backend}" + (f" ({job.external_id})" if job.external_id else ""),
-          flush=True)
+    print(f"started {job.kind} job {job.id}{what} on {job.backend}"
+          + (f" ({job.external_id})" if job.external_id else ""), flush=True)
     if _waits(args, job.backend):
         return watch(ctx, job)
     print(f"follow it with: python -m jobs show {job.id} --refresh")
@@ -414,10 +414,9 @@ def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
     _confirm_paid_work(args, ctx, "transform")
     job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor, **_scoring_path(args, ctx))
-    print(f"started transform job {job.id} with {version.name} on {job.backend}", flush=True)
-    if not _waits(args, ctx.backend_name):
+    job = _started(args, ctx, job, f" with {version.name}")
+    if job is None:
         return EXIT_OK
-    job = watch(ctx, job)
     if job.status == "Completed":
         out = job.output
         print(f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}")

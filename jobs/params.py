@@ -125,18 +125,10 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class TuningParams:
-    """A tuning run: trials of `base` with the search space's parameters drawn by the strategy.
-
-    objective: val_accuracy (maximised) or val_rmse (minimised); a trial's value is its best epoch's, which is the
-    model train.py keeps (its --best-metric is set to the objective). Both backends rank by that value: locally
-    `trial_value`, on SageMaker the `objective_metric` (best_val_accuracy or best_val_rmse) that train.py prints
-    for the kept model after every epoch, whose latest value is the best epoch's.
-    max_parallel_jobs: the local backend runs 1 or 2 trials at a time.
-    strategy: random, or bayesian (SageMaker's Bayesian optimisation; locally: random first trials, then draws
-    around the best trial so far).
-    early_stopping: SageMaker's "Auto"; locally a trial is stopped when its objective after an epoch is worse than
-    the median of the finished trials at that epoch.
-    """
+    """A tuning run: trials of `base` with the search space's parameters drawn by the strategy (random or
+    bayesian), ranked by the objective (val_accuracy maximised, val_rmse minimised) of each trial's best epoch, the
+    model train.py keeps (its --best-metric is set to the objective). What the strategies and early stopping do
+    locally: jobs.local.tuner; on SageMaker they are its tuner's own (Bayesian, early stopping "Auto")."""
 
     base: TrainingParams
     search_space: Mapping[str, Parameter] = field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
@@ -204,10 +196,8 @@ class TuningParams:
 
 
 def trial_value(metrics: list[dict[str, Any]], objective: str) -> float | None:
-    """A trial's objective: its best epoch's value (max accuracy or min RMSE), None before any epoch.
-
-    The same figure as the last best_<objective> that train.py prints at the end of an epoch line (its
-    --best-metric is the objective), which is what SageMaker's tuner ranks by; NaN epochs never win in either."""
+    """A trial's objective: its best epoch's value (max accuracy or min RMSE), None before any epoch; the figure
+    SageMaker's tuner ranks by too (the last best_<objective> on train.py's epoch lines)."""
     values = [row[objective] for row in metrics if isinstance(row.get(objective), (int, float))]
     values = [v for v in values if v == v]  # NaN never wins
     if not values:

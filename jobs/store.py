@@ -14,14 +14,15 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from binaudit import db
 from jobs.records import ACTIVE_STATUSES, FINAL_STATUSES, KINDS, STATUSES, JobError, JobRecord, check_choice
+from modeling import registry
 from modeling.registry import ModelVersion
 
 CLAIM_KEY = "registering"  # in a job's output while one caller registers its model
@@ -40,13 +41,17 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _record(row: Mapping[str, Any]) -> JobRecord:
-    values = {name: row[name] for name in _COLUMNS}
-    values["params"] = values["params"] or {}
-    values["metrics"] = values["metrics"] or []
-    values["output"] = values["output"] or {}
-    values["stop_requested"] = bool(values["stop_requested"])
-    return JobRecord(**values)
+def _read(conn: Connection, job_id: str, *columns: sa.Column) -> Any:
+    row = conn.execute(sa.select(*columns).where(db.jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobError(f"no job {job_id!r}")
+    return row
+
+
+def _write(conn: Connection, job_id: str, *conditions: Any, **values: Any) -> int:
+    """UPDATE one job (bumping row_version); the number of rows changed."""
+    return conn.execute(db.jobs.update().where(db.jobs.c.id == job_id, *conditions)
+                        .values(**values, row_version=db.jobs.c.row_version + 1)).rowcount
 
 
 def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, Any], actor: str,
@@ -67,6 +72,12 @@ def create_job(engine: Engine, *, kind: str, backend: str, params: Mapping[str, 
     return get_job(engine, job_id)
 
 
+def _record(row: Mapping[str, Any]) -> JobRecord:
+    values = {name: row[name] for name in _COLUMNS}
+    return JobRecord(**{**values, "params": values["params"] or {}, "metrics": values["metrics"] or [],
+                        "output": values["output"] or {}, "stop_requested": bool(values["stop_requested"])})
+
+
 def get_job(engine: Engine, job_id: str) -> JobRecord:
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.jobs).where(db.jobs.c.id == job_id)).mappings().first()
@@ -78,19 +89,16 @@ def get_job(engine: Engine, job_id: str) -> JobRecord:
 def list_jobs(engine: Engine, kind: str | None = None, limit: int | None = 50, parent_id: str | None = None, *,
               backend: str | None = None, active_only: bool = False, top_level: bool = False) -> list[JobRecord]:
     """Jobs newest first. parent_id: a tuning job's trials; top_level: leave trials out."""
-    query = sa.select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id.desc())
+    c = db.jobs.c
+    query = sa.select(db.jobs).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
     if kind is not None:
-        query = query.where(db.jobs.c.kind == check_choice("job kind", kind, KINDS))
-    if parent_id is not None:
-        query = query.where(db.jobs.c.parent_id == parent_id)
-    elif top_level:
-        query = query.where(db.jobs.c.parent_id.is_(None))
+        query = query.where(c.kind == check_choice("job kind", kind, KINDS))
+    if parent_id is not None or top_level:
+        query = query.where(c.parent_id == parent_id if parent_id is not None else c.parent_id.is_(None))
     if backend is not None:
-        query = query.where(db.jobs.c.backend == backend)
+        query = query.where(c.backend == backend)
     if active_only:
-        query = query.where(db.jobs.c.status.in_(ACTIVE_STATUSES))
-    if limit is not None:
-        query = query.limit(limit)
+        query = query.where(c.status.in_(ACTIVE_STATUSES))
     with engine.connect() as conn:
         return [_record(row) for row in conn.execute(query).mappings()]
 
@@ -102,13 +110,9 @@ def update_job(engine: Engine, job_id: str, **values: Any) -> JobRecord:
         raise JobError(f"jobs has no column(s) {', '.join(unknown)}")
     if "status" in values:
         check_choice("job status", values["status"], STATUSES)
-    for name in ("params", "metrics", "output"):
-        if name in values:
-            values[name] = _jsonable(values[name])
+    values.update({name: _jsonable(values[name]) for name in ("params", "metrics", "output") if name in values})
     with db.write_tx(engine) as conn:
-        result = conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
-                              .values(**values, row_version=db.jobs.c.row_version + 1))
-        if result.rowcount == 0:
+        if not _write(conn, job_id, **values):
             raise JobError(f"no job {job_id!r}")
     return get_job(engine, job_id)
 
@@ -117,8 +121,7 @@ def merge_output(engine: Engine, job_id: str, **items: Any) -> JobRecord:
     """Add keys to a job's output dict, read and written in one transaction."""
     with db.write_tx(engine) as conn:
         current = conn.execute(sa.select(db.jobs.c.output).where(db.jobs.c.id == job_id)).scalar_one_or_none()
-        conn.execute(db.jobs.update().where(db.jobs.c.id == job_id).values(
-            output=_jsonable({**(current or {}), **items}), row_version=db.jobs.c.row_version + 1))
+        _write(conn, job_id, output=_jsonable({**(current or {}), **items}))
     return get_job(engine, job_id)
 
 
@@ -132,14 +135,11 @@ def mark_started(engine: Engine, job_id: str, *, pid: int | None = None, externa
     values: dict[str, Any] = {name: value for name, value in
                               (("pid", pid), ("external_id", external_id), ("log_path", log_path)) if value is not None}
     with db.write_tx(engine) as conn:
-        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.started_at).where(db.jobs.c.id == job_id)).first()
-        if row is None:
-            raise JobError(f"no job {job_id!r}")
+        row = _read(conn, job_id, db.jobs.c.status, db.jobs.c.started_at)
         if row.status in ACTIVE_STATUSES:
             values.update(status="InProgress", started_at=row.started_at or db.utcnow())
         if values:
-            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
-                         .values(**values, row_version=db.jobs.c.row_version + 1))
+            _write(conn, job_id, **values)
     return get_job(engine, job_id)
 
 
@@ -149,25 +149,18 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
     """End an active job (Completed, Failed or Stopped); (record, False) if someone else ended it first."""
     check_choice("final status", status, FINAL_STATUSES)
     with db.write_tx(engine) as conn:
-        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.output).where(db.jobs.c.id == job_id)).first()
-        if row is None:
-            raise JobError(f"no job {job_id!r}")
-        if row.status not in ACTIVE_STATUSES:
-            applied = False
-        else:
-            values: dict[str, Any] = {"status": status, "ended_at": db.utcnow(), "failure_reason": failure_reason,
-                                      "row_version": db.jobs.c.row_version + 1}
+        row = _read(conn, job_id, db.jobs.c.status, db.jobs.c.output)
+        applied = row.status in ACTIVE_STATUSES
+        if applied:
+            values: dict[str, Any] = {"status": status, "ended_at": db.utcnow(), "failure_reason": failure_reason}
             if metrics is not None:
                 values["metrics"] = _jsonable(metrics)
             current = row.output or {}
             if output or CLAIM_KEY in current:  # an ended job has nothing left to register: its claim goes
-                merged = {**current, **(output or {})}
-                merged.pop(CLAIM_KEY, None)
-                values["output"] = _jsonable(merged)
-            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id).values(**values))
+                values["output"] = _jsonable({k: v for k, v in {**current, **(output or {})}.items() if k != CLAIM_KEY})
+            _write(conn, job_id, **values)
             db.log_change(conn, actor=actor, action="finish_job", entity="job", entity_id=job_id,
                           details={"status": status, "failure_reason": failure_reason})
-            applied = True
     return get_job(engine, job_id), applied
 
 
@@ -183,9 +176,7 @@ def finish_with_version(engine: Engine, job_id: str, version: ModelVersion, *,
 def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:
     """Record that someone asked to stop the job (the runner then ends it as Stopped, registering nothing)."""
     with db.write_tx(engine) as conn:
-        result = conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
-                              .values(stop_requested=True, row_version=db.jobs.c.row_version + 1))
-        if result.rowcount == 0:
+        if not _write(conn, job_id, stop_requested=True):
             raise JobError(f"no job {job_id!r}")
         db.log_change(conn, actor=actor, action="stop_job", entity="job", entity_id=job_id)
     return get_job(engine, job_id)
@@ -195,56 +186,67 @@ def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:
 
 def _claim_expired(claim: Mapping[str, Any], now: dt.datetime, ttl_seconds: float) -> bool:
     try:
-        since = dt.datetime.fromisoformat(str(claim.get("since")))
+        return (now - dt.datetime.fromisoformat(str(claim.get("since")))).total_seconds() > ttl_seconds
     except ValueError:
         return True
-    return (now - since).total_seconds() > ttl_seconds
 
 
-def claim_registration(engine: Engine, job_id: str, *, ttl_seconds: float = REGISTRATION_CLAIM_SECONDS
-                       ) -> str | None:
-    """Make the caller the one that registers an active job's model; a token, or None if the job ended or another
-    caller holds a claim younger than ttl_seconds.
-
-    Two refreshers (the dashboard and a CLI watching) can see the same job complete; registering is not undoable,
-    so it goes to whoever claims first. The UPDATE is conditional on the row_version read, so exactly one caller
-    wins, on SQLite and PostgreSQL alike. A claim of a caller that crashed expires: the next refresh retries.
-    """
+def _claim(engine: Engine, job_id: str, ttl_seconds: float) -> str | None:
+    """A claim token, or None if the job ended or another caller holds a claim younger than ttl_seconds. The UPDATE
+    is conditional on the row_version read, so exactly one caller wins, on SQLite and PostgreSQL alike."""
     token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     now = db.utcnow()
     with db.write_tx(engine) as conn:
-        row = conn.execute(sa.select(db.jobs.c.status, db.jobs.c.output, db.jobs.c.row_version)
-                           .where(db.jobs.c.id == job_id)).first()
-        if row is None:
-            raise JobError(f"no job {job_id!r}")
+        row = _read(conn, job_id, db.jobs.c.status, db.jobs.c.output, db.jobs.c.row_version)
         claim = (row.output or {}).get(CLAIM_KEY)
         if row.status not in ACTIVE_STATUSES or (claim and not _claim_expired(claim, now, ttl_seconds)):
             return None
         output = {**(row.output or {}), CLAIM_KEY: {"by": token, "since": now.isoformat()}}
-        result = conn.execute(db.jobs.update()
-                              .where(db.jobs.c.id == job_id, db.jobs.c.row_version == row.row_version)
-                              .values(output=_jsonable(output), row_version=db.jobs.c.row_version + 1))
-    return token if result.rowcount == 1 else None
+        won = _write(conn, job_id, db.jobs.c.row_version == row.row_version, output=_jsonable(output))
+    return token if won == 1 else None
 
 
-def release_registration(engine: Engine, job_id: str, token: str) -> None:
-    """Give a claim back (registering failed without ending the job), so the next refresh can retry at once."""
+def _release(engine: Engine, job_id: str, token: str) -> None:
     with db.write_tx(engine) as conn:
         output = conn.execute(sa.select(db.jobs.c.output).where(db.jobs.c.id == job_id)).scalar_one_or_none() or {}
         if (output.get(CLAIM_KEY) or {}).get("by") == token:
-            output = {k: v for k, v in output.items() if k != CLAIM_KEY}
-            conn.execute(db.jobs.update().where(db.jobs.c.id == job_id)
-                         .values(output=output, row_version=db.jobs.c.row_version + 1))
+            _write(conn, job_id, output={k: v for k, v in output.items() if k != CLAIM_KEY})
 
 
 @contextlib.contextmanager
-def registration_claim(engine: Engine, job_id: str) -> Iterator[bool]:
-    """`with registration_claim(engine, job.id) as mine:` register only if mine; finish_job clears the claim, an
-    exception gives it back."""
-    token = claim_registration(engine, job_id)
+def registration_claim(engine: Engine, job_id: str, *, ttl_seconds: float = REGISTRATION_CLAIM_SECONDS
+                       ) -> Iterator[bool]:
+    """`with registration_claim(engine, job.id) as mine:` register only if mine.
+
+    Two refreshers (the dashboard and a CLI watching) can see the same job complete; registering is not undoable,
+    so it goes to whoever claims first. finish_job clears the claim; an exception gives it back, so the next
+    refresh can retry at once; a claim of a caller that crashed expires after ttl_seconds.
+    """
+    token = _claim(engine, job_id, ttl_seconds)
     try:
         yield token is not None
     except BaseException:
         if token is not None:
-            release_registration(engine, job_id, token)
+            _release(engine, job_id, token)
         raise
+
+
+def finish_with_model(engine: Engine, job_id: str, register: Callable[[], ModelVersion], *, failure: str,
+                      errors: tuple[type[Exception], ...] = (registry.RegistryError,),
+                      metrics: list[dict[str, Any]] | None = None, output: Mapping[str, Any] | None = None,
+                      before_completed: Callable[[ModelVersion], None] | None = None) -> JobRecord:
+    """End a job whose run completed with the model version `register()` makes, exactly once (see
+    registration_claim); an error of `errors` fails it with "<failure>: <error>". `before_completed(version)` runs
+    before the job reads Completed."""
+    with registration_claim(engine, job_id) as mine:
+        if not mine:  # another caller (the runner, a refresher) is registering it
+            return get_job(engine, job_id)
+        try:
+            # a version already there was registered by a caller that crashed before finishing the job
+            version = registry.version_for_job(engine, job_id) or register()
+        except errors as exc:
+            return finish_job(engine, job_id, "Failed", metrics=metrics, output=output,
+                              failure_reason=f"{failure}: {exc}")[0]
+        if before_completed is not None:
+            before_completed(version)
+        return finish_with_version(engine, job_id, version, metrics=metrics, output=output)

@@ -2,9 +2,10 @@
 
 Training, tuning and batch transform run in a detached `jobs.local.runner` process (its own session); the
 runner runs them (jobs.local.training, .tuner, .transform) and writes the outcome to the database itself.
-Deployment starts `jobs.local.endpoint`, an HTTP server on 127.0.0.1 speaking the SageMaker container's protocol. `refresh` parses metrics from the log while a job runs
-and notices a runner that died without recording a result (Failed, with the pid in the reason). A training job
-checkpoints every epoch into its folder; `resume_training` continues a Failed or Stopped one from there as a new job.
+Deployment starts `jobs.local.endpoint`, an HTTP server on 127.0.0.1 speaking the SageMaker container's protocol.
+`refresh` parses metrics from the log while a job runs and notices a runner that died without recording a result
+(Failed, with the pid in the reason). A training job checkpoints every epoch into its folder; `resume_training`
+continues a Failed or Stopped one from there as a new job.
 """
 
 from __future__ import annotations
@@ -68,22 +69,21 @@ class LocalBackend(Backend):
 
     # ---------------------------------------------------------------- launching
 
-    def _runner_args(self, job_id: str) -> list[str]:
-        return ["-m", RUNNER_MODULE, job_id, "--workspace", str(self.workspace.root),
-                "--database-url", self.workspace.database_url]
-
-    def _create(self, kind: str, params: dict[str, Any], actor: str, output: dict[str, Any] | None = None,
-                *, job_id: str | None = None, details: dict[str, Any] | None = None) -> JobRecord:
-        job_id = job_id or store.new_job_id(kind)
+    def _log_path(self, kind: str, job_id: str) -> str:
         folder = job_dir(self.workspace, job_id)
         folder.mkdir(parents=True, exist_ok=True)
-        return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor,
-                                job_id=job_id, log_path=str(folder / LOG_FILES[kind]),
-                                output={"requested_by": actor, **(output or {})}, details=details)
+        return str(folder / LOG_FILES[kind])
 
-    def _launch(self, job: JobRecord, args: list[str], log_file: Path) -> JobRecord:
+    def _runner_log(self, job: JobRecord) -> Path:
+        """The runner's own output: a training job's train.py writes the job's log, its runner runner.log."""
+        return job_dir(self.workspace, job.id) / "runner.log" if job.kind == "training" else Path(job.log_path)
+
+    def _launch(self, job: JobRecord, args: list[str] | None = None) -> JobRecord:
+        """Start the job's runner (or the process `args` name) detached."""
+        args = args or ["-m", RUNNER_MODULE, job.id, "--workspace", str(self.workspace.root),
+                        "--database-url", self.workspace.database_url]
         try:
-            pid = spawn_detached(args, log_file=log_file)
+            pid = spawn_detached(args, log_file=self._runner_log(job))
         except OSError as exc:
             return store.finish_job(self.engine, job.id, "Failed", failure_reason=f"could not start: {exc}")[0]
         if job.kind != "deployment":  # the process that records the job's result (see refresh)
@@ -93,8 +93,7 @@ class LocalBackend(Backend):
     def start_training(self, params: TrainingParams, *, actor: str) -> JobRecord:
         params = _absolute_channels(params)
         params.check()
-        job = self._create("training", {"training": params.to_dict()}, actor)
-        return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
+        return self._launch(self._create("training", {"training": params.to_dict()}, actor))
 
     # ---------------------------------------------------------------- resuming
 
@@ -109,12 +108,12 @@ class LocalBackend(Backend):
         info = self._take_checkpoint(old, new_id)
         try:
             job = self._create("training", {**old.params, "resumed_from": old.id}, actor, job_id=new_id,
-                               output={"resumed_from": old.id, "resumed_after_epoch": info.get("epoch")},
-                               details={"resumed_from": old.id})
+                               details={"resumed_from": old.id}, resumed_from=old.id,
+                               resumed_after_epoch=info.get("epoch"))
         except BaseException:  # not recorded: the checkpoint goes back to the job that can still be resumed
             os.rename(checkpoint_dir(job_dir(self.workspace, new_id)), checkpoint_dir(job_dir(self.workspace, old.id)))
             raise
-        return self._launch(job, self._runner_args(job.id), job_dir(self.workspace, job.id) / "runner.log")
+        return self._launch(job)
 
     def _resumable(self, job_id: str) -> JobRecord:
         job = store.get_job(self.engine, job_id)
@@ -166,8 +165,7 @@ class LocalBackend(Backend):
                            f"{params.max_parallel_jobs}")
         params = TuningParams.from_dict({**params.to_dict(), "base": _absolute_channels(params.base).to_dict()})
         params.check()
-        job = self._create("tuning", {"tuning": params.to_dict()}, actor)
-        return self._launch(job, self._runner_args(job.id), Path(job.log_path))
+        return self._launch(self._create("tuning", {"tuning": params.to_dict()}, actor))
 
     def start_transform(self, model_version_id: int | str, input: str, output: str | None, *, actor: str,
                         batch_size: int = 16, workers: int | None = None, runtime: str = "auto",
@@ -186,7 +184,7 @@ class LocalBackend(Backend):
         if output is None:
             spec["output"] = str(job_dir(self.workspace, job.id))
             job = store.update_job(self.engine, job.id, params={"transform": spec})
-        return self._launch(job, self._runner_args(job.id), Path(job.log_path))
+        return self._launch(job)
 
     # ---------------------------------------------------------------- endpoints
 
@@ -195,11 +193,10 @@ class LocalBackend(Backend):
         version = registry.get_version(self.engine, model_version_id)
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
                 "runtime": runtime, "precision": precision}
-        job = self._create("deployment", spec, actor, output={"endpoint_status": "Creating", **spec})
-        folder = job_dir(self.workspace, job.id)
+        job = self._create("deployment", spec, actor, endpoint_status="Creating", **spec)
         job = self._launch(job, ["-m", ENDPOINT_MODULE, "--job-id", job.id, "--model-dir", version.artifact_uri,
-                                 "--ready-file", str(folder / ENDPOINT_FILE), "--runtime", runtime,
-                                 "--precision", precision], Path(job.log_path))
+                                 "--ready-file", str(job_dir(self.workspace, job.id) / ENDPOINT_FILE),
+                                 "--runtime", runtime, "--precision", precision])
         return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
 
     def wait_for_endpoint(self, job_id: str, timeout_seconds: float = 120.0) -> JobRecord:
@@ -266,13 +263,8 @@ class LocalBackend(Backend):
 
     # ---------------------------------------------------------------- watching
 
-    def refresh(self, job_id: str) -> JobRecord:
-        job = self._own_job(job_id)
-        if not job.is_active:
-            return job
-        if job.kind == "deployment":
-            return self._refresh_endpoint(job)
-        return self._refresh_run(job)
+    def _refresh(self, job: JobRecord) -> JobRecord:
+        return self._refresh_endpoint(job) if job.kind == "deployment" else self._refresh_run(job)
 
     def _refresh_run(self, job: JobRecord) -> JobRecord:
         if job.kind == "training":
@@ -300,17 +292,11 @@ class LocalBackend(Backend):
         if job.stop_requested:
             return store.finish_job(self.engine, job.id, "Stopped", failure_reason="stopped on request")[0]
         what = "training" if job.kind == "training" else f"{job.kind} runner"
-        last = self._runner_log_last_line(job)
+        # the runner's last line (a traceback's when it crashed); a trial's runner is its tuning job's
+        last = "" if job.parent_id else tail_lines(self._runner_log(job), 1).strip()
         return store.finish_job(self.engine, job.id, "Failed", failure_reason=(
             f"the {what} process exited without a result (pid {runner_pid} not running)"
             + (f"; its last words: {last}" if last else "")))[0]
-
-    def _runner_log_last_line(self, job: JobRecord) -> str:
-        """The runner's own last output line (a traceback's last line when it crashed), if it wrote any."""
-        if job.parent_id:
-            return ""  # a trial's runner is its tuning job's, whose log is the tuning job's
-        path = job_dir(self.workspace, job.id) / "runner.log" if job.kind == "training" else job.log_path
-        return tail_lines(path, 1).strip()
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
         ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)

@@ -1,22 +1,16 @@
 """A local endpoint: `python -m jobs.local.endpoint --job-id J --model-dir D --ready-file F`.
 
 Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the container's own handlers
-(modeling.inference's input_fn / predict_fn / output_fn), so its answers are the endpoint's JSON; the model is
-loaded on the scoring path `--runtime` / `--precision` choose (default auto: the fastest that passed the model's
-agreement check on this machine, see modeling/scoring_paths.py):
+(modeling.inference), on the scoring path --runtime / --precision choose (modeling/scoring_paths.py):
 
     GET  /ping          200 once the model is loaded
-    POST /invocations   image/jpeg, image/png, application/x-image, or application/json ({"image": base64, ...} or
-                        {"instances": [...]}) -> 200 application/json; a request the model cannot answer -> 4xx with
+    POST /invocations   a photo or JSON -> 200 application/json; a request the model cannot answer -> 4xx with
                         {"error": "<what was wrong and what is accepted>"}; no or a malformed Content-Length ->
-                        411 / 400, a body over MAX_BODY_BYTES -> 413, a body that stops arriving -> 408, anything
-                        unexpected -> 500 {"error": ...}
+                        411 / 400, a body over MAX_BODY_BYTES -> 413, a body that stops arriving -> 408
 
 It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the ready file. SIGTERM shuts it down.
-
-Idle and slow clients cannot pile up: each socket read waits at most --read-timeout seconds (then the connection is
-closed), and at most --max-connections connections are served at once, one thread each; a connection beyond that is
-answered 503 by the accepting thread and closed, so 500 idle connections never make 500 threads.
+Idle and slow clients cannot pile up: a socket read waits at most --read-timeout seconds, and at most
+--max-connections connections are served at once; one more is answered 503 by the accepting thread.
 """
 
 from __future__ import annotations
@@ -92,20 +86,18 @@ class InvocationHandler(BaseHTTPRequestHandler):
     def _body_length(self) -> int | None:
         """The declared body length; None after answering 411/400/413 for a missing, malformed or too large one."""
         declared = self.headers.get("Content-Length")
+        digits = (declared or "").strip()
         if declared is None:
             self._error(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length header")
-            return None
-        digits = declared.strip()
-        if not re.fullmatch(r"[0-9]+", digits):  # int() would take "-5", "1_000", "+7"
+        elif not re.fullmatch(r"[0-9]+", digits):  # int() would take "-5", "1_000", "+7"
             self._error(HTTPStatus.BAD_REQUEST, f"Content-Length must be a number of bytes, got {declared[:40]!r}")
-            return None
         # a digit string too long for int() (Python refuses 4300+ digits) is too large anyway
-        length = int(digits) if len(digits) <= 18 else MAX_BODY_BYTES + 1
-        if length > MAX_BODY_BYTES:
+        elif len(digits) > 18 or int(digits) > MAX_BODY_BYTES:
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         f"body of {digits[:18]}{'...' if len(digits) > 18 else ''} bytes; at most {MAX_BODY_BYTES}")
-            return None
-        return length
+        else:
+            return int(digits)
+        return None
 
     def _invoke(self) -> None:
         from modeling.inference import input_fn, output_fn, predict_fn
@@ -117,9 +109,8 @@ class InvocationHandler(BaseHTTPRequestHandler):
         length = self._body_length()
         if length is None:
             return
-        body = self.rfile.read(length)
         try:
-            request = input_fn(body, self.headers.get("Content-Type", ""))
+            request = input_fn(self.rfile.read(length), self.headers.get("Content-Type", ""))
             with self.lock:
                 prediction = predict_fn(request, self.model)
             text, content_type = output_fn(prediction, self.headers.get("Accept") or "application/json")

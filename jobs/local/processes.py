@@ -11,6 +11,7 @@ Stopped, start nothing new).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -75,15 +76,32 @@ def _proc_file(pid: int, name: str) -> bytes | None:
         return None
 
 
-def names_job(cmdline: bytes, job_ids: Sequence[str]) -> bool:
-    """Whether a command line names one of the jobs: as an argument of its own (the runner's JOB_ID, the endpoint's
-    --job-id) or as a folder of a path argument (train.py's --model-dir <workspace>/jobs/<id>/model)."""
+def _runs(pid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
+    """Whether the process's command line holds one of `markers` (the module it runs) and names one of `job_ids`:
+    as an argument of its own (the runner's JOB_ID, the endpoint's --job-id) or as a folder of a path argument
+    (train.py's --model-dir <workspace>/jobs/<id>/model). True where /proc cannot tell, or the command line is
+    empty: the process is exiting (its memory, argv included, is already released), still ours, not gone yet."""
+    cmdline = _proc_file(pid, "cmdline")
+    if not cmdline:
+        return True
     tokens = set(re.split(rb"[\0/=]", cmdline))
-    return any(job_id.encode() in tokens for job_id in job_ids)
+    return (any(m.encode() in cmdline for m in markers)
+            and (not job_ids or any(job_id.encode() in tokens for job_id in job_ids)))
 
 
-def _runs(cmdline: bytes, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
-    return any(m.encode() in cmdline for m in markers) and (not job_ids or names_job(cmdline, job_ids))
+def _alive(pid: int | None, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
+    if not pid or pid <= 0 or _reap(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else: not one of ours
+        return not markers
+    stat = _proc_file(pid, "stat")
+    if stat is not None and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+        return False
+    return not markers or _runs(pid, markers, job_ids)
 
 
 def process_alive(pid: int | None, marker: str | None = None, *, job_id: str | None = None) -> bool:
@@ -93,69 +111,20 @@ def process_alive(pid: int | None, marker: str | None = None, *, job_id: str | N
     guards against a pid recycled by another of our own jobs (after a container restart pid 4242 may be another
     job's runner), which would make a dead job look alive.
     """
-    if not pid or pid <= 0:
-        return False
-    if _reap(pid):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else: not one of ours
-        return marker is None
-    stat = _proc_file(pid, "stat")
-    if stat is not None and stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
-        return False
-    if marker is not None:
-        cmdline = _proc_file(pid, "cmdline")
-        # empty: the process is exiting (its memory, argv included, is already released): still ours, not gone yet
-        if cmdline and not _runs(cmdline, (marker,), (job_id,) if job_id else ()):
-            return False
-    return True
-
-
-def _signal(pid: int, sig: int, group: bool) -> None:
-    try:
-        if group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _cmdline_has(pid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
-    """None: no /proc entry to read (trust the pid); empty: exiting (see process_alive)."""
-    cmdline = _proc_file(pid, "cmdline")
-    return not cmdline or _runs(cmdline, markers, job_ids)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc (empty where there is no /proc)."""
-    members = []
-    if not Path("/proc").is_dir():
-        return members
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_file(int(entry.name), "stat")
-            if stat is not None:
-                fields = stat.rsplit(b")", 1)[-1].split()
-                if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-                    members.append(int(entry.name))
-    return members
-
-
-def _is_ours(pid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
-    return any(process_alive(pid, m) for m in markers) and _cmdline_has(pid, markers, job_ids)
+    return _alive(pid, (marker,) if marker else (), (job_id,) if job_id else ())
 
 
 def _group_is_ours(pgid: int, markers: Sequence[str], job_ids: Sequence[str]) -> bool:
     """A live group whose leader or a member runs our code for the job (a marker and a job id in its command line)."""
-    if _is_ours(pgid, markers, job_ids):
+    if _alive(pgid, markers, job_ids):
         return True
     if not Path("/proc").is_dir():
         return process_alive(pgid)
-    return any(_cmdline_has(pid, markers, job_ids) for pid in _group_members(pgid))
+    for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        fields = (_proc_file(pid, "stat") or b")").rsplit(b")", 1)[-1].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z" and _runs(pid, markers, job_ids):
+            return True
+    return False
 
 
 def terminate(pid: int, *, group: bool, markers: Sequence[str], job_ids: Sequence[str],
@@ -166,21 +135,22 @@ def terminate(pid: int, *, group: bool, markers: Sequence[str], job_ids: Sequenc
     `job_ids` is signalled: pids are recycled, by other programs and by our other jobs alike, and a stale job
     record must never stop somebody else's program or another job.
     """
-    if group:
-        def alive() -> bool:
-            return _group_is_ours(pid, markers, job_ids)
-    else:
-        def alive() -> bool:
-            return _is_ours(pid, markers, job_ids)
+    def alive() -> bool:
+        return _group_is_ours(pid, markers, job_ids) if group else _alive(pid, markers, job_ids)
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            (os.killpg if group else os.kill)(pid, sig)
+
     if not alive():
         return False
-    _signal(pid, signal.SIGTERM, group)
+    send(signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
         if not alive():
             return False
         time.sleep(0.1)
-    _signal(pid, signal.SIGKILL, group)
+    send(signal.SIGKILL)
     for _ in range(50):
         if not alive():
             break

@@ -1,14 +1,10 @@
 """One local train.py run: start it as the runner's child, watch it, record how it ended.
 
-A training job and each tuning trial is one such run. train.py gets SageMaker's variables pointing at local folders
-(SM_CHANNEL_TRAIN/VAL/TEST/RECOUNTS, SM_MODEL_DIR=<job>/model, SM_OUTPUT_DATA_DIR) and the hyperparameters as
-`--name value` flags; its output goes to the job's train.log. When it exits, `finish_training_run` records the
-status, the per-epoch metrics parsed from the log, the failure reason and, on success, a registered model version.
-
-`refresh` calls finish_training_run too, when the runner died after writing the exit record (it only finishes a job
-whose runner is gone, and several refreshers may: registering goes to whoever claims the job first, see
-store.claim_registration). A failed or stopped run registers nothing and keeps its checkpoint (a local training job
-can be resumed from it); a completed one's checkpoint is deleted.
+A training job and each tuning trial is one such run: train.py gets SageMaker's variables pointing at local folders
+and the hyperparameters as flags; its output goes to the job's train.log. `finish_training_run` records the status,
+the metrics parsed from the log, the failure reason and, on success, a registered model version (once, whoever
+calls it: the runner, or a refresh that found the runner gone after it wrote the exit record). A failed or stopped
+run keeps its checkpoint (a local training job can be resumed from it); a completed one's is deleted.
 """
 
 from __future__ import annotations
@@ -50,14 +46,6 @@ def train_env(params: TrainingParams, folder: Path) -> dict[str, str]:
     return child_env(env)
 
 
-def _checkpoint_args(job: JobRecord, folder: Path) -> list[str]:
-    """A training job checkpoints every epoch so a stopped or dead run can be resumed (LocalBackend.resume_training);
-    a tuning trial does not: it is never resumed, and 100+ MB of writes per epoch per trial would buy nothing."""
-    if job.parent_id:
-        return []
-    return ["--checkpoint-dir", str(checkpoint_dir(folder))]
-
-
 def run_train_process(engine: Engine, workspace: Workspace, job: JobRecord,
                       *, early_stop: EarlyStopRule | None = None) -> JobRecord:
     """Run train.py for `job` (a training job or a tuning trial) and record the outcome."""
@@ -65,8 +53,9 @@ def run_train_process(engine: Engine, workspace: Workspace, job: JobRecord,
     folder = job_dir(workspace, job.id)
     log_path = Path(job.log_path or folder / "train.log")
     # --model-dir repeats SM_MODEL_DIR so the job id is in train.py's command line: a stop checks it (pid reuse)
-    cmd = [sys.executable, "-m", TRAIN_MODULE, *params.to_cli_args(), "--model-dir", str(folder / "model"),
-           *_checkpoint_args(job, folder)]
+    cmd = [sys.executable, "-m", TRAIN_MODULE, *params.to_cli_args(), "--model-dir", str(folder / "model")]
+    if not job.parent_id:  # a trial is never resumed: 100+ MB of checkpoint writes per epoch would buy nothing
+        cmd += ["--checkpoint-dir", str(checkpoint_dir(folder))]
     proc = start_child(cmd, train_env(params, folder), log_path)
     if job.parent_id:  # a trial: its pid is train.py's, so a stop of the trial alone can reach it
         store.mark_started(engine, job.id, pid=proc.pid)
@@ -146,18 +135,14 @@ def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, retur
     if returncode != 0:
         return store.finish_job(engine, job.id, "Failed", metrics=metrics,
                                 failure_reason=failure_reason(read_text(job.log_path), returncode))[0]
-    with store.registration_claim(engine, job.id) as mine:
-        if not mine:  # another caller (the runner, a second refresher) is registering it
-            return store.get_job(engine, job.id)
-        try:
-            # a version already there was registered by a caller that crashed before finishing the job
-            version = registry.version_for_job(engine, job.id) or _register(engine, workspace, job, folder / "model")
-        except registry.RegistryError as exc:
-            return store.finish_job(engine, job.id, "Failed", metrics=metrics, failure_reason=(
-                f"train.py finished but its model could not be registered: {exc}"))[0]
+
+    def keep(version: registry.ModelVersion) -> None:
         if not job.parent_id:  # a tuning trial's version is checked when wanted (python -m modeling check)
             check_scoring_paths(version)
         # the registered model is what is kept (a Failed or Stopped run keeps its checkpoint to resume); deleted
         # before the job reads Completed, so whoever sees it Completed sees the space freed
         remove_checkpoint(folder)
-        return store.finish_with_version(engine, job.id, version, metrics=metrics)
+
+    return store.finish_with_model(engine, job.id, lambda: _register(engine, workspace, job, folder / "model"),
+                                   failure="train.py finished but its model could not be registered",
+                                   metrics=metrics, before_completed=keep)

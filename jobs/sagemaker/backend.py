@@ -1,24 +1,15 @@
-"""The SageMaker backend (SDK v3): training, tuning, endpoints and batch transform on AWS.
+"""The SageMaker backend (SDK v3, imported on first use): training, tuning, endpoints and batch transform on AWS.
 
-    training    sagemaker.train.ModelTrainer: the PyTorch training image, the source package (packaging.py) with
-                train.py under torchrun (one process per GPU on every instance), TrainingParams as hyperparameters,
-                S3 channels, modeling.metric_log's metric definitions, instance type, count and volume, spot with S3
-                checkpoints (train.py keeps them per job name), max runtime; named after the BinAudit job.
-    tuning      sagemaker.train.tuner.HyperparameterTuner over the shared search space; objective best_val_accuracy
-                or best_val_rmse (the kept model's figures, printed every epoch); early stopping "Auto" when asked;
-                a time limit for the whole tuning job.
-    endpoints   ModelBuilder with inference.py; deploy (--wait reports progress), invoke, delete (endpoint, config,
-                model), and every endpoint in the region with instance type, age, last invocation, idleness.
-    transform   the same model over a manifest of exactly the photos under an S3 prefix, payloads up to 20 MB.
-
-Every resource is tagged project=binaudit, binaudit:job-id, binaudit:started-by. The SDK's scratch lives outside the
-paths it refuses for code (/root, /etc, ...). A completed training job (or a tuning job's best trial) is downloaded,
-unpacked and registered as a model version; an artifact that cannot be fetched fails the job with that reason. The
-SDK is imported on first use (seconds); AWS_DEFAULT_REGION is set for `import sagemaker.serve`; telemetry is off.
+Training runs train.py under torchrun from the source package (packaging.py) with TrainingParams as
+hyperparameters, modeling.metric_log's metric definitions and, with spot, S3 checkpoints; tuning runs the shared
+search space through SageMaker's tuner; endpoints and batch transform serve inference.py. Every resource is tagged
+project=binaudit, binaudit:job-id, binaudit:started-by. A completed training job (or a tuning job's best trial) is
+downloaded and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -27,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +55,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAG_VALUE_UNSAFE = re.compile(r"[^\w .:/=+\-@]")  # what a tag value may not hold
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
-TRAINING_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
-                   "Failed": "Failed", "Stopped": "Stopped"}
-ENDPOINT_FINAL_FAILURE = ("Failed",)
+STATUS = {"Completed": "Completed", "Failed": "Failed", "Stopped": "Stopped"}  # any other AWS status: InProgress
+STOP_CALLS = {"training": ("stop_training_job", "TrainingJobName"),
+              "tuning": ("stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName"),
+              "transform": ("stop_transform_job", "TransformJobName")}
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
@@ -149,39 +141,33 @@ class SageMakerBackend(Backend):
                 self.aws.upload_file(package.tarball, key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def _image(self, scope: str, version: str, instance_type: str) -> str:
+    def image(self, scope: str, instance_type: str) -> str:
+        """The PyTorch "training" or "inference" image for the configured versions."""
         from sagemaker.core import image_uris
 
-        return image_uris.retrieve(framework="pytorch", region=self.aws.region, version=version,
-                                   py_version=self.settings.python_version, instance_type=instance_type,
-                                   image_scope=scope)
+        def retrieve(version: str) -> str:
+            return image_uris.retrieve(framework="pytorch", region=self.aws.region, version=version,
+                                       py_version=self.settings.python_version, instance_type=instance_type,
+                                       image_scope=scope)
 
-    def training_image(self, instance_type: str) -> str:
+        wanted = self.settings.pytorch_version
         try:
-            return self._image("training", self.settings.pytorch_version, instance_type)
+            return retrieve(wanted)
         except ValueError as exc:
-            raise ConfigError(f"no SageMaker PyTorch training image for BINAUDIT_PYTORCH_VERSION="
-                              f"{self.settings.pytorch_version}, BINAUDIT_PYTHON_VERSION="
-                              f"{self.settings.python_version}: {exc}") from None
-
-    def inference_image(self, instance_type: str) -> str:
-        """The PyTorch inference image; the SDK's list stops at 2.6, so a newer version falls back to the newest."""
-        from sagemaker.core import image_uris
-
-        try:
-            return self._image("inference", self.settings.pytorch_version, instance_type)
-        except ValueError:
-            available = list(image_uris.config_for_framework("pytorch")["inference"]["versions"])
-            fallback = _newest_version_at_most(self.settings.pytorch_version, available)
-            if fallback is None:
-                raise ConfigError(f"no SageMaker PyTorch inference image for BINAUDIT_PYTORCH_VERSION="
-                                  f"{self.settings.pytorch_version}; available: {', '.join(available)}") from None
-            log.warning("no PyTorch %s inference image; serving with %s", self.settings.pytorch_version, fallback)
+            error = exc
+        fallback = None
+        if scope == "inference":  # the SDK's list stops at 2.6: a newer version serves with the newest listed
+            listed = list(image_uris.config_for_framework("pytorch")["inference"]["versions"])
+            fallback = _newest_version_at_most(wanted, listed)
+        if fallback is not None:
+            log.warning("no PyTorch %s inference image; serving with %s", wanted, fallback)
             try:
-                return self._image("inference", fallback, instance_type)
+                return retrieve(fallback)
             except ValueError as exc:
-                raise ConfigError(f"no SageMaker PyTorch inference image for {fallback} with "
-                                  f"BINAUDIT_PYTHON_VERSION={self.settings.python_version}: {exc}") from None
+                error = exc
+        raise ConfigError(f"no SageMaker PyTorch {scope} image for BINAUDIT_PYTORCH_VERSION={wanted}"
+                          + (f" (nor {fallback})" if fallback else "")
+                          + f", BINAUDIT_PYTHON_VERSION={self.settings.python_version}: {error}") from None
 
     # ---------------------------------------------------------------- training
 
@@ -221,7 +207,7 @@ class SageMakerBackend(Backend):
             sagemaker_session=self.sdk_session(),
             role=self.aws.role_arn,
             base_job_name=f"binaudit-{job.id}",  # the SDK adds only a timestamp to the second: the job id keeps it unique
-            training_image=self.training_image(instance_type),
+            training_image=self.image("training", instance_type),
             source_code=SourceCode(source_dir=self.source_tarball_uri(), entry_script=ENTRY_SCRIPT),
             # torchrun starts one process per GPU on every instance (one on a CPU instance); train.py runs
             # DistributedDataParallel when there are several (WORLD_SIZE > 1)
@@ -261,11 +247,6 @@ class SageMakerBackend(Backend):
 
         return [InputData(channel_name=name, data_source=uri if uri.endswith("/") else uri + "/")
                 for name, uri in channels.items()]
-
-    def _create(self, kind: str, params: dict[str, Any], actor: str, **output: Any) -> JobRecord:
-        job_id = store.new_job_id(kind)
-        return store.create_job(self.engine, kind=kind, backend=self.name, params=params, actor=actor,
-                                job_id=job_id, output={"requested_by": actor, **output})
 
     def _submit(self, job: JobRecord, what: str, submit) -> JobRecord:
         """Run the SDK call that creates the AWS job; on failure the BinAudit job ends Failed with the reason."""
@@ -364,19 +345,25 @@ class SageMakerBackend(Backend):
                     self.aws.upload_file(pack_model_folder(version.model_dir, Path(tmp) / "model.tar.gz"), key)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def model_builder(self, version: registry.ModelVersion, instance_type: str, scratch: str):
+    @contextlib.contextmanager
+    def built_model(self, version: registry.ModelVersion, instance_type: str, job: JobRecord) -> Iterator[tuple]:
+        """(ModelBuilder, the SageMaker model it built) for serving the version with inference.py; the SDK's scratch
+        is removed afterwards."""
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
         request_bytes = str(TRANSFORM_MAX_PAYLOAD_MB * 1024 * 1024)
-        return ModelBuilder(
-            model_path=scratch,  # the SDK repacks model.tar.gz here: never under a path it refuses
-            s3_model_data_url=self.model_data_uri(version), image_uri=self.inference_image(instance_type),
-            role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
-            source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
-            # TorchServe refuses requests over 6.5 MB unless told otherwise (a large photo in a batch transform)
-            env_vars={"TS_MAX_REQUEST_SIZE": request_bytes, "TS_MAX_RESPONSE_SIZE": request_bytes},
-        )
+        with scratch_dir() as scratch:
+            builder = ModelBuilder(
+                model_path=scratch,  # the SDK repacks model.tar.gz here: never under a path it refuses
+                s3_model_data_url=self.model_data_uri(version), image_uri=self.image("inference", instance_type),
+                role_arn=self.aws.role_arn, instance_type=instance_type, sagemaker_session=self.sdk_session(),
+                source_code=SourceCode(source_dir=str(self.source_package().folder), entry_script=INFERENCE_SCRIPT),
+                # TorchServe refuses requests over 6.5 MB unless told otherwise (a large photo in a batch transform)
+                env_vars={"TS_MAX_REQUEST_SIZE": request_bytes, "TS_MAX_RESPONSE_SIZE": request_bytes},
+            )
+            yield builder, builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
+                                         tags=resource_tags(job))
 
     def _register_artifact(self, job: JobRecord, artifact_uri: str, training_job_name: str) -> registry.ModelVersion:
         folder = job_dir(self.workspace, job.id)
@@ -395,20 +382,16 @@ class SageMakerBackend(Backend):
         if not artifact_uri:
             return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
                 f"{training_job_name} completed on SageMaker but reported no model artifact"))[0]
-        with store.registration_claim(self.engine, job.id) as mine:
-            if not mine:  # another refresher (the dashboard, a CLI watching) is registering it
-                return store.get_job(self.engine, job.id)
-            try:
-                with aws_errors(f"downloading {artifact_uri}"):
-                    # a version already there was registered by a refresher that crashed before finishing the job
-                    version = (registry.version_for_job(self.engine, job.id)
-                               or self._register_artifact(job, artifact_uri, training_job_name))
-            except (JobError, ConfigError, registry.RegistryError, OSError, ValueError) as exc:
-                return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
-                    f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
-                    f"registered: {exc}"))[0]
-            return store.finish_with_version(self.engine, job.id, version,
-                                             output={**extra_output, "model_data": artifact_uri})
+
+        def register() -> registry.ModelVersion:
+            with aws_errors(f"downloading {artifact_uri}"):
+                return self._register_artifact(job, artifact_uri, training_job_name)
+
+        return store.finish_with_model(
+            self.engine, job.id, register, output={**extra_output, "model_data": artifact_uri},
+            errors=(JobError, ConfigError, registry.RegistryError, OSError, ValueError),
+            failure=f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
+                    f"registered")
 
     # ---------------------------------------------------------------- endpoints
 
@@ -422,10 +405,7 @@ class SageMakerBackend(Backend):
         endpoint_name = f"{ENDPOINT_PREFIX}{job.id}"
 
         def submit() -> tuple[str, dict[str, Any]]:
-            with scratch_dir() as scratch:
-                builder = self.model_builder(version, instance_type, scratch)
-                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                      tags=resource_tags(job))
+            with self.built_model(version, instance_type, job) as (builder, model):
                 endpoint = builder.deploy(endpoint_name=endpoint_name, initial_instance_count=1, wait=False,
                                           tags=resource_tags(job))
             return endpoint.endpoint_name, {"endpoint_name": endpoint.endpoint_name, "model_name": model.model_name,
@@ -442,21 +422,24 @@ class SageMakerBackend(Backend):
             job = self.refresh(job.id)
         return job
 
-    def _endpoint_name(self, job_or_endpoint: str) -> tuple[str, JobRecord | None]:
+    def _deployment(self, job_or_endpoint: str) -> tuple[str | None, JobRecord | None]:
+        """(endpoint name, deployment job) for a job id or an endpoint name; the name is None while the job is
+        being submitted, the job None for an endpoint BinAudit did not record (still invokable and deletable)."""
         try:
             job = store.get_job(self.engine, job_or_endpoint)
         except JobError:
-            for candidate in store.list_jobs(self.engine, kind="deployment", backend=self.name, limit=None):
-                if candidate.external_id == job_or_endpoint:
-                    return job_or_endpoint, candidate
-            return job_or_endpoint, None  # an endpoint BinAudit did not record: still invokable and deletable
-        if job.backend != self.name or job.kind != "deployment" or not job.external_id:
+            known = [j for j in store.list_jobs(self.engine, kind="deployment", backend=self.name, limit=None)
+                     if j.external_id == job_or_endpoint]
+            return job_or_endpoint, (known[0] if known else None)
+        if job.backend != self.name or job.kind != "deployment" or not (job.external_id or job.is_active):
             raise JobError(f"job {job.id} is not a SageMaker deployment")
         return job.external_id, job
 
     def invoke(self, job_or_endpoint: str, body: bytes, content_type: str,
                accept: str = "application/json") -> dict[str, Any]:
-        name, _ = self._endpoint_name(job_or_endpoint)
+        name, job = self._deployment(job_or_endpoint)
+        if name is None:
+            raise JobError(f"endpoint {job.id} is still being created; try again in a few minutes")
         try:
             response = self.aws.client("sagemaker-runtime").invoke_endpoint(
                 EndpointName=name, Body=body, ContentType=content_type, Accept=accept)
@@ -478,27 +461,17 @@ class SageMakerBackend(Backend):
             if error_code(exc) not in ("ValidationException", "ResourceNotFound"):
                 raise
 
-    def _deployment_being_submitted(self, job_or_endpoint: str) -> JobRecord | None:
-        try:
-            job = store.get_job(self.engine, job_or_endpoint)
-        except JobError:
-            return None
-        if job.backend == self.name and job.kind == "deployment" and job.is_active and not job.external_id:
-            return job
-        return None
-
     def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord | None:
         """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter.
 
         A deployment still being submitted has nothing on AWS yet: it is marked Stopped now, and the
         submission deletes what it created as soon as it is named (see _submit).
         """
-        pending = self._deployment_being_submitted(job_or_endpoint)
-        if pending is not None:
-            store.request_stop(self.engine, pending.id, actor=actor)
-            return store.finish_job(self.engine, pending.id, "Stopped", actor=actor,
+        name, job = self._deployment(job_or_endpoint)
+        if name is None:
+            store.request_stop(self.engine, job.id, actor=actor)
+            return store.finish_job(self.engine, job.id, "Stopped", actor=actor,
                                     failure_reason="stopped while its endpoint was being created")[0]
-        name, job = self._endpoint_name(job_or_endpoint)
         sm = self.aws.client("sagemaker")
         with aws_errors(f"deleting endpoint {name}"):
             config_name, models = None, []
@@ -575,10 +548,7 @@ class SageMakerBackend(Backend):
 
         def submit() -> tuple[str, dict[str, Any]]:
             manifest = self._image_manifest(input, job.id)
-            with scratch_dir() as scratch:
-                builder = self.model_builder(version, instance_type, scratch)
-                model = builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
-                                      tags=resource_tags(job))
+            with self.built_model(version, instance_type, job) as (builder, model):
                 transformer = builder.transformer(
                     instance_count=1, instance_type=instance_type, output_path=output_path, accept="application/json",
                     max_payload=TRANSFORM_MAX_PAYLOAD_MB, max_concurrent_transforms=TRANSFORM_CONCURRENCY,
@@ -610,14 +580,19 @@ class SageMakerBackend(Backend):
 
     # ---------------------------------------------------------------- watching
 
-    def refresh(self, job_id: str) -> JobRecord:
-        job = self._own_job(job_id)
-        if not job.is_active or not job.external_id:
+    def _refresh(self, job: JobRecord) -> JobRecord:
+        if not job.external_id:  # still being submitted
             return job
         refreshers = {"training": self._refresh_training, "tuning": self._refresh_tuning,
                       "deployment": self._refresh_endpoint, "transform": self._refresh_transform}
         with aws_errors(f"refreshing {job.id}"):
             return refreshers[job.kind](job)
+
+    def _ended(self, job: JobRecord, status: str, description: dict[str, Any], **finish: Any) -> JobRecord:
+        """Record the end of an AWS job that registers nothing: Failed, Stopped, or a transform's Completed."""
+        reason = None if status == "Completed" else description.get("FailureReason") or (
+            "stopped on request" if status == "Stopped" else "no reason given")
+        return store.finish_job(self.engine, job.id, status, failure_reason=reason, **finish)[0]
 
     def _training_metrics(self, name: str, description: dict[str, Any]) -> list[dict[str, Any]]:
         """Per-epoch metrics parsed from the CloudWatch log with the same regexes (a restarted run's epochs replace
@@ -632,49 +607,45 @@ class SageMakerBackend(Backend):
     def _refresh_training(self, job: JobRecord) -> JobRecord:
         name = job.external_id
         d = self.aws.client("sagemaker").describe_training_job(TrainingJobName=name)
-        status = TRAINING_STATUS.get(d["TrainingJobStatus"], "InProgress")
+        status = STATUS.get(d["TrainingJobStatus"], "InProgress")
         metrics = self._training_metrics(name, d)
         info = {"sagemaker_status": d["TrainingJobStatus"], "secondary_status": d.get("SecondaryStatus"),
                 "billable_seconds": d.get("BillableTimeInSeconds")}
+        if status not in ("InProgress", "Completed"):
+            return self._ended(job, status, d, metrics=metrics, output=info)
+        job = store.update_job(self.engine, job.id, metrics=metrics)
         if status == "InProgress":
-            store.merge_output(self.engine, job.id, **info)
-            return store.update_job(self.engine, job.id, metrics=metrics)
-        if status == "Completed":
-            store.update_job(self.engine, job.id, metrics=metrics)
-            artifact = (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-            return self._finish_with_model(store.get_job(self.engine, job.id), name, artifact, **info)
-        reason = d.get("FailureReason") or ("stopped on request" if status == "Stopped" else "no reason given")
-        return store.finish_job(self.engine, job.id, status, metrics=metrics, output=info, failure_reason=reason)[0]
+            return store.merge_output(self.engine, job.id, **info)
+        artifact = (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        return self._finish_with_model(job, name, artifact, **info)
 
     def _refresh_tuning(self, job: JobRecord) -> JobRecord:
-        d = self.aws.client("sagemaker").describe_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=job.external_id)
-        status = TRAINING_STATUS.get(d["HyperParameterTuningJobStatus"], "InProgress")
+        sm = self.aws.client("sagemaker")
+        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.external_id)
+        status = STATUS.get(d["HyperParameterTuningJobStatus"], "InProgress")
         best = d.get("BestTrainingJob") or {}
-        objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
         info: dict[str, Any] = {"sagemaker_status": d["HyperParameterTuningJobStatus"],
                                 "objective": job.params["tuning"]["objective"],
                                 "trial_counts": d.get("TrainingJobStatusCounters")}
         if best:
+            objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
             info["best_trial"] = {"training_job_name": best.get("TrainingJobName"), "value": objective.get("Value"),
                                   "values": best.get("TunedHyperParameters")}
         if status == "InProgress":
             return store.merge_output(self.engine, job.id, **info)
-        if status == "Completed":
-            if not best:
-                return store.finish_job(self.engine, job.id, "Failed", output=info,
-                                        failure_reason="the tuning job completed without a best training job")[0]
-            try:
-                best_job = self.aws.client("sagemaker").describe_training_job(
-                    TrainingJobName=best["TrainingJobName"])
-            except ClientError as exc:
-                return store.finish_job(self.engine, job.id, "Failed", output=info, failure_reason=(
-                    f"the tuning job completed, but its best training job {best['TrainingJobName']} cannot be "
-                    f"described: {exc.response.get('Error', {}).get('Message', exc)}"))[0]
-            artifact = (best_job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-            return self._finish_with_model(job, best["TrainingJobName"], artifact, **info)
-        reason = d.get("FailureReason") or ("stopped on request" if status == "Stopped" else "no reason given")
-        return store.finish_job(self.engine, job.id, status, output=info, failure_reason=reason)[0]
+        if status != "Completed":
+            return self._ended(job, status, d, output=info)
+        if not best:
+            return store.finish_job(self.engine, job.id, "Failed", output=info,
+                                    failure_reason="the tuning job completed without a best training job")[0]
+        try:
+            best_job = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
+        except ClientError as exc:
+            return store.finish_job(self.engine, job.id, "Failed", output=info, failure_reason=(
+                f"the tuning job completed, but its best training job {best['TrainingJobName']} cannot be "
+                f"described: {exc.response.get('Error', {}).get('Message', exc)}"))[0]
+        artifact = (best_job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        return self._finish_with_model(job, best["TrainingJobName"], artifact, **info)
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
         try:
@@ -686,20 +657,17 @@ class SageMakerBackend(Backend):
             return store.finish_job(self.engine, job.id, status, output={"endpoint_status": "Deleted"},
                                     failure_reason=None if job.stop_requested else
                                     f"endpoint {job.external_id} no longer exists (deleted outside BinAudit?)")[0]
-        state = d["EndpointStatus"]
-        if state in ENDPOINT_FINAL_FAILURE:
-            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": state},
+        if d["EndpointStatus"] == "Failed":
+            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": "Failed"},
                                     failure_reason=d.get("FailureReason") or "endpoint creation failed")[0]
-        return store.merge_output(self.engine, job.id, endpoint_status=state)
+        return store.merge_output(self.engine, job.id, endpoint_status=d["EndpointStatus"])
 
     def _refresh_transform(self, job: JobRecord) -> JobRecord:
         d = self.aws.client("sagemaker").describe_transform_job(TransformJobName=job.external_id)
-        status = TRAINING_STATUS.get(d["TransformJobStatus"], "InProgress")
+        status = STATUS.get(d["TransformJobStatus"], "InProgress")
         if status == "InProgress":
             return store.merge_output(self.engine, job.id, sagemaker_status=d["TransformJobStatus"])
-        reason = None if status == "Completed" else (d.get("FailureReason") or "no reason given")
-        return store.finish_job(self.engine, job.id, status, failure_reason=reason,
-                                output={"sagemaker_status": d["TransformJobStatus"]})[0]
+        return self._ended(job, status, d, output={"sagemaker_status": d["TransformJobStatus"]})
 
     # ---------------------------------------------------------------- stopping and logs
 
@@ -712,12 +680,9 @@ class SageMakerBackend(Backend):
         return store.get_job(self.engine, job.id)
 
     def _stop_aws_job(self, job: JobRecord) -> None:
-        sm = self.aws.client("sagemaker")
-        calls = {"training": lambda: sm.stop_training_job(TrainingJobName=job.external_id),
-                 "tuning": lambda: sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.external_id),
-                 "transform": lambda: sm.stop_transform_job(TransformJobName=job.external_id)}
+        method, argument = STOP_CALLS[job.kind]
         with aws_errors(f"stopping {job.external_id}"):
-            calls[job.kind]()
+            getattr(self.aws.client("sagemaker"), method)(**{argument: job.external_id})
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         job = self._own_job(job_id)

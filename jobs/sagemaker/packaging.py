@@ -42,25 +42,6 @@ class SourcePackage:
         return sorted(p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file())
 
 
-def modeling_dir() -> Path:
-    return Path(modeling.__file__).resolve().parent
-
-
-def staged_files() -> dict[str, bytes]:
-    """{path inside the source dir: content}: the shims and exactly the container modules."""
-    files = {ENTRY_SCRIPT: TRAIN_SHIM.encode(), INFERENCE_SCRIPT: INFERENCE_SHIM.encode()}
-    for name in modeling.CONTAINER_MODULES:
-        files[f"modeling/{name}"] = (modeling_dir() / name).read_bytes()
-    return files
-
-
-def content_digest(files: dict[str, bytes]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return h.hexdigest()
-
-
 def _tarball(files: dict[str, bytes]) -> bytes:
     """Deterministic: sorted names, fixed mtime and owner (the same sources give the same bytes)."""
     buf = io.BytesIO()
@@ -73,14 +54,17 @@ def _tarball(files: dict[str, bytes]) -> bytes:
 
 
 def build_source_package(out: Path) -> SourcePackage:
-    """Stage the source dir under out/source and write out/sourcedir.tar.gz."""
-    files = staged_files()
+    """Stage the shims and exactly the container modules under out/source and write out/sourcedir.tar.gz."""
+    modeling_dir = Path(modeling.__file__).resolve().parent
+    files = {ENTRY_SCRIPT: TRAIN_SHIM.encode(), INFERENCE_SCRIPT: INFERENCE_SHIM.encode(),
+             **{f"modeling/{name}": (modeling_dir / name).read_bytes() for name in modeling.CONTAINER_MODULES}}
     folder = out / "source"
-    if folder.exists():
-        shutil.rmtree(folder)
+    shutil.rmtree(folder, ignore_errors=True)
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    tarball = out / TARBALL_NAME
-    tarball.write_bytes(_tarball(files))
-    return SourcePackage(folder, tarball, content_digest(files))
+    (out / TARBALL_NAME).write_bytes(_tarball(files))
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return SourcePackage(folder, out / TARBALL_NAME, digest.hexdigest())
