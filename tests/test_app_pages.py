@@ -175,31 +175,95 @@ def test_queue_decision_leaves_the_queue(ws):
     assert tuple(review) == ("ana", "looks fine", DISMISS)
 
 
-def test_queue_confirm_uses_the_recount_and_reports_conflicts(ws):
+def _confirm(at: AppTest) -> None:
+    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+
+
+def test_a_bin_decided_by_another_analyst_stays_on_screen_with_her_recount_and_note(ws):
+    """Issue 13: ana types a recount and a note for a bin ben decides meanwhile. She is told who decided what, the bin
+    stays, her input stays; she applies it anyway (replacing ben's decision, both kept in the history)."""
     engine = ws.open()
     version = active_version(engine)
     at = open_page("queue", reviewer="ana")
     current = at.radio(key="queue_current").value
     row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
-    # another analyst decides the same bin after this page loaded it
-    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))
-    at.button(key="btn-dismiss").click().run()
+    recount = 0 if row.expected_count != 0 else 1
+    at.text_input(key="queue_note").set_value("two boxes behind the tape").run()
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))  # after the page showed the bin
+    at.number_input(key=f"recount-{current}").set_value(recount)  # a form: the value goes with the submit, one run
+    _confirm(at)
+    assert not at.exception, [e.value for e in at.exception]
     warnings = [w.value for w in at.warning]
-    assert any("decided meanwhile" in w and "ben" in w for w in warnings), warnings
+    assert any("decided meanwhile" in w and "ben" in w and "Dismissed: record is right" in w
+               and f"(recount {recount}) was not recorded" in w for w in warnings), warnings
+    assert at.radio(key="queue_current").value == current  # the bin did not move under her hands
+    assert at.number_input(key=f"recount-{current}").value == recount
+    assert at.text_input(key="queue_note").value == "two boxes behind the tape"
+    assert at.button(key="btn-dismiss").disabled  # no decision on a state she has not seen
     with engine.connect() as conn:
         reviewers = conn.execute(sa.select(db.reviews.c.reviewer).where(db.reviews.c.bin_id == current)).scalars().all()
-    assert reviewers == ["ben"]  # nothing overwritten
+    assert reviewers == ["ben"]  # nothing overwritten yet
 
-    nxt = at.radio(key="queue_current").value
-    expected = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[nxt, "expected_count"]
-    recount = 0 if expected != 0 else 1
-    at.number_input(key=f"recount-{nxt}").set_value(recount)  # a form: the value goes with the submit, one run
-    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
-    assert not at.exception
+    at.button(key="conflict-apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
     with engine.connect() as conn:
         decision = conn.execute(sa.select(db.bins.c.decision, db.bins.c.recounted_count, db.bins.c.decided_by)
-                                .where(db.bins.c.id == nxt)).one()
+                                .where(db.bins.c.id == current)).one()
+        notes = conn.execute(sa.select(db.reviews.c.reviewer, db.reviews.c.note).where(db.reviews.c.bin_id == current)
+                             .order_by(db.reviews.c.id)).all()
     assert tuple(decision) == ("confirm_mismatch", recount, "ana")
+    assert [tuple(n) for n in notes] == [("ben", ""), ("ana", "two boxes behind the tape")]
+    assert at.radio(key="queue_current").value != current
+
+
+def test_queue_is_told_before_acting_and_may_discard_her_input(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    at = open_page("queue", reviewer="ana")
+    current = at.radio(key="queue_current").value
+    at.text_input(key="queue_note").set_value(f"note for {current}").run()
+    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))
+    at.run()  # any rerun (a filter, a key) shows the change before she acts
+    assert any("decided meanwhile" in w.value and "ben" in w.value for w in at.warning)
+    assert at.radio(key="queue_current").value == current
+    assert not any(b.key == "conflict-apply" for b in at.button)  # she had not decided: nothing to apply
+    at.button(key="conflict-discard").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="queue_current").value != current and at.text_input(key="queue_note").value == ""
+
+
+def test_queue_pages_to_its_last_bin_filters_and_undoes_a_decision(ws):
+    from audit.reviews import bin_state
+
+    engine = ws.open()
+    version = active_version(engine)
+    order = queue_page(engine, version.id, threshold=0.5, limit=1000)
+    ids = order["bin_id"].tolist()
+    at = open_page("queue", reviewer="ana")
+    at.selectbox(key="q_page_size").set_value(10).run()
+    pages = -(-len(ids) // 10)
+    assert pages >= 2, len(ids)
+    at.pagination[0].set_value(pages).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [o.split(" · ")[0] for o in at.radio(key="queue_current").options] == ids[(pages - 1) * 10:]
+    assert ids[-1] in at.radio(key="queue_current").options[-1]  # the last queued bin can be reached
+
+    record = int(order["expected_count"].mode()[0])
+    at.multiselect(key="q_expected").set_value([record]).run()
+    options = at.radio(key="queue_current").options
+    assert options and all(f" · record {record} · " in o for o in options), options
+    assert len(options) == (order["expected_count"] == record).sum() or len(options) == 10
+
+    current = at.radio(key="queue_current").value
+    at.button(key="btn-dismiss").click().run()
+    assert bin_state(engine, current).decision == DISMISS
+    assert current not in at.radio(key="queue_current").options
+    at.button(key="btn-undo").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert bin_state(engine, current).decision is None and at.radio(key="queue_current").value == current
+    assert any("undone" in s.value for s in at.success)
+    assert not any(b.key == "btn-undo" for b in at.button)  # nothing left to undo
 
 
 def test_queue_needs_a_reviewer_name(ws):
@@ -358,23 +422,15 @@ def test_pages_show_bins_without_a_mismatch_probability(ws):
     assert any(label.startswith(plain("shelf-")) and label.endswith("sent by hand") for label in labels), labels
 
 
-def test_queue_confirm_needs_a_typed_recount_and_a_conflict_clears_the_note(ws):
+def test_queue_confirm_needs_a_typed_recount(ws):
     engine = ws.open()
-    version = active_version(engine)
     at = open_page("queue", reviewer="ana")
     current = at.radio(key="queue_current").value
     assert at.number_input(key=f"recount-{current}").value is None  # never the model's guess by default
-    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+    _confirm(at)
     assert any("needs the recounted quantity" in w.value for w in at.warning)
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.bins.c.decision).where(db.bins.c.id == current)).scalar() is None
-
-    at.text_input(key="queue_note").set_value(f"note for {current}").run()
-    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
-    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))  # after the page showed the bin
-    at.button(key="btn-dismiss").click().run()
-    assert any("decided meanwhile" in w.value for w in at.warning)
-    assert at.radio(key="queue_current").value != current and at.text_input(key="queue_note").value == ""
 
 
 def test_evaluation_of_a_version_without_a_confusion_matrix(ws):
@@ -577,7 +633,8 @@ def test_a_closed_model_leaves_bins_above_5_out_of_the_queue_and_says_why(ws, tm
             decide(engine, Decision(row.bin_id, DISMISS, "ben", int(row.row_version)))
     at = open_page("queue", reviewer="ana")
     labels = at.radio(key="queue_current").options
-    assert f"{first} · sent by hand · beyond range" in labels
+    assert any(label.startswith(f"{first} · record ") and label.endswith(" · sent by hand · beyond range")
+               for label in labels), labels
 
 
 def test_the_published_reference_shows_only_beside_a_closed_0_to_5_model(ws, tmp_path):
