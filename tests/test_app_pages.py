@@ -656,3 +656,15 @@ def test_the_published_reference_shows_only_beside_a_closed_0_to_5_model(ws, tmp
         deltas = [m.delta for m in at.metric if m.label in ("Accuracy", "RMSE")]
         assert any("ABID ref." in (d or "") for d in deltas) == shown, version.name
         assert any("Published ABID results" in e.label for e in at.expander) == shown
+
+
+def test_the_reviewer_name_is_kept_in_the_address_so_a_reload_keeps_it(ws):
+    """The browser writes the typed name into the address (the browser test checks that); a new session opened
+    at that address starts with the name."""
+    reloaded = AppTest.from_file(DASHBOARD, default_timeout=120)  # a new session, as after a reload
+    reloaded.query_params["reviewer_name"] = "Ana Analyst"
+    reloaded.run()
+    reloaded.switch_page("app_pages/queue.py").run()
+    assert not reloaded.exception, [e.value for e in reloaded.exception]
+    assert reloaded.sidebar.text_input(key="reviewer_name").value == "Ana Analyst"
+    assert not reloaded.button(key="btn-dismiss").disabled
