@@ -76,10 +76,19 @@ def test_overview_shows_the_workspace_figures(ws):
     o = overview(engine, version.id, threshold=0.5)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Bins audited"] == f"{o.scored:,}"
-    assert metrics["Open mismatches"] == f"{o.open_queue:,}"
+    assert metrics["Queued bins"] == f"{o.open_queue:,}"
     assert metrics["Version"] == version.name
     assert metrics["Validation accuracy (synthetic bins)"] == f"{version.val_accuracy:.1%}"
     assert "Accuracy on real ABID photos" not in metrics  # the tiny demo is not the measured recipe
+    assert not any("precision" in d.value.columns for d in at.dataframe)  # no decisions yet: no table
+
+    top = queue_page(engine, version.id, threshold=0.5, limit=2)
+    decide(engine, Decision(top.bin_id[0], DISMISS, "ana", int(top.row_version[0]), model_version_id=version.id))
+    at.run()
+    precision = next(d.value for d in at.dataframe if "precision" in d.value.columns)
+    assert precision[["model", "decided", "dismissed", "precision"]].values.tolist() == [[version.name, 1, 1, 0.0]]
+    per_day = next(d.value for d in at.dataframe if "reviewer" in d.value.columns)
+    assert per_day[["reviewer", "decisions"]].values.tolist() == [["ana", 1]]
 
 
 def test_the_demo_recipe_shows_its_real_photo_figure_beside_the_synthetic_one(ws):
@@ -151,8 +160,26 @@ def test_browse_filters_grid_table_and_detail(ws):
     assert not at.exception
     at.segmented_control(key="f_view").set_value("Table").run()
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "bin_id" in d.value.columns)  # not the detail view's items
-    assert table["bin_id"].tolist() == ["50007"]  # the text filter still applies
+    table = next(d.value for d in at.dataframe if "Bin" in d.value.columns)  # not the detail view's items
+    assert table["Bin"].tolist() == ["50007"]  # the text filter still applies
+    assert "None" not in table.astype(str).to_string() and "Predicted count differs" in table.columns
+
+
+def test_browse_filters_cover_every_value_persist_across_pages_and_cards_show_decisions(ws):
+    engine = ws.open()
+    with engine.connect() as conn:
+        records = sorted(set(conn.execute(sa.select(db.bins.c.expected_count)).scalars()) - {None})
+        splits = set(conn.execute(sa.select(db.bins.c.split)).scalars())
+    first = "50001"
+    decide(engine, Decision(first, "confirm_mismatch", "ben", 1, recounted_count=11))
+    at = open_page("browse")
+    assert at.multiselect(key="f_expected").options == [str(r) for r in records] and max(records) > 7
+    assert splits == {None} and not any(m.key == "f_split" for m in at.multiselect)  # no split: no split filter
+    assert any("Confirmed mismatch · recount 11" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    at.multiselect(key="f_expected").set_value([max(records)]).run()
+    at.switch_page("app_pages/overview.py").run()
+    at.switch_page("app_pages/browse.py").run()
+    assert at.multiselect(key="f_expected").value == [max(records)]  # kept while she looked elsewhere
 
 
 def test_queue_decision_leaves_the_queue(ws):
@@ -614,7 +641,7 @@ def test_a_closed_model_leaves_bins_above_5_out_of_the_queue_and_says_why(ws, tm
     at = open_page()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Beyond the model's range"] == f"{len(beyond):,}"
-    assert metrics["Open mismatches"] == f"{queue_size(engine, version.id, threshold=0.5):,}"
+    assert metrics["Queued bins"] == f"{queue_size(engine, version.id, threshold=0.5):,}"
 
     at = open_page("browse")
     at.toggle(key="f_beyond").set_value(True).run()
