@@ -82,6 +82,8 @@ def count_text(value: object, classes: CountClasses | None = None) -> str:
     """A count as shown: "6+" for an open class, "–" when unknown, never "4.0" or "None"."""
     if value is None or pd.isna(value):
         return MISSING
+    if isinstance(value, str):  # already a label ("6+")
+        return value
     return classes.label(int(value)) if classes is not None else str(int(value))
 
 

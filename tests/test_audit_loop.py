@@ -67,3 +67,25 @@ def test_the_vocabulary_shows_words_not_codes_and_never_none():
                                             "queue threshold 50%)")
     legend = legend_frame(["queued", "predicted_count_differs"])
     assert legend["meaning"].str.len().gt(20).all()
+
+
+def test_a_running_training_job_shows_epoch_k_of_n_elapsed_and_time_left():
+    from jobs import JobRecord
+
+    started = T
+    job = JobRecord(id="train-1", kind="training", backend="local", status="InProgress",
+                    params={"training": {"epochs": 10}}, created_at=started, started_at=started,
+                    metrics=[{"epoch": 1}, {"epoch": 2}])
+    progress = job.progress(now=started + dt.timedelta(seconds=120))
+    assert (progress.epoch, progress.epochs, progress.elapsed_s, progress.left_s) == (2, 10, 120.0, 480.0)
+    assert progress.describe() == "epoch 2 of 10 · 2 min 00 s elapsed · about 8 min 00 s left"
+    # resumed after epoch 6: only this job's epochs count towards the estimate
+    resumed = JobRecord(id="train-2", kind="training", backend="local", status="InProgress",
+                        params={"training": {"epochs": 10}}, created_at=started, started_at=started,
+                        metrics=[{"epoch": 8}], output={"resumed_after_epoch": 6})
+    assert resumed.progress(now=started + dt.timedelta(seconds=60)).left_s == 60.0
+    before_first = JobRecord(id="train-3", kind="training", backend="local", status="InProgress",
+                             params={"training": {"epochs": 3}}, created_at=started, started_at=started)
+    assert before_first.progress(now=started + dt.timedelta(seconds=5)).describe() == "epoch 0 of 3 · 5 s elapsed"
+    assert JobRecord(id="t", kind="tuning", backend="local", status="InProgress", params={}, created_at=started,
+                     started_at=started).progress() is None
