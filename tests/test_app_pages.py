@@ -473,6 +473,32 @@ def test_queue_confirm_needs_a_typed_recount(ws):
         assert conn.execute(sa.select(db.bins.c.decision).where(db.bins.c.id == current)).scalar() is None
 
 
+def test_evaluation_side_by_side_shows_every_count_and_the_same_data_kind(ws, tmp_path):
+    """Issue 13: two versions side by side showed ticks 0, 2, 4 only; one said "data: unknown" for the folder the
+    other called synthetic (its training folder was a copy, its validation folder the dataset's)."""
+    from modeling.registry import register_model
+
+    engine = ws.open()
+    first = active_version(engine)
+    copy = tmp_path / "copy"
+    shutil.copytree(first.model_dir, copy)
+    config = json.loads((copy / "model_config.json").read_text())
+    config["resolved_args"]["train"] = str(tmp_path / "elsewhere" / "train")  # no stats.json beside it
+    (copy / "model_config.json").write_text(json.dumps(config))
+    second = register_model(engine, copy, ws.models_dir)
+    at = open_page("evaluation")
+    at.selectbox(key="eval_compare").set_value(second.name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    kinds = [c.value.split("data: ")[1].split(" ·")[0] for c in at.caption if "data: " in c.value]
+    assert kinds == ["synthetic", "synthetic"], kinds
+    labels = list(first.classes.labels)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    matrices = [spec for spec in specs if spec["data"][0]["type"] == "heatmap"]
+    assert len(matrices) == 2
+    for spec in matrices:
+        assert spec["layout"]["xaxis"]["tickvals"] == labels and spec["layout"]["yaxis"]["tickvals"] == labels
+
+
 def test_evaluation_of_a_version_without_a_confusion_matrix(ws):
     version = active_version(ws.open())
     path = version.model_dir / "metrics.json"
