@@ -163,6 +163,11 @@ def test_browse_filters_grid_table_and_detail(ws):
     at.button(key="open-50007").click().run()
     assert any(h.value == "Bin 50007" for h in at.subheader)
     assert not at.exception
+    images = len(at.get("image"))
+    at.toggle(key="browse-detail-evidence").set_value(True).run()  # Grad-CAM, for the predicted and the record's count
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("image")) - images in (1, 2)  # one map when the record's count is the predicted one
+    assert any("Grad-CAM (layer2 of resnet18, a 4×4 map" in c.value for c in at.caption)
     at.segmented_control(key="f_view").set_value("Table").run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "Bin" in d.value.columns)  # not the detail view's items

@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from app.ui.charts import probability_chart
-from app.ui.context import AppContext
+from app.ui.context import AppContext, current_model
+from app.ui.evidence_view import evidence_ui
 from app.ui.images import DETAIL_SIDE, show_photo
 from app.ui.text import plain
 from audit.reviews import history
@@ -70,6 +71,10 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
     left, right = st.columns([3, 2])
     with left:
         show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {plain(b['id'])}", roots=roots)
+        model = current_model(ctx)
+        if prediction is not None and model is not None and model.id == prediction["model_version_id"]:
+            evidence_ui(ctx, str(model.model_dir), b["image_uri"], predicted_class=int(prediction["predicted_count"]),
+                        expected=b["expected_count"], key=key)
     with right:
         if prediction is not None:
             st.plotly_chart(probability_chart(prediction["probabilities"], expected=b["expected_count"],
