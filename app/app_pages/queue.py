@@ -36,7 +36,9 @@ from audit.reviews import (
 from audit.vocabulary import count_text, decision_label, legend_frame, probability_text
 
 PAGE_SIZES = (10, 20, 50)
-CURRENT, SEEN, FLASH, NOTE = "queue_current", "queue_seen", "queue_flash", "queue_note"
+# CURRENT: the bin she works on (pinned: it stays until she acts); PICK: the list widget, which shows it only while
+# it is on the page (a list whose options change under a selected value would lose the selection)
+CURRENT, PICK, SEEN, FLASH, NOTE = "queue_pinned", "queue_current", "queue_seen", "queue_flash", "queue_note"
 PENDING, LAST = "queue_pending", "queue_last"  # a decision refused by a conflict; one's own last decision (undo)
 FILTER_KEYS = ("q_expected", "q_predicted", "q_prob", "q_hand", "q_page_size")
 
@@ -123,8 +125,6 @@ changed = int(bin_row["row_version"]) != seen_version
 
 
 def queue_label(bin_id: str) -> str:
-    if bin_id not in by_id.index:
-        return f"{plain(bin_id)} · your bin (no longer queued)"
     row = by_id.loc[bin_id]
     numbers = f"record {count_text(row.expected_count)} · predicted {count_text(row.predicted_count, classes)}"
     if row.beyond_range:
@@ -183,6 +183,7 @@ def undo_last() -> None:
 
 def picked() -> None:
     """Another bin chosen from the list: it is seen as it is now; the note was about the last one."""
+    st.session_state[CURRENT] = st.session_state[PICK]
     st.session_state.pop(SEEN, None)
     st.session_state.pop(PENDING, None)
     st.session_state[NOTE] = ""
@@ -217,12 +218,13 @@ def conflict_ui() -> None:
 
 
 by_id = rows.set_index("bin_id")
-options = ids if pinned in ids else [pinned, *ids]
+st.session_state[PICK] = pinned if pinned in ids else None
 left, right = st.columns([1, 3])
 with left:
-    st.radio(f"Queue, page {page} of {pages} (most likely mismatch first)", options, key=CURRENT,
+    st.radio(f"Queue, page {page} of {pages} (most likely mismatch first)", ids, key=PICK,
              format_func=queue_label, on_change=picked)
 with right:
+    st.subheader(f"Bin {plain(pinned)}" + ("" if pinned in ids else " · no longer in this list"))
     if not reviewer:
         st.warning("Enter your name in the sidebar to record decisions.", icon=":material/person:")
     if changed:
