@@ -354,6 +354,8 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
 
     twin_dir = tmp_path / "twin"
     shutil.copytree(candidate.model_dir, twin_dir)
+    for stale in ("model.onnx", "model.int8.onnx", "scoring_paths.json"):  # exported from the candidate's weights
+        (twin_dir / stale).unlink(missing_ok=True)
     state = torch.load(twin_dir / "model.pth", weights_only=True)
     state["fc.weight"], state["fc.bias"] = state["fc.weight"].roll(1, 0), state["fc.bias"].roll(1, 0)
     torch.save(state, twin_dir / "model.pth")
@@ -363,7 +365,7 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
     folder = tmp_path / "judge"
     photos = sorted((ws.root / "demo" / "dataset" / "val").glob("*/*.jpg"))
     for result in Predictor.load(twin.model_dir, precision="fp32").predict_paths(photos, workers=0, progress=False):
-        target = folder / str(int(result.probs.argmax())) / Path(result.path).name
+        target = folder / twin.classes.labels[int(result.probs.argmax())] / Path(result.path).name  # "6+", not 6
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.path, target)
     return twin, folder

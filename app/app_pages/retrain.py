@@ -299,15 +299,19 @@ def promotion_ui(version_id: int) -> None:
         return
     st.markdown(f"**{candidate.name}** is registered. Compare it with the active model on the same validation data:")
     val_default = (candidate.config.get("resolved_args") or {}).get("val", "")
-    cols = st.columns([3, 1, 1, 1])
-    val_dir = cols[0].text_input("Validation folder", val_default, key=f"cmp-val-{version_id}")
-    metric = cols[1].selectbox("Decide by", ["val_accuracy", "val_rmse"], key=f"cmp-metric-{version_id}")
-    if cols[2].button("Compare", key=f"cmp-{version_id}"):
+    # a form: the folder typed and the click arrive together (a click that only commits a text box is lost)
+    with st.form(f"cmp-form-{version_id}", border=False):
+        cols = st.columns([4, 1])
+        val_dir = cols[0].text_input("Validation folder", val_default, key=f"cmp-val-{version_id}")
+        compare = cols[1].form_submit_button("Compare", key=f"cmp-{version_id}")
+    cols = st.columns([3, 1, 1])
+    metric = cols[0].selectbox("Decide by", ["val_accuracy", "val_rmse"], key=f"cmp-metric-{version_id}")
+    if compare:
         with st.spinner("Scoring both models ..."):
             try:
                 st.session_state[COMPARISON] = (version_id, compare_with_active(ctx.engine, version_id, val_dir or None))
-            except JobError as exc:
-                st.error(plain(exc))
+            except (JobError, ValueError, OSError) as exc:  # a folder that is not a count dataset: say why
+                st.error(f"Not compared: {plain(exc)}")
     stored = st.session_state.get(COMPARISON)
     comparison = stored[1] if stored and stored[0] == version_id else None
     if comparison is not None:
@@ -319,7 +323,7 @@ def promotion_ui(version_id: int) -> None:
                         f"{comparison.active.accuracy:.1%} / {comparison.active.rmse:.3f}")
         better = comparison.candidate_is_not_worse(metric)
         (st.info if better else st.warning)(comparison.describe(metric))
-    force = cols[3].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
+    force = cols[1].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
     if st.button("Promote", type="primary", key=f"promote-{version_id}", disabled=comparison is None and active is not None):
         result = promote(ctx.engine, version_id, metric=metric, force=force, actor=current_reviewer() or "dashboard",
                          comparison=comparison)
