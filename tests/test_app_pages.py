@@ -283,6 +283,8 @@ def test_queue_pages_to_its_last_bin_filters_and_undoes_a_decision(ws):
     order = queue_page(engine, version.id, threshold=0.5, limit=1000)
     ids = order["bin_id"].tolist()
     at = open_page("queue", reviewer="ana")
+    legend = next(d.value for d in at.dataframe if "meaning" in d.value.columns)  # beside the CSV downloads
+    assert {"queued", "sent_by_hand", "predicted_count_differs", "decision", "undone_at"} <= set(legend["column"])
     at.selectbox(key="q_page_size").set_value(10).run()
     pages = -(-len(ids) // 10)
     assert pages >= 2, len(ids)
