@@ -105,6 +105,17 @@ def _query(dialect: str, version_id: int | None, f: BinFilter, order: str) -> sa
     return q.where(*_bin_conditions(dialect, f))
 
 
+def filter_values(engine: Engine) -> tuple[list[str], list[int]]:
+    """The splits and the expected counts present among the bins (each sorted): the filters' options, so every value
+    a bin has can be selected (a record of 13 too) and a split filter shows only where some bin has a split."""
+    b = db.bins
+    with engine.connect() as conn:
+        splits = conn.execute(sa.select(b.c.split).distinct().where(b.c.split.is_not(None))).scalars().all()
+        expected = conn.execute(sa.select(b.c.expected_count).distinct().where(b.c.expected_count.is_not(None))
+                                ).scalars().all()
+    return sorted(splits), sorted(expected)
+
+
 def browse_page(engine: Engine, version_id: int | None, f: BinFilter, *, order: str = "bin_id", limit: int = 48,
                 offset: int = 0) -> pd.DataFrame:
     if order not in ORDERS:

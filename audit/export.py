@@ -10,6 +10,7 @@ the database knows each imported bin's split, and the val/test folders the job w
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from modeling.counts import open_label
 from modeling.recounts import folder_bin_ids, usable_recounts
 
 RECOUNT_MARKER = ".binaudit-recounts"  # marks a folder build_recount_dataset may delete and rebuild
+RECOUNT_SUMMARY = ".binaudit-recount-summary.json"  # recount_summary of the folder's build (a dot file: no class)
 
 
 class ExportError(ValueError):
@@ -138,7 +140,17 @@ def recounts_for_training(engine: Engine, workspace: Workspace, *, max_count: in
     reads it while it runs, and a resumed job again: it is never rebuilt); the folder and build_recount_dataset's
     report."""
     out = workspace.exports_dir / f"recounts-{db.utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    return out, build_recount_dataset(engine, workspace, out, max_count=max_count, held_out=held_out)
+    report = build_recount_dataset(engine, workspace, out, max_count=max_count, held_out=held_out)
+    (out / RECOUNT_SUMMARY).write_text(json.dumps(recount_summary(report)), encoding="utf-8")
+    return out, report
+
+
+def stored_recount_summary(folder: str | Path) -> dict[str, int] | None:
+    """What recounts_for_training wrote into a job's recounts folder (None for a folder made elsewhere)."""
+    try:
+        return json.loads((Path(folder) / RECOUNT_SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def recount_summary(report: pd.DataFrame) -> dict[str, int]:

@@ -4,6 +4,10 @@ A decision is made against the bin's `row_version` the analyst saw. The update s
 nobody changed the bin since; otherwise `ReviewConflict` says who decided what and when, and
 nothing is overwritten. Every decision is kept in `reviews` (history) and in the audit log;
 the bin row carries the latest decision so queue queries need no join over history.
+
+`undo`: a reviewer takes back her own latest decision on a bin within UNDO_WINDOW, while nobody changed the bin
+since. The review row stays in the history; the audit log records the undo (entity "review", the review's id), and
+history and exports mark the review as undone. The bin gets back the decision before it (or none) and its queue state.
 """
 
 from __future__ import annotations
@@ -15,19 +19,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from audit.vocabulary import CONFIRM, DECISIONS, DISMISS, UNSURE, decision_label  # noqa: F401 (the codes' home)
 from binaudit import db
 from data_tools.metadata import MAX_QUANTITY
 
-CONFIRM, DISMISS, UNSURE = "confirm_mismatch", "dismiss", "unsure"
-DECISIONS = (CONFIRM, DISMISS, UNSURE)
 MAX_REVIEWER = 200  # the reviewer columns' length (enforced by PostgreSQL)
-DECISION_LABELS = {CONFIRM: "Confirm mismatch", DISMISS: "Dismiss (record is right)", UNSURE: "Unsure"}
 
 
 # A recount is a number of items in one bin: ABID bins hold a few dozen, and the metadata parser refuses records
 # over this many too (data_tools.metadata.MAX_QUANTITY), so a larger "recount" is a typo or an attack.
 MAX_RECOUNT = MAX_QUANTITY
 MAX_NOTE_CHARS = 5000
+UNDO_WINDOW = dt.timedelta(minutes=5)
 
 
 class ReviewError(ValueError):
@@ -41,8 +44,8 @@ class ReviewConflict(RuntimeError):
                  message: str | None = None):
         self.bin_id, self.decision, self.by, self.at, self.version = bin_id, decision, by, at, version
         if message is None and decision and at:
-            message = (f"bin {bin_id} was decided meanwhile: {by} decided '{decision}' at {at:%Y-%m-%d %H:%M:%S} UTC. "
-                       "Reload it to see the current state.")
+            message = (f"bin {bin_id} was decided meanwhile: {by} decided '{decision_label(decision)}' at "
+                       f"{at:%Y-%m-%d %H:%M:%S} UTC. Reload it to see the current state.")
         elif message is None:
             message = (f"bin {bin_id} changed since it was loaded (sent to the queue or re-imported; row version now "
                        f"{version}). Reload it to see the current state.")
@@ -163,7 +166,7 @@ def decide(engine: Engine, d: Decision) -> int:
     _known_bin_id(d.bin_id)
     with db.write_tx(engine) as conn:
         current = conn.execute(sa.select(b.c.expected_count, b.c.row_version, b.c.decision, b.c.decided_by,
-                                         b.c.decided_at).where(b.c.id == d.bin_id)).first()
+                                         b.c.decided_at, b.c.queued).where(b.c.id == d.bin_id)).first()
         if current is None:
             raise ReviewError(f"no bin {str(d.bin_id)[:120]!r}")
         validate(d, current.expected_count)
@@ -177,13 +180,90 @@ def decide(engine: Engine, d: Decision) -> int:
             raise ReviewConflict(d.bin_id, current.decision, current.decided_by, current.decided_at,
                                  current.row_version)
         settle_predictions(conn, d.bin_id, now)
-        conn.execute(db.reviews.insert().values(
+        review_id = conn.execute(db.reviews.insert().values(
             bin_id=d.bin_id, decision=d.decision, recounted_count=d.recounted_count, reviewer=d.reviewer,
-            note=d.note, model_version_id=d.model_version_id, created_at=now))
+            note=d.note, model_version_id=d.model_version_id, created_at=now)).inserted_primary_key[0]
         db.log_change(conn, actor=d.reviewer, action="decide", entity="bin", entity_id=d.bin_id, details={
             "decision": d.decision, "recounted_count": d.recounted_count, "note": d.note,
-            "previous": current.decision, "model_version_id": d.model_version_id})
+            "previous": current.decision, "model_version_id": d.model_version_id, "review_id": review_id,
+            "previously_sent_by_hand": bool(current.queued)})
         return d.expected_version + 1
+
+
+def _undone_ids(conn: sa.Connection) -> dict[int, dt.datetime]:
+    """Review id -> when it was undone (from the audit log)."""
+    log = db.audit_log
+    rows = conn.execute(sa.select(log.c.entity_id, log.c.at).where(log.c.entity == "review",
+                                                                   log.c.action == "undo_decision")).all()
+    return {int(entity_id): at for entity_id, at in rows}
+
+
+def _standing_reviews(conn: sa.Connection, bin_id: str) -> list:
+    """The bin's reviews that were not undone, newest first."""
+    r = db.reviews
+    undone = _undone_ids(conn)
+    rows = conn.execute(sa.select(r).where(r.c.bin_id == bin_id).order_by(r.c.created_at.desc(), r.c.id.desc())).all()
+    return [row for row in rows if row.id not in undone]
+
+
+def _undoable(conn: sa.Connection, bin_id: str, reviewer: str, expected_version: int, now: dt.datetime,
+              window: dt.timedelta):
+    """(bin row, the review to undo, the standing review before it), or ReviewError/ReviewConflict saying why not."""
+    b = db.bins
+    row = conn.execute(sa.select(b).where(b.c.id == bin_id)).first()
+    if row is None:
+        raise ReviewError(f"no bin {bin_id[:120]!r}")
+    if row.row_version != expected_version:
+        raise ReviewConflict(bin_id, row.decision, row.decided_by, row.decided_at, row.row_version,
+                             f"bin {bin_id} changed after your decision (row version now {row.row_version}): "
+                             f"{row.decided_by or 'someone'} acted on it, so your decision is no longer the latest")
+    standing = _standing_reviews(conn, bin_id)
+    if not standing or standing[0].reviewer != reviewer:
+        raise ReviewError(f"bin {bin_id}: the latest decision is not yours to undo")
+    if now - standing[0].created_at > window:
+        raise ReviewError(f"bin {bin_id}: decisions can be undone for {int(window.total_seconds() // 60)} minutes; "
+                          "this one is older")
+    return row, standing[0], (standing[1] if len(standing) > 1 else None)
+
+
+def undo_window_left(engine: Engine, bin_id: str, reviewer: str, expected_version: int,
+                     window: dt.timedelta = UNDO_WINDOW) -> bool:
+    """Whether `reviewer` may still undo her decision on the bin (nobody changed it since, within the window)."""
+    try:
+        with engine.connect() as conn:
+            _undoable(conn, _known_bin_id(bin_id), reviewer, expected_version, db.utcnow(), window)
+    except (ReviewError, ReviewConflict):
+        return False
+    return True
+
+
+def undo(engine: Engine, bin_id: str, *, reviewer: str, expected_version: int,
+         window: dt.timedelta = UNDO_WINDOW) -> int:
+    """Take back `reviewer`'s latest decision on the bin (made at `expected_version` - 1); returns the new row
+    version. The bin gets the decision before it back (or none) and, when it had none, its queue state."""
+    b, p = db.bins, db.predictions
+    _known_bin_id(bin_id)
+    with db.write_tx(engine) as conn:
+        now = db.utcnow()
+        row, review, before = _undoable(conn, bin_id, reviewer, expected_version, now, window)
+        log = db.audit_log
+        decided = conn.execute(sa.select(log.c.details).where(log.c.entity == "bin", log.c.entity_id == bin_id,
+                                                              log.c.action == "decide")
+                               .order_by(log.c.id.desc()).limit(1)).scalar() or {}
+        queued = bool(decided.get("previously_sent_by_hand")) if before is None else False
+        conn.execute(b.update().where(b.c.id == bin_id, b.c.row_version == expected_version).values(
+            decision=before.decision if before else None,
+            recounted_count=before.recounted_count if before else None,
+            decided_by=before.reviewer if before else None, decided_at=before.created_at if before else None,
+            queued=queued, row_version=b.c.row_version + 1, updated_at=now))
+        # predictions settled by the undone decision open again; those the decision before it settled stay settled
+        settled = (p.c.created_at <= before.created_at) if before else sa.false()
+        conn.execute(p.update().where(p.c.bin_id == bin_id).values(
+            settled=sa.case((settled, True), else_=False), queued=queued))
+        db.log_change(conn, actor=reviewer, action="undo_decision", entity="review", entity_id=review.id, details={
+            "bin_id": bin_id, "decision": review.decision, "recounted_count": review.recounted_count,
+            "restored": before.decision if before else None})
+        return expected_version + 1
 
 
 def settle_predictions(conn: sa.Connection, bin_id: str, decided_at) -> None:
@@ -214,14 +294,17 @@ def send_to_queue(engine: Engine, bin_id: str, *, actor: str, expected_version: 
 
 
 def history(engine: Engine, bin_id: str) -> pd.DataFrame:
-    """Every decision on a bin, newest first."""
+    """Every decision on a bin, newest first; `undone_at` says when one was taken back (NaT: it stands)."""
     r = db.reviews
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(r.c.created_at, r.c.reviewer, r.c.decision, r.c.recounted_count, r.c.note,
-                                      r.c.model_version_id).where(r.c.bin_id == bin_id)
+        rows = conn.execute(sa.select(r.c.id, r.c.created_at, r.c.reviewer, r.c.decision, r.c.recounted_count,
+                                      r.c.note, r.c.model_version_id).where(r.c.bin_id == bin_id)
                             .order_by(r.c.created_at.desc(), r.c.id.desc())).mappings().all()
-    return pd.DataFrame(rows, columns=["created_at", "reviewer", "decision", "recounted_count", "note",
-                                       "model_version_id"])
+        undone = _undone_ids(conn)
+    frame = pd.DataFrame(rows, columns=["id", "created_at", "reviewer", "decision", "recounted_count", "note",
+                                        "model_version_id"])
+    frame["undone_at"] = pd.to_datetime(frame["id"].map(undone))
+    return frame.drop(columns=["id"]).astype({"recounted_count": "Int64", "model_version_id": "Int64"})
 
 
 def decisions_frame(engine: Engine, *, since: dt.datetime | None = None) -> pd.DataFrame:
@@ -233,9 +316,12 @@ def decisions_frame(engine: Engine, *, since: dt.datetime | None = None) -> pd.D
     if since is not None:
         q = q.where(r.c.created_at >= since)
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(q).mappings().all(),
-                            columns=["review_id", "bin_id", "expected_count", "decision", "recounted_count",
-                                     "reviewer", "note", "model_version_id", "created_at"])
+        frame = pd.DataFrame(conn.execute(q).mappings().all(),
+                             columns=["review_id", "bin_id", "expected_count", "decision", "recounted_count",
+                                      "reviewer", "note", "model_version_id", "created_at"])
+        undone = _undone_ids(conn)
+    frame["undone_at"] = pd.to_datetime(frame["review_id"].map(undone))
+    return frame
 
 
 def decided_since(engine: Engine, since: dt.datetime) -> int:

@@ -36,6 +36,29 @@ def check_choice(what: str, value: str, allowed: tuple[str, ...] | dict[str, str
 
 
 @dataclass(frozen=True)
+class TrainingProgress:
+    epoch: int  # the last finished epoch (0 before the first ends)
+    epochs: int
+    elapsed_s: float
+    left_s: float | None  # None until an epoch has finished, and once the job has ended
+
+    def describe(self) -> str:
+        left = f" · about {_duration(self.left_s)} left" if self.left_s is not None else ""
+        return f"epoch {self.epoch} of {self.epochs} · {_duration(self.elapsed_s)} elapsed{left}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One row of the `jobs` table; `metrics` is the list of per-epoch dicts parsed from the job's log."""
 
@@ -80,6 +103,20 @@ class JobRecord:
     def endpoint(self) -> str | None:
         """A deployment's URL (local) or endpoint name (SageMaker)."""
         return self.output.get("endpoint_url") or self.output.get("endpoint_name")
+
+    def progress(self, now: dt.datetime | None = None) -> TrainingProgress | None:
+        """A training job's epoch k of n, elapsed and estimated time left (None for other kinds, or before it
+        started). The estimate: the mean time of this job's epochs so far times the epochs left; a resumed job counts
+        only the epochs it ran itself."""
+        epochs = (self.params.get("training") or {}).get("epochs")
+        if self.kind != "training" or self.started_at is None or not epochs:
+            return None
+        end = self.ended_at or now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        elapsed = max(0.0, (end - self.started_at).total_seconds())
+        epoch = int(self.last_epoch.get("epoch") or 0)
+        ran = epoch - int(self.output.get("resumed_after_epoch") or 0)
+        left = elapsed / ran * (int(epochs) - epoch) if ran > 0 and self.is_active else None
+        return TrainingProgress(epoch, int(epochs), elapsed, left)
 
     @property
     def duration_seconds(self) -> float | None:

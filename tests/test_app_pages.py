@@ -76,10 +76,19 @@ def test_overview_shows_the_workspace_figures(ws):
     o = overview(engine, version.id, threshold=0.5)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Bins audited"] == f"{o.scored:,}"
-    assert metrics["Open mismatches"] == f"{o.open_queue:,}"
+    assert metrics["Queued bins"] == f"{o.open_queue:,}"
     assert metrics["Version"] == version.name
     assert metrics["Validation accuracy (synthetic bins)"] == f"{version.val_accuracy:.1%}"
     assert "Accuracy on real ABID photos" not in metrics  # the tiny demo is not the measured recipe
+    assert not any("precision" in d.value.columns for d in at.dataframe)  # no decisions yet: no table
+
+    top = queue_page(engine, version.id, threshold=0.5, limit=2)
+    decide(engine, Decision(top.bin_id[0], DISMISS, "ana", int(top.row_version[0]), model_version_id=version.id))
+    at.run()
+    precision = next(d.value for d in at.dataframe if "precision" in d.value.columns)
+    assert precision[["model", "decided", "dismissed", "precision"]].values.tolist() == [[version.name, 1, 1, 0.0]]
+    per_day = next(d.value for d in at.dataframe if "reviewer" in d.value.columns)
+    assert per_day[["reviewer", "decisions"]].values.tolist() == [["ana", 1]]
 
 
 def test_the_demo_recipe_shows_its_real_photo_figure_beside_the_synthetic_one(ws):
@@ -109,6 +118,11 @@ def test_upload_scores_good_files_and_names_bad_ones(ws):
     assert not at.exception
     errors = [e.value for e in at.error]
     assert any(e.startswith(plain("notes.jpg:")) for e in errors), errors  # file names are shown as typed
+    assert not any("notes.jpg" in n.label for n in at.number_input)  # a file that failed gets no count box
+    batch = next(d.value for d in at.dataframe if "File" in d.value.columns or "file" in d.value.columns)
+    assert batch.iloc[:, 0].tolist() == ["77001.jpg", "notes.jpg"] and "None" not in batch.astype(str).to_string()
+    assert any(c.value.startswith("2 photo(s): 1 scored, 1 failed") for c in at.caption)
+    assert any(b.label == "Batch CSV" for b in at.get("download_button"))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Expected count"] == "2" and "Predicted count" in metrics and "Mismatch probability" in metrics
     engine = ws.open()
@@ -149,10 +163,33 @@ def test_browse_filters_grid_table_and_detail(ws):
     at.button(key="open-50007").click().run()
     assert any(h.value == "Bin 50007" for h in at.subheader)
     assert not at.exception
+    images = len(at.get("image"))
+    at.toggle(key="browse-detail-evidence").set_value(True).run()  # Grad-CAM, for the predicted and the record's count
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("image")) - images in (1, 2)  # one map when the record's count is the predicted one
+    assert any("Grad-CAM (layer2 of resnet18, a 4×4 map" in c.value for c in at.caption)
     at.segmented_control(key="f_view").set_value("Table").run()
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "bin_id" in d.value.columns)  # not the detail view's items
-    assert table["bin_id"].tolist() == ["50007"]  # the text filter still applies
+    table = next(d.value for d in at.dataframe if "Bin" in d.value.columns)  # not the detail view's items
+    assert table["Bin"].tolist() == ["50007"]  # the text filter still applies
+    assert "None" not in table.astype(str).to_string() and "Predicted count differs" in table.columns
+
+
+def test_browse_filters_cover_every_value_persist_across_pages_and_cards_show_decisions(ws):
+    engine = ws.open()
+    with engine.connect() as conn:
+        records = sorted(set(conn.execute(sa.select(db.bins.c.expected_count)).scalars()) - {None})
+        splits = set(conn.execute(sa.select(db.bins.c.split)).scalars())
+    first = "50001"
+    decide(engine, Decision(first, "confirm_mismatch", "ben", 1, recounted_count=11))
+    at = open_page("browse")
+    assert at.multiselect(key="f_expected").options == [str(r) for r in records] and max(records) > 7
+    assert splits == {None} and not any(m.key == "f_split" for m in at.multiselect)  # no split: no split filter
+    assert any("Confirmed mismatch · recount 11" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    at.multiselect(key="f_expected").set_value([max(records)]).run()
+    at.switch_page("app_pages/overview.py").run()
+    at.switch_page("app_pages/browse.py").run()
+    assert at.multiselect(key="f_expected").value == [max(records)]  # kept while she looked elsewhere
 
 
 def test_queue_decision_leaves_the_queue(ws):
@@ -175,31 +212,102 @@ def test_queue_decision_leaves_the_queue(ws):
     assert tuple(review) == ("ana", "looks fine", DISMISS)
 
 
-def test_queue_confirm_uses_the_recount_and_reports_conflicts(ws):
+def _shown_bin(at: AppTest) -> str:
+    """The heading of the bin the queue page works on."""
+    return next(h.value for h in at.subheader if h.value.startswith("Bin "))
+
+
+def _confirm(at: AppTest) -> None:
+    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+
+
+def test_a_bin_decided_by_another_analyst_stays_on_screen_with_her_recount_and_note(ws):
+    """Issue 13: ana types a recount and a note for a bin ben decides meanwhile. She is told who decided what, the bin
+    stays, her input stays; she applies it anyway (replacing ben's decision, both kept in the history)."""
     engine = ws.open()
     version = active_version(engine)
     at = open_page("queue", reviewer="ana")
     current = at.radio(key="queue_current").value
     row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
-    # another analyst decides the same bin after this page loaded it
-    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))
-    at.button(key="btn-dismiss").click().run()
+    recount = 0 if row.expected_count != 0 else 1
+    at.text_input(key="queue_note").set_value("two boxes behind the tape").run()
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))  # after the page showed the bin
+    at.number_input(key=f"recount-{current}").set_value(recount)  # a form: the value goes with the submit, one run
+    _confirm(at)
+    assert not at.exception, [e.value for e in at.exception]
     warnings = [w.value for w in at.warning]
-    assert any("decided meanwhile" in w and "ben" in w for w in warnings), warnings
+    assert any("decided meanwhile" in w and "ben" in w and "Dismissed: record is right" in w
+               and f"(recount {recount}) was not recorded" in w for w in warnings), warnings
+    assert _shown_bin(at) == f"Bin {current} · no longer in this list"  # the bin did not move under her hands
+    assert at.number_input(key=f"recount-{current}").value == recount
+    assert at.text_input(key="queue_note").value == "two boxes behind the tape"
+    assert at.button(key="btn-dismiss").disabled  # no decision on a state she has not seen
     with engine.connect() as conn:
         reviewers = conn.execute(sa.select(db.reviews.c.reviewer).where(db.reviews.c.bin_id == current)).scalars().all()
-    assert reviewers == ["ben"]  # nothing overwritten
+    assert reviewers == ["ben"]  # nothing overwritten yet
 
-    nxt = at.radio(key="queue_current").value
-    expected = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[nxt, "expected_count"]
-    recount = 0 if expected != 0 else 1
-    at.number_input(key=f"recount-{nxt}").set_value(recount)  # a form: the value goes with the submit, one run
-    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
-    assert not at.exception
+    at.button(key="conflict-apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
     with engine.connect() as conn:
         decision = conn.execute(sa.select(db.bins.c.decision, db.bins.c.recounted_count, db.bins.c.decided_by)
-                                .where(db.bins.c.id == nxt)).one()
+                                .where(db.bins.c.id == current)).one()
+        notes = conn.execute(sa.select(db.reviews.c.reviewer, db.reviews.c.note).where(db.reviews.c.bin_id == current)
+                             .order_by(db.reviews.c.id)).all()
     assert tuple(decision) == ("confirm_mismatch", recount, "ana")
+    assert [tuple(n) for n in notes] == [("ben", ""), ("ana", "two boxes behind the tape")]
+    assert _shown_bin(at) != f"Bin {current}" and not _shown_bin(at).startswith(f"Bin {current} ")
+
+
+def test_queue_is_told_before_acting_and_may_discard_her_input(ws):
+    engine = ws.open()
+    version = active_version(engine)
+    at = open_page("queue", reviewer="ana")
+    current = at.radio(key="queue_current").value
+    at.text_input(key="queue_note").set_value(f"note for {current}").run()
+    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
+    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))
+    at.run()  # any rerun (a filter, a key) shows the change before she acts
+    assert any("decided meanwhile" in w.value and "ben" in w.value for w in at.warning)
+    assert _shown_bin(at) == f"Bin {current} · no longer in this list"
+    assert not any(b.key == "conflict-apply" for b in at.button)  # she had not decided: nothing to apply
+    at.button(key="conflict-discard").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="queue_current").value != current and at.text_input(key="queue_note").value == ""
+
+
+def test_queue_pages_to_its_last_bin_filters_and_undoes_a_decision(ws):
+    from audit.reviews import bin_state
+
+    engine = ws.open()
+    version = active_version(engine)
+    order = queue_page(engine, version.id, threshold=0.5, limit=1000)
+    ids = order["bin_id"].tolist()
+    at = open_page("queue", reviewer="ana")
+    legend = next(d.value for d in at.dataframe if "meaning" in d.value.columns)  # beside the CSV downloads
+    assert {"queued", "sent_by_hand", "predicted_count_differs", "decision", "undone_at"} <= set(legend["column"])
+    at.selectbox(key="q_page_size").set_value(10).run()
+    pages = -(-len(ids) // 10)
+    assert pages >= 2, len(ids)
+    at.pagination[0].set_value(pages).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [o.split(" · ")[0] for o in at.radio(key="queue_current").options] == ids[(pages - 1) * 10:]
+    assert ids[-1] in at.radio(key="queue_current").options[-1]  # the last queued bin can be reached
+
+    record = int(order["expected_count"].mode()[0])
+    at.multiselect(key="q_expected").set_value([record]).run()
+    options = at.radio(key="queue_current").options
+    assert options and all(f" · record {record} · " in o for o in options), options
+    assert len(options) == (order["expected_count"] == record).sum() or len(options) == 10
+
+    current = at.radio(key="queue_current").value
+    at.button(key="btn-dismiss").click().run()
+    assert bin_state(engine, current).decision == DISMISS
+    assert current not in at.radio(key="queue_current").options
+    at.button(key="btn-undo").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert bin_state(engine, current).decision is None and at.radio(key="queue_current").value == current
+    assert any("undone" in s.value for s in at.success)
+    assert not any(b.key == "btn-undo" for b in at.button)  # nothing left to undo
 
 
 def test_queue_needs_a_reviewer_name(ws):
@@ -248,6 +356,8 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
 
     twin_dir = tmp_path / "twin"
     shutil.copytree(candidate.model_dir, twin_dir)
+    for stale in ("model.onnx", "model.int8.onnx", "scoring_paths.json"):  # exported from the candidate's weights
+        (twin_dir / stale).unlink(missing_ok=True)
     state = torch.load(twin_dir / "model.pth", weights_only=True)
     state["fc.weight"], state["fc.bias"] = state["fc.weight"].roll(1, 0), state["fc.bias"].roll(1, 0)
     torch.save(state, twin_dir / "model.pth")
@@ -257,7 +367,7 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
     folder = tmp_path / "judge"
     photos = sorted((ws.root / "demo" / "dataset" / "val").glob("*/*.jpg"))
     for result in Predictor.load(twin.model_dir, precision="fp32").predict_paths(photos, workers=0, progress=False):
-        target = folder / str(int(result.probs.argmax())) / Path(result.path).name
+        target = folder / twin.classes.labels[int(result.probs.argmax())] / Path(result.path).name  # "6+", not 6
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.path, target)
     return twin, folder
@@ -284,6 +394,7 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path
     sent = jobs[0].params["training"]
     assert len(jobs) == 1 and sent["epochs"] == 1 and sent["image_size"] == 64 and sent["batch_size"] == 16
     assert Path(sent["recounts"]).parent == ws.exports_dir and Path(sent["recounts"]).is_dir()  # recounts included
+    assert any(i.value.startswith("Analysts' recounts: 0 added to the training data, 0 left out") for i in at.info)
 
     job = _wait_for_job(engine, jobs[0].id)
     assert job.status == "Completed", job.failure_reason
@@ -294,6 +405,10 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path
     at.run()  # the job list and the detail view of the finished job
     assert not at.exception, [e.value for e in at.exception]
     assert any("is registered" in m.value for m in at.markdown)
+    assert any(c.value.startswith("Analysts' recounts: 0 handed to the job") and "training used 0" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value.startswith("epoch 1 of 1 · ") for c in at.caption)
+    assert "None" not in str(next(d.value for d in at.dataframe if "val accuracy" in d.value.columns).to_dict())
     at.text_input(key=f"cmp-val-{candidate.id}").set_value(str(folder))
     at.button(key=f"cmp-{candidate.id}").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -303,11 +418,14 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path
     assert any(f"vs active {twin.name}" in w.value for w in at.warning), [w.value for w in at.warning]  # not info
 
     at.button(key=f"promote-{candidate.id}").click().run()  # worse: refused
-    assert [e.value for e in at.error if e.value.startswith("Refused:")], [e.value for e in at.error]
+    refusals = [e.value for e in at.error if "Refused:" in e.value]
+    assert refusals and not any("refused:" in r.lower().split("refused:", 1)[1] for r in refusals), refusals
+    at.run()  # the job list's refresh (every 3 s in a browser): the refusal stays until dismissed
+    assert [e.value for e in at.error if "Refused:" in e.value] == refusals
     assert active_version(engine).id == twin.id
     at.checkbox(key=f"force-{candidate.id}").check()
     at.button(key=f"promote-{candidate.id}").click().run()  # forced: promoted
-    assert any(s.value.startswith("Promoted:") for s in at.success), [s.value for s in at.success]
+    assert any("Promoted:" in s.value for s in at.success), [s.value for s in at.success]
     assert active_version(engine).id == candidate.id
 
 
@@ -358,23 +476,41 @@ def test_pages_show_bins_without_a_mismatch_probability(ws):
     assert any(label.startswith(plain("shelf-")) and label.endswith("sent by hand") for label in labels), labels
 
 
-def test_queue_confirm_needs_a_typed_recount_and_a_conflict_clears_the_note(ws):
+def test_queue_confirm_needs_a_typed_recount(ws):
     engine = ws.open()
-    version = active_version(engine)
     at = open_page("queue", reviewer="ana")
     current = at.radio(key="queue_current").value
     assert at.number_input(key=f"recount-{current}").value is None  # never the model's guess by default
-    at.button[[b.label for b in at.button].index("Confirm mismatch")].click().run()
+    _confirm(at)
     assert any("needs the recounted quantity" in w.value for w in at.warning)
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.bins.c.decision).where(db.bins.c.id == current)).scalar() is None
 
-    at.text_input(key="queue_note").set_value(f"note for {current}").run()
-    row = queue_page(engine, version.id, threshold=0.5, limit=50).set_index("bin_id").loc[current]
-    decide(engine, Decision(current, DISMISS, "ben", int(row.row_version)))  # after the page showed the bin
-    at.button(key="btn-dismiss").click().run()
-    assert any("decided meanwhile" in w.value for w in at.warning)
-    assert at.radio(key="queue_current").value != current and at.text_input(key="queue_note").value == ""
+
+def test_evaluation_side_by_side_shows_every_count_and_the_same_data_kind(ws, tmp_path):
+    """Issue 13: two versions side by side showed ticks 0, 2, 4 only; one said "data: unknown" for the folder the
+    other called synthetic (its training folder was a copy, its validation folder the dataset's)."""
+    from modeling.registry import register_model
+
+    engine = ws.open()
+    first = active_version(engine)
+    copy = tmp_path / "copy"
+    shutil.copytree(first.model_dir, copy)
+    config = json.loads((copy / "model_config.json").read_text())
+    config["resolved_args"]["train"] = str(tmp_path / "elsewhere" / "train")  # no stats.json beside it
+    (copy / "model_config.json").write_text(json.dumps(config))
+    second = register_model(engine, copy, ws.models_dir)
+    at = open_page("evaluation")
+    at.selectbox(key="eval_compare").set_value(second.name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    kinds = [c.value.split("data: ")[1].split(" ·")[0] for c in at.caption if "data: " in c.value]
+    assert kinds == ["synthetic", "synthetic"], kinds
+    labels = list(first.classes.labels)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    matrices = [spec for spec in specs if spec["data"][0]["type"] == "heatmap"]
+    assert len(matrices) == 2
+    for spec in matrices:
+        assert spec["layout"]["xaxis"]["tickvals"] == labels and spec["layout"]["yaxis"]["tickvals"] == labels
 
 
 def test_evaluation_of_a_version_without_a_confusion_matrix(ws):
@@ -558,7 +694,7 @@ def test_a_closed_model_leaves_bins_above_5_out_of_the_queue_and_says_why(ws, tm
     at = open_page()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Beyond the model's range"] == f"{len(beyond):,}"
-    assert metrics["Open mismatches"] == f"{queue_size(engine, version.id, threshold=0.5):,}"
+    assert metrics["Queued bins"] == f"{queue_size(engine, version.id, threshold=0.5):,}"
 
     at = open_page("browse")
     at.toggle(key="f_beyond").set_value(True).run()
@@ -577,7 +713,8 @@ def test_a_closed_model_leaves_bins_above_5_out_of_the_queue_and_says_why(ws, tm
             decide(engine, Decision(row.bin_id, DISMISS, "ben", int(row.row_version)))
     at = open_page("queue", reviewer="ana")
     labels = at.radio(key="queue_current").options
-    assert f"{first} · sent by hand · beyond range" in labels
+    assert any(label.startswith(f"{first} · record ") and label.endswith(" · sent by hand · beyond range")
+               for label in labels), labels
 
 
 def test_the_published_reference_shows_only_beside_a_closed_0_to_5_model(ws, tmp_path):
@@ -599,3 +736,15 @@ def test_the_published_reference_shows_only_beside_a_closed_0_to_5_model(ws, tmp
         deltas = [m.delta for m in at.metric if m.label in ("Accuracy", "RMSE")]
         assert any("ABID ref." in (d or "") for d in deltas) == shown, version.name
         assert any("Published ABID results" in e.label for e in at.expander) == shown
+
+
+def test_the_reviewer_name_is_kept_in_the_address_so_a_reload_keeps_it(ws):
+    """The browser writes the typed name into the address (the browser test checks that); a new session opened
+    at that address starts with the name."""
+    reloaded = AppTest.from_file(DASHBOARD, default_timeout=120)  # a new session, as after a reload
+    reloaded.query_params["reviewer_name"] = "Ana Analyst"
+    reloaded.run()
+    reloaded.switch_page("app_pages/queue.py").run()
+    assert not reloaded.exception, [e.value for e in reloaded.exception]
+    assert reloaded.sidebar.text_input(key="reviewer_name").value == "Ana Analyst"
+    assert not reloaded.button(key="btn-dismiss").disabled

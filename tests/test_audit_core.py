@@ -26,7 +26,7 @@ from audit.browse import BinFilter, bin_detail, browse_count, browse_page
 from audit.export import build_recount_dataset, export_decisions, export_queue, recount_summary
 from audit.mismatch import queue_rules
 from audit.overview import overview
-from audit.queue import queue_page, queue_size
+from audit.queue import QueueFilter, queue_frame, queue_page, queue_size, queue_values
 from audit.scorers import local_scorer
 from audit.scoring import count_pending, score_bins
 from binaudit import db
@@ -262,6 +262,63 @@ def test_sql_queue_agrees_with_the_reference_rules(engine, version, threshold):
     assert got == expected
     page2 = queue_page(engine, version.id, threshold=threshold, limit=10, offset=10)["bin_id"].tolist()
     assert page2 == expected[10:20]
+
+
+def test_queue_filters_narrow_the_queue_without_reordering_it(engine, version):
+    frame = _seed_predictions(engine, version.id, 300, seed=5)
+    full = queue_rules(frame, threshold=0.3)
+    cases = [(QueueFilter(expected=(2, 3)), full["expected_count"].isin([2, 3])),
+             (QueueFilter(prob_min=0.5, prob_max=0.8), full["mismatch_probability"].between(0.5, 0.8)),
+             (QueueFilter(sent_by_hand=True), full["queued"]),
+             (QueueFilter(sent_by_hand=False, expected=(0,)), ~full["queued"] & (full["expected_count"] == 0))]
+    for where, mask in cases:
+        expected = full.loc[mask, "bin_id"].tolist()
+        assert expected, where  # each case selects some bins, not all
+        assert len(expected) < len(full), where
+        assert queue_size(engine, version.id, threshold=0.3, where=where) == len(expected), where
+        assert queue_page(engine, version.id, threshold=0.3, limit=1000, where=where)["bin_id"].tolist() == expected
+        last = (len(expected) - 1) // 3 * 3  # the last page of three
+        assert queue_page(engine, version.id, threshold=0.3, limit=3, offset=last, where=where)["bin_id"].tolist() \
+            == expected[last:]
+    expected_values, predicted_values = queue_values(engine, version.id, threshold=0.3)
+    assert expected_values == sorted(full["expected_count"].unique().tolist()) and predicted_values == [1]
+    csv = queue_frame(engine, version.id, threshold=0.3)
+    assert csv["queued"].all() and csv["sent_by_hand"].tolist() == full["queued"].tolist()  # issue 13: not False
+    assert "predicted_count_differs" in csv and "argmax_differs" not in csv
+
+
+def test_a_reviewer_undoes_her_own_last_decision_and_history_keeps_both(engine, version):
+    frame = _seed_predictions(engine, version.id, 20, seed=1)
+    open_now = set(queue_page(engine, version.id, threshold=0.0, limit=100)["bin_id"])
+    bin_id = next(b for b in frame.loc[frame["decision"].isna(), "bin_id"] if b in open_now)
+    v0 = reviews.bin_state(engine, bin_id).row_version
+    v1 = reviews.decide(engine, reviews.Decision(bin_id, reviews.DISMISS, "ana", v0))
+    assert bin_id not in set(queue_page(engine, version.id, threshold=0.0, limit=100)["bin_id"])
+    assert reviews.undo_window_left(engine, bin_id, "ana", v1) and not reviews.undo_window_left(engine, bin_id, "ben", v1)
+    with pytest.raises(reviews.ReviewError, match="not yours"):
+        reviews.undo(engine, bin_id, reviewer="ben", expected_version=v1)
+    with pytest.raises(reviews.ReviewError, match="older"):
+        reviews.undo(engine, bin_id, reviewer="ana", expected_version=v1, window=pd.Timedelta(0).to_pytimedelta())
+    v2 = reviews.undo(engine, bin_id, reviewer="ana", expected_version=v1)
+    state = reviews.bin_state(engine, bin_id)
+    assert state.decision is None and state.row_version == v2
+    assert bin_id in set(queue_page(engine, version.id, threshold=0.0, limit=100)["bin_id"])  # back in the queue
+    past = reviews.history(engine, bin_id)
+    assert past["decision"].tolist() == ["dismiss"] and past["undone_at"].notna().all()  # kept, marked undone
+    assert reviews.decisions_frame(engine).set_index("bin_id").loc[bin_id, "undone_at"] is not pd.NaT
+    with engine.connect() as conn:
+        actions = conn.execute(sa.select(db.audit_log.c.action).where(
+            db.audit_log.c.action.in_(["decide", "undo_decision"])).order_by(db.audit_log.c.id)).scalars().all()
+    assert actions == ["decide", "undo_decision"]
+
+    v3 = reviews.decide(engine, reviews.Decision(bin_id, reviews.UNSURE, "ana", v2))
+    v4 = reviews.decide(engine, reviews.Decision(bin_id, reviews.CONFIRM, "ben", v3, recounted_count=9))
+    with pytest.raises(reviews.ReviewConflict, match="changed after your decision"):  # ben acted since
+        reviews.undo(engine, bin_id, reviewer="ana", expected_version=v3)
+    reviews.undo(engine, bin_id, reviewer="ben", expected_version=v4)
+    state = reviews.bin_state(engine, bin_id)
+    assert (state.decision, state.decided_by, state.recounted_count) == ("unsure", "ana", None)  # ana's stands again
+    assert bin_id not in set(queue_page(engine, version.id, threshold=0.0, limit=100)["bin_id"])
 
 
 def test_decisions_leave_the_queue_and_a_budget_caps_it(engine, version):

@@ -71,7 +71,7 @@ def test_decide_from_the_shell_never_replaces_a_decision_it_was_not_shown(cli, e
     assert _reviews(engine) == [("ana", "confirm_mismatch", 4)]
 
     rc, _, err = cli("decide", "00501", "--decision", "unsure", "--reviewer", "ben", "--expect-version", "1")
-    assert rc == 2 and "was decided meanwhile: ana decided 'confirm_mismatch'" in err  # a stale version is refused
+    assert rc == 2 and "was decided meanwhile: ana decided 'Confirmed mismatch'" in err  # a stale version is refused
     rc, out, _ = cli("decide", "00501", "--decision", "unsure", "--reviewer", "ben", "--expect-version", "2")
     assert rc == 0 and "replacing 'confirm_mismatch' by ana" in out and "row version 3" in out
     rc, out, _ = cli("decide", "00501", "--decision", "dismiss", "--reviewer", "cy", "--replace")
@@ -108,7 +108,7 @@ def test_racing_decide_processes_exactly_one_wins_and_the_other_is_told_who(cli,
 def test_send_to_queue_needs_the_version_the_analyst_saw(engine):
     state = reviews.bin_state(engine, "00501")
     reviews.decide(engine, reviews.Decision("00501", reviews.DISMISS, "ana", state.row_version))
-    with pytest.raises(reviews.ReviewConflict, match="ana decided 'dismiss'"):
+    with pytest.raises(reviews.ReviewConflict, match="ana decided 'Dismissed: record is right'"):
         reviews.send_to_queue(engine, "00501", actor="ben", expected_version=state.row_version)
     assert reviews.bin_state(engine, "00501").decision == reviews.DISMISS  # not cleared
 

@@ -20,14 +20,15 @@ if not versions:
 by_name = {v.name: v for v in versions}
 label = {v.name: f"{v.name}{' (active)' if v.active else ''} · {v.arch} · {v.image_size}px" for v in versions}
 active = next((v.name for v in versions if v.active), versions[0].name)
-top = st.columns([3, 3, 2, 2])
+top = st.columns(2)  # wide enough for a whole label ("v12 (active) · resnet18 · 96px")
 chosen = top[0].selectbox("Model version", list(by_name), index=list(by_name).index(active),
                           format_func=label.get, key="eval_version")
 other = top[1].selectbox("Compare with", ["–", *[n for n in by_name if n != chosen]], key="eval_compare",
                          format_func=lambda n: "nothing" if n == "–" else label[n])
-decoding = top[2].segmented_control("Decoding", ["argmax", "expected"], default="argmax", key="eval_decoding",
-                                    help="argmax maximises accuracy; expected (rounded mean) minimises RMSE")
-normalise = top[3].toggle("Row-normalised matrix", value=True, key="eval_normalise")
+options = st.columns([2, 2, 4])
+decoding = options[0].segmented_control("Decoding", ["argmax", "expected"], default="argmax", key="eval_decoding",
+                                        help="argmax maximises accuracy; expected (rounded mean) minimises RMSE")
+normalise = options[1].toggle("Row-normalised matrix", value=True, key="eval_normalise")
 decoding = decoding or "argmax"
 
 

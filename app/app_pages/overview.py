@@ -6,8 +6,11 @@ import streamlit as st
 
 from app.ui.context import app_context, current_model
 from app.ui.model_facts import real_photo_check, validation_label
-from audit.overview import overview
+from audit.overview import decisions_per_analyst_per_day, overview, queue_precision
 from audit.queue import queue_page
+from audit.reviews import decisions_frame
+from audit.vocabulary import COLUMNS, screen_frame
+from modeling.registry import list_versions
 
 ctx = app_context()
 version = current_model(ctx)
@@ -20,10 +23,11 @@ st.caption("Item counts predicted from bin photos, checked against the inventory
 o = overview(ctx.engine, version.id if version else None, threshold=threshold, budget=budget)
 cols = st.columns(6)
 cols[0].metric("Bins audited", f"{o.scored:,}", help=f"of {o.bins:,} bins imported")
-cols[1].metric("Photo agrees with record", f"{o.agree_share:.1%}" if o.agree_share is not None else "–",
-               help="Share of the scored bins the model can check whose most likely count equals the expected count "
-                    "(an open model's top class, e.g. 6+, agrees with any record above 5)")
-cols[2].metric("Open mismatches", f"{o.open_queue:,}", help=f"Bins in the review queue (mismatch probability ≥ "
+cols[1].metric("Predicted count equals record", f"{o.agree_share:.1%}" if o.agree_share is not None else "–",
+               help="Share of the scored bins the model can check whose most likely count equals the record (an open "
+                    "model's top class, e.g. 6+, equals any record above 5). The other ones' predicted count differs: "
+                    "a separate fact from being queued, which goes by the mismatch probability.")
+cols[2].metric("Queued bins", f"{o.open_queue:,}", help=f"{COLUMNS['queued'].meaning} (threshold "
                f"{threshold:.0%}{f', daily budget {budget}' if budget else ''})")
 cols[3].metric("Beyond the model's range", f"{o.beyond_range:,}",
                help="Scored bins whose record is above the active model's top count: a closed model (classes "
@@ -51,17 +55,38 @@ else:
     if o.score_problems:
         st.warning(f"{o.score_problems} photo(s) could not be scored; see the Browse page's detail view.")
 
-st.subheader("Most likely mismatches")
+st.subheader("Top of the review queue")
 if version is not None:
     top = queue_page(ctx.engine, version.id, threshold=threshold, budget=budget, limit=5)
     if top.empty:
         st.success("The review queue is empty.")
     else:
-        top = top.assign(predicted_count=top["predicted_count"].map(version.classes.label))
         st.dataframe(
-            top[["bin_id", "mismatch_probability", "expected_count", "predicted_count"]],
+            screen_frame(top[["bin_id", "expected_count", "predicted_count", "mismatch_probability"]],
+                         version.classes),
             hide_index=True, width="stretch",
-            column_config={"mismatch_probability": st.column_config.ProgressColumn(
-                "mismatch probability", format="percent", min_value=0, max_value=1)},
+            column_config={"Mismatch probability": st.column_config.ProgressColumn(
+                "Mismatch probability", format="percent", min_value=0, max_value=1)},
         )
         st.page_link("app_pages/queue.py", label="Open the review queue", icon=":material/fact_check:")
+
+st.subheader("Is the loop working?")
+decisions = decisions_frame(ctx.engine)
+left, right = st.columns(2)
+with left:
+    st.markdown("**Queue precision per model version**")
+    precision = queue_precision(decisions, {v.id: v.name for v in list_versions(ctx.engine)})
+    if precision.empty:
+        st.caption("No decisions made in a model's queue yet.")
+    else:
+        st.dataframe(precision.drop(columns=["model_version_id"]), hide_index=True, width="stretch",
+                     column_config={"precision": st.column_config.NumberColumn(
+                         "precision", format="percent", help="confirmed mismatches / decided bins, each bin's latest "
+                                                             "decision in that version's queue")})
+with right:
+    st.markdown("**Decisions per analyst per day**")
+    per_day = decisions_per_analyst_per_day(decisions)
+    if per_day.empty:
+        st.caption("No decisions yet.")
+    else:
+        st.dataframe(per_day.head(60), hide_index=True, width="stretch")

@@ -3,9 +3,12 @@
 Jobs run through `jobs` on the configured backend (local by default, SageMaker when chosen); the form has one
 input per training setting (modeling.settings: the defaults train.py has). With "Include analysts' recounts" the
 audit core writes the recounts of bins outside val and test into a folder, which the job gets as its "recounts"
-channel. The job list refreshes itself every few seconds without rerunning the rest of the page. Before Start the
-form says what a SageMaker job would run on and about what it costs; with the SageMaker backend configured, idle
-endpoints (which bill every hour) are named at the top.
+channel; the job's detail says how many it used and how many were left out (bins in val or test). The job list
+refreshes itself every few seconds without rerunning the rest of the page: a running job shows epoch k of n, the time
+elapsed and an estimate of the time left; what the analyst asked for (a started job's recounts, a promotion's
+outcome) stays on screen until she dismisses it. Before Start the form says what a SageMaker job would run on and
+about what it costs; with the SageMaker backend configured, idle endpoints (which bill every hour) are named at the
+top.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from app.ui.charts import curves_figure
 from app.ui.context import app_context, current_model
 from app.ui.identity import current_reviewer
 from app.ui.text import plain
-from audit.export import recount_summary, recounts_for_training
+from audit.export import recount_summary, recounts_for_training, stored_recount_summary
 from audit.scorers import local_scorer
 from audit.scoring import count_pending, score_bins
 from binaudit.config import ConfigError
@@ -39,6 +42,7 @@ from modeling.registry import get_version
 from modeling.settings import ARCHS, BY_NAME, GROUPS, JOB_SETTINGS, LOSSES, Setting
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
+NOTICES = "retrain_notices"  # (kind, text) shown until dismissed: a started job's recounts, a promotion's outcome
 SELECT_NEXT = "retrain_select_next"  # a job to select on the next run (the selectbox's own key is locked by then)
 UP_FRONT = ("arch", "epochs", "image_size", "lr", "batch_size", "loss")  # the settings shown first; the rest folded
 
@@ -91,9 +95,22 @@ def with_recounts(params: TrainingParams) -> TrainingParams:
     folder, report = recounts_for_training(ctx.engine, ctx.workspace, max_count=params.max_count,
                                            held_out=[params.val, params.test])
     summary = recount_summary(report)
-    st.toast(f"{summary['written']} recount(s) added to the training data; {summary['left_out']} left out "
-             f"(bins in val or test), {summary['skipped']} skipped")
+    notice("info", f"Analysts' recounts: {summary['written']} added to the training data, {summary['left_out']} left "
+                   f"out (bins in val or test), {summary['skipped']} skipped (photo missing)")
     return params.replace(recounts=str(folder))
+
+
+def notice(kind: str, text: str) -> None:
+    st.session_state.setdefault(NOTICES, []).append((kind, text))
+
+
+def notices_ui() -> None:
+    """Messages the analyst asked for, kept through the job list's refreshes until she dismisses them."""
+    kept = st.session_state.get(NOTICES) or []
+    for i, (kind, text) in enumerate(kept):
+        row = st.columns([12, 1])
+        getattr(row[0], kind)(text)
+        row[1].button("Dismiss", key=f"notice-{i}-{hash(text)}", on_click=lambda i=i: kept.pop(i))
 
 
 def training_form() -> None:
@@ -146,7 +163,7 @@ def training_form() -> None:
         st.error(f"Not started: {plain(exc)}")
         return
     st.session_state[SELECTED] = job.id
-    st.toast(f"Started {job.kind} job {job.id}")
+    notice("success", f"Started {job.kind} job {job.id}.")
 
 
 STATUS_COLOURS = {"Completed": "green", "Failed": "red", "Stopped": "gray", "InProgress": "orange", "Pending": "gray"}
@@ -159,6 +176,7 @@ def coloured(status: str) -> str:
 
 @st.fragment(run_every="3s")
 def jobs_ui() -> None:
+    notices_ui()
     refresh_active(ctx.engine, settings=ctx.settings, workspace=ctx.workspace)
     # filtered in the query: transform jobs or tuning trials must not push training jobs off the list
     jobs = sorted((j for kind in ("training", "tuning") for j in list_jobs(ctx.engine, kind, 30, top_level=True)),
@@ -166,15 +184,7 @@ def jobs_ui() -> None:
     if not jobs:
         st.caption("No training jobs yet.")
         return
-    rows = []
-    for j in jobs:
-        last = j.last_epoch or {}
-        rows.append({"job": j.id, "kind": j.kind, "backend": j.backend, "status": j.status,
-                     "epoch": last.get("epoch"), "val accuracy": last.get("val_accuracy"),
-                     "val RMSE": last.get("val_rmse"), "started": j.started_at, "reason": j.failure_reason or ""})
-    st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "val accuracy": st.column_config.NumberColumn(format="percent"),
-        "val RMSE": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe([job_row(j) for j in jobs], hide_index=True, width="stretch")
     ids = [j.id for j in jobs]
     if st.session_state.get(SELECT_NEXT) in ids:
         st.session_state[SELECTED] = st.session_state.pop(SELECT_NEXT)
@@ -184,9 +194,54 @@ def jobs_ui() -> None:
     job_detail_ui(get_job(ctx.engine, st.session_state[SELECTED]))
 
 
+def _shown(value, spec: str) -> str:
+    return "–" if value is None else spec.format(value)
+
+
+def job_row(j) -> dict:
+    """One line of the job list, every cell text: "–" where there is nothing yet, never None."""
+    last = j.last_epoch or {}
+    progress = j.progress()
+    return {"job": j.id, "kind": j.kind, "backend": j.backend, "status": j.status,
+            "epoch": f"{progress.epoch} of {progress.epochs}" if progress else _shown(last.get("epoch"), "{}"),
+            "val accuracy": _shown(last.get("val_accuracy"), "{:.1%}"), "val RMSE": _shown(last.get("val_rmse"),
+                                                                                           "{:.3f}"),
+            "started": _shown(j.started_at, "{:%Y-%m-%d %H:%M}"), "reason": j.failure_reason or ""}
+
+
+def recounts_ui(job) -> None:
+    """How many analysts' recounts the job had, used and left out (train.py's count, once it registered a model)."""
+    folder = (job.params.get("training") or {}).get("recounts")
+    if job.kind != "training":
+        return
+    if not folder:
+        st.caption("Analysts' recounts: not included in this job.")
+        return
+    start = stored_recount_summary(folder)
+    trained = get_version(ctx.engine, job.model_version_id).metrics.get("recounts") if job.model_version_id else None
+    parts = []
+    if start:
+        parts.append(f"{start['written']} handed to the job, {start['left_out']} left out before it (bins the "
+                     f"database knows are in val or test), {start['skipped']} skipped (photo missing)")
+    if trained:
+        parts.append(f"training used {trained.get('used', 0)} ({trained.get('replaced', 0)} replacing their photo in "
+                     f"the training data), left out {trained.get('left_out', 0)} (found in its val or test folders)"
+                     + (f" and {trained['beyond_range']} above the model's range" if trained.get("beyond_range")
+                        else ""))
+    elif job.is_active:
+        parts.append("how many training used shows when the job ends")
+    st.caption("Analysts' recounts: " + ("; ".join(parts) if parts else f"folder {plain(folder)}") + ".")
+
+
 def job_detail_ui(job) -> None:
     head = st.columns([4, 1])
     head[0].markdown(f"**{job.id}** · {job.kind} · {job.backend} · {coloured(job.status)}")
+    progress = job.progress()
+    if progress and job.is_active:
+        st.progress(min(1.0, progress.epoch / progress.epochs), text=progress.describe())
+    elif progress:
+        st.caption(progress.describe())
+    recounts_ui(job)
     try:
         backend = get_backend(job.backend, settings=ctx.settings, workspace=ctx.workspace, engine=ctx.engine)
     except ConfigError as exc:  # a SageMaker job viewed where AWS is not configured: show what is stored
@@ -244,15 +299,19 @@ def promotion_ui(version_id: int) -> None:
         return
     st.markdown(f"**{candidate.name}** is registered. Compare it with the active model on the same validation data:")
     val_default = (candidate.config.get("resolved_args") or {}).get("val", "")
-    cols = st.columns([3, 1, 1, 1])
-    val_dir = cols[0].text_input("Validation folder", val_default, key=f"cmp-val-{version_id}")
-    metric = cols[1].selectbox("Decide by", ["val_accuracy", "val_rmse"], key=f"cmp-metric-{version_id}")
-    if cols[2].button("Compare", key=f"cmp-{version_id}"):
+    # a form: the folder typed and the click arrive together (a click that only commits a text box is lost)
+    with st.form(f"cmp-form-{version_id}", border=False):
+        cols = st.columns([4, 1])
+        val_dir = cols[0].text_input("Validation folder", val_default, key=f"cmp-val-{version_id}")
+        compare = cols[1].form_submit_button("Compare", key=f"cmp-{version_id}")
+    cols = st.columns([3, 1, 1])
+    metric = cols[0].selectbox("Decide by", ["val_accuracy", "val_rmse"], key=f"cmp-metric-{version_id}")
+    if compare:
         with st.spinner("Scoring both models ..."):
             try:
                 st.session_state[COMPARISON] = (version_id, compare_with_active(ctx.engine, version_id, val_dir or None))
-            except JobError as exc:
-                st.error(plain(exc))
+            except (JobError, ValueError, OSError) as exc:  # a folder that is not a count dataset: say why
+                st.error(f"Not compared: {plain(exc)}")
     stored = st.session_state.get(COMPARISON)
     comparison = stored[1] if stored and stored[0] == version_id else None
     if comparison is not None:
@@ -264,12 +323,15 @@ def promotion_ui(version_id: int) -> None:
                         f"{comparison.active.accuracy:.1%} / {comparison.active.rmse:.3f}")
         better = comparison.candidate_is_not_worse(metric)
         (st.info if better else st.warning)(comparison.describe(metric))
-    force = cols[3].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
+    force = cols[1].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
     if st.button("Promote", type="primary", key=f"promote-{version_id}", disabled=comparison is None and active is not None):
         result = promote(ctx.engine, version_id, metric=metric, force=force, actor=current_reviewer() or "dashboard",
                          comparison=comparison)
-        (st.success if result.promoted else st.error)(
-            ("Promoted: " if result.promoted else "Refused: ") + result.reason)
+        # kept in the session: the job list refreshes every few seconds, and a refusal must stay readable
+        notice("success" if result.promoted else "error",
+               f"{candidate.name}: " + ("Promoted: " if result.promoted else "Refused: ")
+               + plain(result.reason.removeprefix("refused: ")))
+        st.rerun()  # the whole page: a fragment-scoped rerun is refused when the click came in a full run
 
 
 def scoring_ui() -> None:

@@ -2,7 +2,9 @@
 
 A photo and a metadata file pair up by name (00042.jpg + 00042.json). Each photo is stored in the
 workspace and scored once per session; changing its expected count re-ranks it without re-scoring.
-A bad file gets a message naming it and the reason; the others still score.
+A bad file gets a message naming it and the reason (and no expected-count box); the others still score. A batch
+ends with a summary table (one row per file: bin, record, prediction, mismatch probability, queued, or the error)
+and its CSV.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from app.ui.bin_view import beyond_range_text
@@ -19,9 +22,11 @@ from app.ui.context import app_context, predictor_for, require_model
 from app.ui.identity import current_reviewer
 from app.ui.images import show_photo
 from app.ui.text import plain
+from audit.export import csv_text
 from audit.imports import ImportError_, import_upload
 from audit.reviews import ReviewConflict, send_to_queue
 from audit.scoring import record_prediction
+from audit.vocabulary import flag_text, legend_frame, screen_frame
 
 IMAGE_TYPES = ("jpg", "jpeg", "png")
 PREVIEW_SIDE = 480
@@ -70,25 +75,42 @@ def distinct(files: list) -> list[tuple]:
     return out
 
 
+def scored(name: str, data: bytes, digest: str, meta: bytes | None, typed: int | None) -> dict:
+    """The cached result of one photo with this expected count; an error becomes {"error": message}."""
+    key = (name, digest, typed)
+    if key not in cache:
+        try:
+            cache[key] = score_upload(name, data, meta, typed)
+        except ImportError_ as exc:
+            cache[key] = {"error": str(exc)}
+        except Exception:  # one file's unforeseen failure must not stop the others; the details go to the log
+            LOG.exception("upload of %s failed", name)
+            cache[key] = {"error": f"{name}: could not be processed (an internal error, logged on the server)"}
+    return cache[key]
+
+
+def summary_row(name: str, result: dict) -> dict:
+    if "error" in result:
+        return {"file": name, "bin_id": None, "expected_count": None, "predicted_count": None,
+                "mismatch_probability": None, "queued": None, "error": result["error"]}
+    p = result.get("mismatch_probability")
+    return {"file": name, "bin_id": result["bin_id"], "expected_count": result.get("expected_count"),
+            "predicted_count": result["predicted_label"], "mismatch_probability": p,
+            "queued": p is not None and p >= ctx.settings.mismatch_threshold, "error": ""}
+
+
+summary = []
 for photo, data, digest in distinct(photos):
     meta = metadata.get(Path(photo.name).stem)
     with st.container(border=True):
         left, right = st.columns([2, 3])
-        typed = None
-        if meta is None:
+        result = scored(photo.name, data, digest, meta, None)  # a bad file fails whatever count is typed
+        if "error" not in result and meta is None:
             typed = right.number_input(f"Expected count for {plain(photo.name)} (optional)", min_value=0, step=1,
                                        value=None, key=f"expected-{photo.name}-{digest}")
-        key = (photo.name, digest, typed)
-        if key not in cache:
-            try:
-                cache[key] = score_upload(photo.name, data, meta, int(typed) if typed is not None else None)
-            except ImportError_ as exc:
-                cache[key] = {"error": str(exc)}
-            except Exception:  # one file's unforeseen failure must not stop the others; the details go to the log
-                LOG.exception("upload of %s failed", photo.name)
-                cache[key] = {"error": f"{photo.name}: could not be processed (an internal error, logged on the "
-                                       "server)"}
-        result = cache[key]
+            if typed is not None:
+                result = scored(photo.name, data, digest, meta, int(typed))
+        summary.append(summary_row(photo.name, result))
         if "error" in result:
             left.error(plain(result["error"]), icon=":material/error:")
             continue
@@ -107,13 +129,11 @@ for photo, data, digest in distinct(photos):
         elif expected is not None:
             p = result["mismatch_probability"]
             m[2].metric("Mismatch probability", f"{p:.0%}")
+            numbers = flag_text(expected, result["predicted_label"], p, ctx.settings.mismatch_threshold)
             if p >= ctx.settings.mismatch_threshold:
-                n = version.classes.max_count
-                held = f"more than {n}" if expected > n else str(expected)  # an open model checks "6+", not 8
-                right.error(f"Likely stock mismatch: the photo probably does not hold {held} item(s).",
-                            icon=":material/warning:")
+                right.error(f"Queued for review: {numbers}.", icon=":material/fact_check:")
             else:
-                right.success("The photo agrees with the record.", icon=":material/check_circle:")
+                right.success(f"Not queued: {numbers}.", icon=":material/check_circle:")
         right.plotly_chart(probability_chart(result["probabilities"], expected=expected, labels=result["labels"]),
                            key=f"chart-{photo.name}-{digest}", config={"displayModeBar": False})
         if right.button("Send to review queue", key=f"queue-{photo.name}-{digest}", icon=":material/fact_check:"):
@@ -123,3 +143,17 @@ for photo, data, digest in distinct(photos):
                 right.success(f"Bin {plain(result['bin_id'])} is in the review queue.")
             except ReviewConflict as exc:
                 right.warning(plain(exc))
+
+if len(summary) > 1:
+    st.subheader("This batch")
+    table = pd.DataFrame(summary)
+    failed = int((table["error"] != "").sum())
+    st.caption(f"{len(table)} photo(s): {len(table) - failed} scored, {failed} failed, "
+               f"{int(table['queued'].fillna(False).astype(bool).sum())} queued for review.")
+    st.dataframe(screen_frame(table.astype({"queued": "object"})), hide_index=True, width="stretch",
+                 column_config={"Mismatch probability": st.column_config.NumberColumn(format="percent")})
+    st.download_button("Batch CSV", data=csv_text(table), file_name="binaudit-upload-batch.csv", mime="text/csv",
+                       icon=":material/download:", key="upload-batch-csv")
+    with st.expander("What the CSV columns mean"):
+        st.dataframe(legend_frame([c for c in table.columns if c not in ("file", "error")]), hide_index=True,
+                     width="stretch")

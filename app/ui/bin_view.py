@@ -9,10 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from app.ui.charts import probability_chart
-from app.ui.context import AppContext
+from app.ui.context import AppContext, current_model
+from app.ui.evidence_view import evidence_ui
 from app.ui.images import DETAIL_SIDE, show_photo
 from app.ui.text import plain
 from audit.reviews import history
+from audit.vocabulary import decision_label, flag_text, screen_frame
 from modeling.counts import CountClasses
 
 ITEM_COLUMNS = {"name": "item", "asin": "ASIN", "quantity": "qty", "length_in": "length (in)",
@@ -55,16 +57,24 @@ def counts_ui(expected: int | None, prediction: dict | None, threshold: float, c
                            if classes.open_top else ""))
         if p >= threshold:
             with cols[3]:
-                st.badge("likely mismatch", icon=":material/warning:", color="red")
+                st.badge("queued", icon=":material/fact_check:", color="red")
+        st.caption(flag_text(expected, classes.label(prediction["predicted_count"]), p, threshold))
 
 
-def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, classes: CountClasses) -> None:
-    """The bin, with counts shown as `classes` (the active model's) label them."""
+def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, classes: CountClasses,
+                  threshold: float | None = None) -> None:
+    """The bin, with counts shown as `classes` (the active model's) label them; `threshold`: the queue's (default:
+    the configured one)."""
     b, prediction = detail["bin"], detail["prediction"]
-    counts_ui(b["expected_count"], prediction, ctx.settings.mismatch_threshold, classes)
+    threshold = ctx.settings.mismatch_threshold if threshold is None else threshold
+    counts_ui(b["expected_count"], prediction, threshold, classes)
     left, right = st.columns([3, 2])
     with left:
         show_photo(ctx, b["image_uri"], side=DETAIL_SIDE, caption=f"bin {plain(b['id'])}", roots=roots)
+        model = current_model(ctx)
+        if prediction is not None and model is not None and model.id == prediction["model_version_id"]:
+            evidence_ui(ctx, str(model.model_dir), b["image_uri"], predicted_class=int(prediction["predicted_count"]),
+                        expected=b["expected_count"], key=key)
     with right:
         if prediction is not None:
             st.plotly_chart(probability_chart(prediction["probabilities"], expected=b["expected_count"],
@@ -72,7 +82,7 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
                                               classes.num_classes else None),
                             key=f"{key}-probs", config={"displayModeBar": False})
         if b.get("decision"):
-            st.caption(f"Latest decision: **{plain(b['decision'])}** by {plain(b['decided_by'])} at "
+            st.caption(f"Latest decision: **{decision_label(b['decision'])}** by {plain(b['decided_by'])} at "
                        f"{b['decided_at']:%Y-%m-%d %H:%M} UTC"
                        + (f", recounted {b['recounted_count']}" if b.get("recounted_count") is not None else ""))
     st.markdown("**Items in the record**")
@@ -84,6 +94,6 @@ def bin_detail_ui(ctx: AppContext, detail: dict, *, roots: list[str], key: str, 
     past = history(ctx.engine, b["id"])
     if not past.empty:
         with st.expander(f"Decision history ({len(past)})"):
-            st.dataframe(past, hide_index=True, width="stretch")
+            st.dataframe(screen_frame(past), hide_index=True, width="stretch")
     for problem in detail["problems"]:
         st.warning(f"{plain(problem['stage'])}: {plain(problem['reason'])}")

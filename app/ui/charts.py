@@ -26,7 +26,8 @@ def probability_chart(probs: Sequence[float], *, expected: int | None = None, la
         fig.add_vline(x=marked, line_dash="dash", line_color=ALERT, annotation_text="expected",
                       annotation_position="top")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1.15], tickformat=".0%"),
-                      xaxis=dict(title="items in the bin", type="category"), showlegend=False)
+                      xaxis=dict(title="items in the bin", type="category", tickmode="array", tickvals=labels,
+                                 ticktext=labels), showlegend=False)
     return fig
 
 
@@ -51,9 +52,11 @@ def confusion_figure(matrix: Sequence[Sequence[int]], *, normalise: bool, labels
     fig = go.Figure(go.Heatmap(z=values, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="YlOrBr",
                                zmin=0, zmax=1 if normalise else None, showscale=False,
                                hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    # every count is a tick, however narrow the chart (two versions side by side): plotly would otherwise skip some
+    ticks = dict(type="category", tickmode="array", tickvals=labels, ticktext=labels)
     fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      xaxis=dict(title="predicted count", side="bottom", type="category"),
-                      yaxis=dict(title="true count", autorange="reversed", type="category"))
+                      xaxis=dict(title="predicted count", side="bottom", **ticks),
+                      yaxis=dict(title="true count", autorange="reversed", **ticks))
     return fig
 
 

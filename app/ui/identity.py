@@ -1,6 +1,9 @@
-"""Who is deciding: `st.login` when OIDC is configured (and required), otherwise a name asked once per session.
+"""Who is deciding: `st.login` when OIDC is configured (and required), otherwise a name asked once per browser tab.
 
-`dashboard.py` calls `reviewer_ui` on every run; pages read the result with `current_reviewer()`.
+The typed name is bound to the URL (`?reviewer_name=...`, Streamlit's bind="query-params"), so a reload, a page
+switch or a bookmarked link keeps it. It identifies, it does not authenticate: a team that needs to know who
+decided sets require_login and OIDC. `dashboard.py` calls `reviewer_ui` on every run; pages read the result with
+`current_reviewer()`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import streamlit as st
 
 from app.ui.context import AppContext
 from app.ui.text import plain
+from audit.reviews import MAX_REVIEWER
 
 NAME_WIDGET = "reviewer_name"
 RESOLVED = "reviewer"
@@ -42,11 +46,11 @@ def _from_login() -> str | None:
 
 
 def _from_name_prompt() -> str | None:
-    # re-assigning keeps the typed name when a page without this widget ran in between
-    st.session_state[NAME_WIDGET] = st.session_state.get(NAME_WIDGET, "")
     name = st.sidebar.text_input("Your name", key=NAME_WIDGET, placeholder="stored with every decision",
-                                 help="Asked once per session; stored with every review decision.")
-    return name.strip() or None
+                                 max_chars=MAX_REVIEWER, bind="query-params",
+                                 help="Stored with every review decision; kept in the page address, so a reload "
+                                      "keeps it.")
+    return (name or "").strip() or None
 
 
 def reviewer_ui(ctx: AppContext) -> str | None:

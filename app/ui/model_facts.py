@@ -27,15 +27,21 @@ def version_metrics(version: ModelVersion) -> dict:
 
 
 def data_source_kind(version: ModelVersion) -> str:
-    """"abid", "synthetic" or "unknown": from the registration, else the stats.json beside the training data."""
+    """"abid", "synthetic" or "unknown": from the registration, else the stats.json beside the training, validation or
+    test folder (the first that has one: a job given a copy of the training folder still names the dataset's
+    validation folder, so two versions evaluated on one folder say the same)."""
     if version.config.get("data_source"):
         return str(version.config["data_source"])
-    train = (version.config.get("resolved_args") or {}).get("train", "")
-    stats = Path(train).parent / "stats.json" if train and not str(train).startswith("s3://") else None
-    try:
-        return str(_read_json(str(stats), os.path.getmtime(stats)).get("source_kind", "unknown")) if stats else "unknown"
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
-        return "unknown"
+    args = version.config.get("resolved_args") or {}
+    for folder in (args.get("train"), args.get("val"), args.get("test")):
+        if not folder or str(folder).startswith("s3://"):
+            continue
+        stats = Path(folder).parent / "stats.json"
+        try:
+            return str(_read_json(str(stats), os.path.getmtime(stats)).get("source_kind", "unknown"))
+        except (FileNotFoundError, json.JSONDecodeError, OSError):
+            continue
+    return "unknown"
 
 
 def shows_published_reference(version: ModelVersion) -> bool:
