@@ -256,6 +256,7 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         page.on("request", lambda r: requests.append(r.url))
         _rerun(page, lambda: page.goto(url))
         expect(page.get_by_role("heading", name="BinAudit")).to_be_visible()
+        expect(_metric(page, "Bins audited")).to_have_text(re.compile(r"^[\d,]+$"))  # drawn, not a placeholder
         _shot(page, "overview")
 
         name = page.get_by_role("textbox", name="Your name")
@@ -332,6 +333,7 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         page.wait_for_timeout(10_000)  # the 10 s: the job list refreshes three times meanwhile
         expect(refusal).to_be_visible()
         assert "refused:" not in refusal.inner_text().split("Refused:", 1)[1].lower()
+        refusal.scroll_into_view_if_needed()
         _shot(page, "refusal")
         browser.close()
 

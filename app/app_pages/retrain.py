@@ -108,7 +108,7 @@ def notices_ui() -> None:
     """Messages the analyst asked for, kept through the job list's refreshes until she dismisses them."""
     kept = st.session_state.get(NOTICES) or []
     for i, (kind, text) in enumerate(kept):
-        row = st.columns([12, 1])
+        row = st.columns([6, 1], vertical_alignment="center")
         getattr(row[0], kind)(text)
         row[1].button("Dismiss", key=f"notice-{i}-{hash(text)}", on_click=lambda i=i: kept.pop(i))
 
