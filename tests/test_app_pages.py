@@ -25,9 +25,12 @@ from tests.conftest import DATABASES
 from tests.modeling_fixtures import jpeg_bytes
 
 DASHBOARD = str(Path(__file__).resolve().parent.parent / "app" / "dashboard.py")
+# an [auth] section st.login accepts (never contacted: AppTest's user is set by the test)
+OIDC_SECRETS = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x", "client_id": "id",
+                "client_secret": "s", "server_metadata_url": "https://issuer.example/.well-known/openid-configuration"}
 
 
-def _seeded_copy(seeded_workspace: Path, tmp_path: Path, monkeypatch, database_url: str | None = None) -> Workspace:
+def seeded_copy(seeded_workspace: Path, tmp_path: Path, monkeypatch, database_url: str | None = None) -> Workspace:
     """A private copy of the seeded workspace, and the environment pointing the app at it."""
     root = tmp_path / "ws"
     shutil.copytree(seeded_workspace, root)
@@ -44,17 +47,17 @@ def _seeded_copy(seeded_workspace: Path, tmp_path: Path, monkeypatch, database_u
 def ws(request, seeded_workspace, tmp_path, monkeypatch) -> Workspace:
     """The seeded workspace on SQLite, and with its database copied into PostgreSQL."""
     if request.param == "sqlite":
-        return _seeded_copy(seeded_workspace, tmp_path, monkeypatch)
+        return seeded_copy(seeded_workspace, tmp_path, monkeypatch)
     server = request.getfixturevalue("pg_server")
     name = server.create_database(template=request.getfixturevalue("seeded_pg_template"))
     request.addfinalizer(lambda: server.drop_database(name))
-    return _seeded_copy(seeded_workspace, tmp_path, monkeypatch, server.url(name))
+    return seeded_copy(seeded_workspace, tmp_path, monkeypatch, server.url(name))
 
 
 @pytest.fixture
 def sqlite_ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
     """SQLite only, for the tests that train a model (the database work they add is covered on both)."""
-    return _seeded_copy(seeded_workspace, tmp_path, monkeypatch)
+    return seeded_copy(seeded_workspace, tmp_path, monkeypatch)
 
 
 def open_page(page: str | None = None, reviewer: str | None = None) -> AppTest:
@@ -432,9 +435,7 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path
 def test_reviewer_comes_from_the_login_when_oidc_is_configured(ws, monkeypatch):
     monkeypatch.setenv("BINAUDIT_REQUIRE_LOGIN", "true")
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
-    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
-                          "client_id": "id", "client_secret": "s",
-                          "server_metadata_url": "https://issuer.example/.well-known/openid-configuration"}
+    at.secrets["auth"] = OIDC_SECRETS
     at.run()
     assert any(b.label == "Log in to review" for b in at.sidebar.button)  # not signed in: no name prompt
     assert not any(t.label == "Your name" for t in at.sidebar.text_input)

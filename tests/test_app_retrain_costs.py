@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from jobs import get_backend
 from modeling import registry
 from tests.sagemaker_fixtures import moto_sagemaker, placeholder_model_dir
-from tests.test_app_pages import open_page
+from tests.test_app_pages import open_page, seeded_copy
 
 
 @pytest.fixture
 def ws_env(seeded_workspace, tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    shutil.copytree(seeded_workspace, root)
-    monkeypatch.setenv("BINAUDIT_WORKSPACE", str(root))
-    monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
-    monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
-    return root
+    return seeded_copy(seeded_workspace, tmp_path, monkeypatch).root
 
 
 def test_the_form_prices_sagemaker_training_before_start(ws_env):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from binaudit import db
 from binaudit.workspace import Workspace
 from modeling.registry import active_version
 from tests.modeling_fixtures import jpeg_bytes
+from tests.test_app_pages import OIDC_SECRETS, seeded_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = str(ROOT / "app" / "dashboard.py")
@@ -74,12 +74,7 @@ def _assert_nothing_renders(texts: list[str], *expected_literally: str) -> None:
 @pytest.fixture
 def ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
     """A copy of the seeded demo with a hostile bin (id, item name, problem) at the top of the queue."""
-    root = tmp_path / "ws"
-    shutil.copytree(seeded_workspace, root)
-    monkeypatch.setenv("BINAUDIT_WORKSPACE", str(root))
-    monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
-    monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
-    ws = Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
+    ws = seeded_copy(seeded_workspace, tmp_path, monkeypatch)
     engine = ws.open()
     version = active_version(engine)
     with db.write_tx(engine) as conn:
@@ -144,9 +139,7 @@ def test_upload_page_shows_hostile_file_names_as_typed(ws):
 def test_the_signed_in_name_is_shown_as_typed(ws, monkeypatch):
     monkeypatch.setenv("BINAUDIT_REQUIRE_LOGIN", "true")
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
-    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
-                          "client_id": "id", "client_secret": "s",
-                          "server_metadata_url": "https://issuer.example/.well-known/openid-configuration"}
+    at.secrets["auth"] = OIDC_SECRETS
     at.user.update({"is_logged_in": True, "name": REVIEWER, "email": "ana@example.com"})
     at.run()
     _assert_nothing_renders(_markdown_texts(at), REVIEWER)

@@ -21,6 +21,7 @@ from data_tools.build import read_manifest
 from data_tools.layout import is_safe_bin_id, normalize_bin_id
 from data_tools.problems import read_report
 from tests.modeling_fixtures import jpeg_bytes, run_python, subprocess_env
+from tests.test_app_pages import seeded_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,12 +132,7 @@ def test_the_bin_id_rule_keeps_real_ids():
 
 @pytest.fixture
 def app_ws(seeded_workspace, tmp_path, monkeypatch) -> Workspace:
-    root = tmp_path / "ws"
-    shutil.copytree(seeded_workspace, root)
-    monkeypatch.setenv("BINAUDIT_WORKSPACE", str(root))
-    monkeypatch.setenv("BINAUDIT_SECRETS", str(tmp_path / "no-secrets.toml"))
-    monkeypatch.delenv("BINAUDIT_DATABASE_URL", raising=False)
-    return Workspace(root, f"sqlite:///{root / 'binaudit.db'}")
+    return seeded_copy(seeded_workspace, tmp_path, monkeypatch)
 
 
 def test_upload_page_names_each_hostile_metadata_file_and_scores_the_rest(app_ws):
