@@ -8,8 +8,9 @@ SHELL := bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# pip on some machines warns about every local index it cannot use; keep the log readable
-PIP_FILTER := grep -v -e "is ignored: it is neither a file nor a directory" || true
+# pip on some machines warns about every local index it cannot use; keep the log readable. The braces keep grep's
+# "nothing left to print" from hiding pip's own exit status (pipefail): a failed install stops make here.
+PIP_FILTER := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
 # worksteal: idle workers take queued tests from busy ones, so one long test near the end does not leave a core idle
 # (loadgroup cannot group on pytest 9.2: pytest-xdist issue #1386)

@@ -15,6 +15,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # turn it back on, the rest register many models and score with torch fp32
 os.environ.setdefault("BINAUDIT_CHECK_SCORING_PATHS", "false")
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,20 @@ settings.load_profile(os.environ.get("BINAUDIT_FUZZ", "fast"))
 # beside the checkout (../shared/abid-sample); BINAUDIT_ABID_SAMPLE points elsewhere (e.g. from a git worktree)
 ABID_SAMPLE = Path(os.environ.get("BINAUDIT_ABID_SAMPLE")
                    or Path(__file__).resolve().parent.parent.parent / "shared" / "abid-sample")
+
+# what a whole run writes into its temporary folders at once (measured about 0.6 GB with two workers, see
+# tmp_path_retention_policy in pyproject.toml), with room to spare
+TMP_SPACE_NEEDED = 2 * 1024**3
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before the first test when the temporary folder is nearly full: otherwise tests fail one by one, far
+    from the cause, with "No space left on device" inside torch.save or PostgreSQL."""
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free
+    if free < TMP_SPACE_NEEDED:
+        pytest.exit(f"only {free / 1024**3:.1f} GB free under {tmp}; the suite needs about "
+                    f"{TMP_SPACE_NEEDED / 1024**3:.0f} GB there (set TMPDIR to a folder with more room)", returncode=3)
 
 
 @pytest.fixture(scope="session")
