@@ -21,7 +21,8 @@ st.title("BinAudit")
 st.caption("Item counts predicted from bin photos, checked against the inventory record.")
 
 o = overview(ctx.engine, version.id if version else None, threshold=threshold, budget=budget)
-cols = st.columns(6)
+# two rows of three: in six columns of a laptop-wide page the labels were cut off
+cols = [*st.columns(3), *st.columns(3)]
 cols[0].metric("Bins audited", f"{o.scored:,}", help=f"of {o.bins:,} bins imported")
 cols[1].metric("Predicted count equals record", f"{o.agree_share:.1%}" if o.agree_share is not None else "–",
                help="Share of the scored bins the model can check whose most likely count equals the record (an open "
