@@ -58,9 +58,9 @@ def _absolute_channels(params: TrainingParams) -> TrainingParams:
     return params.replace(**{k: str(Path(v).expanduser().absolute()) for k, v in params.channels().items()})
 
 
-def _runner_job_id(job: JobRecord) -> str:
-    """The job id in the runner's command line: a trial runs in its tuning job's runner."""
-    return job.parent_id or job.id
+def _runner_alive(job: JobRecord) -> bool:
+    """Whether the process that records the job's result runs (a trial's is its tuning job's runner)."""
+    return process_alive(job.output.get("runner_pid") or job.pid, marker=RUNNER_MODULE, job_id=job.parent_id or job.id)
 
 
 class LocalBackend(Backend):
@@ -197,17 +197,15 @@ class LocalBackend(Backend):
         job = self._launch(job, ["-m", ENDPOINT_MODULE, "--job-id", job.id, "--model-dir", version.artifact_uri,
                                  "--ready-file", str(job_dir(self.workspace, job.id) / ENDPOINT_FILE),
                                  "--runtime", runtime, "--precision", precision])
-        return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
-
-    def wait_for_endpoint(self, job_id: str, timeout_seconds: float = 120.0) -> JobRecord:
         deadline = time.monotonic() + timeout_seconds
-        while True:
-            job = self.refresh(job_id)
+        while wait:
+            job = self.refresh(job.id)
             if job.output.get("endpoint_url") or not job.is_active:
-                return job
+                break
             if time.monotonic() > deadline:
-                raise JobError(f"endpoint {job_id} did not come up in {timeout_seconds:.0f} s; see {job.log_path}")
+                raise JobError(f"endpoint {job.id} did not come up in {timeout_seconds:.0f} s; see {job.log_path}")
             time.sleep(0.2)
+        return job
 
     def _endpoint_job(self, job_or_endpoint: str) -> JobRecord:
         if job_or_endpoint.startswith("http://"):
@@ -278,41 +276,38 @@ class LocalBackend(Backend):
                 return store.finish_job(self.engine, job.id, "Failed",
                                         failure_reason="the job was never started (no process was recorded)")[0]
             return job
-        if process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
-            return job
-        return self._finish_orphan(store.get_job(self.engine, job.id), runner_pid)
-
-    def _finish_orphan(self, job: JobRecord, runner_pid: int) -> JobRecord:
-        """The runner is gone; if it left no result in the database, record one now."""
-        if not job.is_active:
+        if _runner_alive(job):
             return job
         returncode = read_exit_code(job_dir(self.workspace, job.id))
-        if job.kind == "training" and returncode is not None:
+        if job.kind == "training" and returncode is not None:  # train.py ended; its runner died before recording it
             return finish_training_run(self.engine, self.workspace, job.id, returncode)
-        if job.stop_requested:
-            return store.finish_job(self.engine, job.id, "Stopped", failure_reason="stopped on request")[0]
         what = "training" if job.kind == "training" else f"{job.kind} runner"
-        # the runner's last line (a traceback's when it crashed); a trial's runner is its tuning job's
-        last = "" if job.parent_id else tail_lines(self._runner_log(job), 1).strip()
-        return store.finish_job(self.engine, job.id, "Failed", failure_reason=(
-            f"the {what} process exited without a result (pid {runner_pid} not running)"
-            + (f"; its last words: {last}" if last else "")))[0]
+        # a trial's runner is its tuning job's: its log says nothing about this trial
+        return self._process_gone(job, runner_pid, f"the {what} process exited without a result",
+                                  None if job.parent_id else self._runner_log(job),
+                                  stopped={"failure_reason": "stopped on request"})
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
-        ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
         if not process_alive(job.pid, marker=ENDPOINT_MODULE, job_id=job.id):
-            job = store.get_job(self.engine, job.id)
-            if not job.is_active:
-                return job
-            if job.stop_requested:
-                return store.finish_job(self.engine, job.id, "Stopped", output={"endpoint_status": "Deleted"})[0]
-            last = tail_lines(job.log_path, 1).strip()
-            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": "Failed"},
-                                    failure_reason=f"the endpoint process exited (pid {job.pid} not running)"
-                                                   + (f": {last}" if last else ""))[0]
+            return self._process_gone(job, job.pid, "the endpoint process exited", job.log_path,
+                                      stopped={"output": {"endpoint_status": "Deleted"}}, endpoint_status="Failed")
+        ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
         if ready and job.output.get("endpoint_url") != ready.get("url"):
             job = store.merge_output(self.engine, job.id, endpoint_url=ready["url"], endpoint_status="InService")
         return job
+
+    def _process_gone(self, job: JobRecord, pid: int | None, failure: str, log: str | Path | None, *,
+                      stopped: dict[str, Any], **failed_output: Any) -> JobRecord:
+        """End a job whose process is gone without recording the end: Stopped when a stop was asked for, else
+        Failed naming the pid and the process's last line (a traceback's, when it crashed)."""
+        job = store.get_job(self.engine, job.id)
+        if not job.is_active:  # it did record it, after all
+            return job
+        if job.stop_requested:
+            return store.finish_job(self.engine, job.id, "Stopped", **stopped)[0]
+        last = tail_lines(log, 1).strip()
+        return store.finish_job(self.engine, job.id, "Failed", output=failed_output or None, failure_reason=(
+            f"{failure} (pid {pid} not running)" + (f"; its last words: {last}" if last else "")))[0]
 
     # ---------------------------------------------------------------- stopping
 
@@ -329,17 +324,12 @@ class LocalBackend(Backend):
             trial = job.parent_id is not None
             terminate(job.pid, group=not trial, markers=(TRAIN_MODULE,) if trial else (RUNNER_MODULE, TRAIN_MODULE),
                       job_ids=job_ids, grace_seconds=grace_seconds)
-        return self._await_stopped(job, actor, grace_seconds)
-
-    def _await_stopped(self, job: JobRecord, actor: str, grace_seconds: float) -> JobRecord:
-        """Give the runner a moment to record the stop; record it here if the runner is gone."""
-        runner_pid = job.output.get("runner_pid") or job.pid
-        deadline = time.monotonic() + grace_seconds
+        deadline = time.monotonic() + grace_seconds  # the runner records the stop itself, unless it is gone
         while time.monotonic() < deadline:
             current = store.get_job(self.engine, job.id)
             if not current.is_active:
                 return current
-            if not process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
+            if not _runner_alive(job):
                 break
             time.sleep(0.1)
         for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):
