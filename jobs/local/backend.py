@@ -1,11 +1,9 @@
 """The local backend: every job runs on this machine, no AWS account needed.
 
-Training, tuning and batch transform run in a detached `jobs.local.runner` process (its own session); the
-runner runs them (jobs.local.training, .tuner, .transform) and writes the outcome to the database itself.
-Deployment starts `jobs.local.endpoint`, an HTTP server on 127.0.0.1 speaking the SageMaker container's protocol.
-`refresh` parses metrics from the log while a job runs and notices a runner that died without recording a result
-(Failed, with the pid in the reason). A training job checkpoints every epoch into its folder; `resume_training`
-continues a Failed or Stopped one from there as a new job.
+Training, tuning and batch transform run in a detached `jobs.local.runner` process, which records the outcome
+itself; a deployment is `jobs.local.endpoint`, an HTTP server on 127.0.0.1. `refresh` parses metrics from the log
+and ends a job whose process died without recording a result. `resume_training` continues a Failed or Stopped
+training job from its last epoch's checkpoint.
 """
 
 from __future__ import annotations
@@ -98,11 +96,8 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------- resuming
 
     def resume_training(self, job_id: str, *, actor: str) -> JobRecord:
-        """A new training job with the same params that continues a Failed or Stopped one from its checkpoint.
-
-        The checkpoint folder moves into the new job's folder, so each job owns its files (the old job keeps its
-        log, metrics and record); the new one records `resumed_from` in its params, output and audit entry.
-        """
+        """A new training job with the same params that continues a Failed or Stopped one from its checkpoint,
+        which moves into the new job's folder (each job owns its files); the new one records `resumed_from`."""
         old = self._resumable(job_id)
         new_id = store.new_job_id("training")
         info = self._take_checkpoint(old, new_id)
@@ -137,10 +132,8 @@ class LocalBackend(Backend):
         return checkpoint_info(job_dir(self.workspace, job.id))
 
     def _take_checkpoint(self, old: JobRecord, new_id: str) -> dict[str, Any]:
-        """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint.
-
-        The rename is atomic: of two resumes of one job at once (two analysts, two clicks) exactly one gets it.
-        """
+        """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint. The rename is atomic: of
+        two resumes of one job at once (two analysts, two clicks) exactly one gets it."""
         folder = job_dir(self.workspace, new_id)
         folder.mkdir(parents=True)
         try:

@@ -1,10 +1,8 @@
 """The SageMaker backend (SDK v3, imported on first use): training, tuning, endpoints and batch transform on AWS.
 
-Training runs train.py under torchrun from the source package (packaging.py) with TrainingParams as
-hyperparameters, modeling.metric_log's metric definitions and, with spot, S3 checkpoints; tuning runs the shared
-search space through SageMaker's tuner; endpoints and batch transform serve inference.py. Every resource is tagged
-project=binaudit, binaudit:job-id, binaudit:started-by. A completed training job (or a tuning job's best trial) is
-downloaded and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
+Training runs train.py from the source package (packaging.py) under torchrun; tuning runs the shared search space
+through SageMaker's tuner; endpoints and batch transform serve inference.py. Every resource is tagged with the job
+(resource_tags). A completed training job (or a tuning job's best trial) is downloaded and registered.
 """
 
 from __future__ import annotations
@@ -267,8 +265,7 @@ class SageMakerBackend(Backend):
         return job
 
     def _stop_submitted(self, job: JobRecord) -> None:
-        """Stop the AWS job (delete the endpoint) of a job stopped during its submission; a failure is recorded
-        and raised."""
+        """Stop the AWS job (delete the endpoint) of a job stopped during its submission; a failure is recorded."""
         try:
             if job.kind == "deployment":
                 self.delete_endpoint(job.id, actor="system")
@@ -345,8 +342,7 @@ class SageMakerBackend(Backend):
 
     @contextlib.contextmanager
     def built_model(self, version: registry.ModelVersion, instance_type: str, job: JobRecord) -> Iterator[tuple]:
-        """(ModelBuilder, the SageMaker model it built) for serving the version with inference.py; the SDK's scratch
-        is removed afterwards."""
+        """(ModelBuilder, the SageMaker model it built) serving the version with inference.py."""
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
@@ -456,11 +452,8 @@ class SageMakerBackend(Backend):
                 raise
 
     def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord | None:
-        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter.
-
-        A deployment still being submitted has nothing on AWS yet: it is marked Stopped now, and the
-        submission deletes what it created as soon as it is named (see _submit).
-        """
+        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter. A
+        deployment still being submitted is marked Stopped now; _submit deletes what it created once it is named."""
         name, job = self._deployment(job_or_endpoint)
         if name is None:
             store.request_stop(self.engine, job.id, actor=actor)
@@ -518,7 +511,8 @@ class SageMakerBackend(Backend):
 
     def _endpoint_config(self, name: str) -> dict[str, Any]:
         sm = self.aws.client("sagemaker")
-        return sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+        config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+        return sm.describe_endpoint_config(EndpointConfigName=config_name)
 
     def _endpoint_instance_type(self, name: str) -> str | None:
         try:
@@ -606,6 +600,10 @@ class SageMakerBackend(Backend):
         snake, camel = AWS_JOBS[job.kind]
         return getattr(self.aws.client("sagemaker"), f"{verb}_{snake}")(**{f"{camel}Name": job.external_id})
 
+    def _stop_aws_job(self, job: JobRecord) -> None:
+        with aws_errors(f"stopping {job.external_id}"):
+            self._aws_job_call(job, "stop")
+
     def _training_metrics(self, name: str, description: dict[str, Any]) -> list[dict[str, Any]]:
         """Per-epoch metrics parsed from the CloudWatch log with the same regexes (a restarted run's epochs replace
         those it repeats); else the final values."""
@@ -657,16 +655,11 @@ class SageMakerBackend(Backend):
     # ---------------------------------------------------------------- stopping and logs
 
     def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
-        """Ask SageMaker to stop the job; refresh shows Stopped once it has."""
         job = store.get_job(self.engine, job.id)  # read after the stop request: the submission may have named it since
         if not job.external_id:  # still being submitted: _submit sees the stop request and stops the AWS job
             return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
         self._stop_aws_job(job)
         return store.get_job(self.engine, job.id)
-
-    def _stop_aws_job(self, job: JobRecord) -> None:
-        with aws_errors(f"stopping {job.external_id}"):
-            self._aws_job_call(job, "stop")
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         job = self._own_job(job_id)
