@@ -202,14 +202,14 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
     return TrainingParams(**channels, **values, **compute, extra=extra)
 
 
-def _train(args: argparse.Namespace, ctx: Context) -> int | None:
+def _train(args: argparse.Namespace, ctx: Context) -> int:
     params = training_params(args)
     _confirm_paid_work(args, ctx, "training", instance_type=params.instance_type, instance_count=params.instance_count)
     job = ctx.backend.start_training(params, actor=ctx.actor)
     return _started(args, ctx, job, report=lambda ended: _registered(ctx, ended))
 
 
-def _resume(args: argparse.Namespace, ctx: Context) -> int | None:
+def _resume(args: argparse.Namespace, ctx: Context) -> int:
     """Continue a local training job from its checkpoint; watched to the end like `train` unless --no-wait."""
     job = get_job(ctx.engine, args.job_id)
     # always the local backend: it alone resumes, and it names what is wrong with a SageMaker job
@@ -230,7 +230,7 @@ def _search_space(text: str | None):
         raise CliError(f"--search-space is not valid JSON ({exc})") from None
 
 
-def _tune(args: argparse.Namespace, ctx: Context) -> int | None:
+def _tune(args: argparse.Namespace, ctx: Context) -> int:
     params = TuningParams(base=training_params(args), search_space=_search_space(args.search_space),
                           objective=args.objective, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs,
                           strategy=args.strategy, early_stopping=args.early_stopping, seed=args.tuning_seed)
@@ -250,7 +250,7 @@ def _best_trial(job: JobRecord) -> str | None:
 
 # ---------------------------------------------------------------- list, show, log, stop
 
-def _list(args: argparse.Namespace, ctx: Context) -> int | None:
+def _list(args: argparse.Namespace, ctx: Context) -> None:
     if args.refresh:
         refresh_active(ctx.engine, settings=ctx.settings, workspace=ctx.workspace)
     jobs = list_jobs(ctx.engine, kind=args.kind, limit=args.limit)
@@ -265,7 +265,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int | None:
                  rows))
 
 
-def _show(args: argparse.Namespace, ctx: Context) -> int | None:
+def _show(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     job = ctx.backend_of(job.backend).refresh(job.id) if args.refresh else job
     print(f"{job.id}  {job.kind} on {job.backend}: {job.status}")
@@ -282,7 +282,7 @@ def _show(args: argparse.Namespace, ctx: Context) -> int | None:
         print(f"  trial {trial.id}: {trial.status} {_metric_summary(trial.last_epoch)}".rstrip())
 
 
-def _log(args: argparse.Namespace, ctx: Context) -> int | None:
+def _log(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     backend = ctx.backend_of(job.backend)
     if not args.follow:
@@ -294,7 +294,7 @@ def _log(args: argparse.Namespace, ctx: Context) -> int | None:
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-def _stop(args: argparse.Namespace, ctx: Context) -> int | None:
+def _stop(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     job = ctx.backend_of(job.backend).stop(job.id, actor=ctx.actor)
     print(f"{job.id}: {job.status}" + (f" ({job.failure_reason})" if job.failure_reason else ""))
@@ -307,7 +307,7 @@ def _classes_text(classes) -> str:
     return f"0-{classes.max_count}" + (f",{classes.labels[-1]}" if classes.open_top else "")
 
 
-def _models(args: argparse.Namespace, ctx: Context) -> int | None:
+def _models(args: argparse.Namespace, ctx: Context) -> None:
     if args.action == "list":
         versions = registry.list_versions(ctx.engine)
         if not versions:
@@ -372,7 +372,7 @@ def _list_endpoints(ctx: Context) -> None:
               f"--delete --idle deletes BinAudit's", file=sys.stderr)
 
 
-def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> int | None:
+def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> None:
     if args.idle == bool(args.delete):
         raise CliError("deploy --delete takes an endpoint (job id, URL or endpoint name) or --idle, not both")
     names = [e["job_id"] for e in ctx.backend.list_endpoints() if e.get("idle") and e.get("job_id")] \
@@ -398,12 +398,12 @@ def _request_body(args: argparse.Namespace) -> tuple[bytes, str]:
     raise CliError("give --image PHOTO or --body FILE")
 
 
-def _invoke(args: argparse.Namespace, ctx: Context) -> int | None:
+def _invoke(args: argparse.Namespace, ctx: Context) -> None:
     body, content_type = _request_body(args)
     print(json.dumps(ctx.backend.invoke(args.endpoint, body, content_type), indent=2))
 
 
-def _transform(args: argparse.Namespace, ctx: Context) -> int | None:
+def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
     _confirm_paid_work(args, ctx, "transform")
     job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor, **_scoring_path(args, ctx))
@@ -429,13 +429,7 @@ def _scoring_path(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the parser
 
-def _yes_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--yes", action="store_true", help="SageMaker: start paid work without asking")
-
-
-def _wait_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"{what} (default: wait for local jobs, not for SageMaker's)")
+STREAMS = "wait for the end and stream progress"
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
@@ -451,8 +445,6 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
                    help="SageMaker: instances per job, > 1 runs DistributedDataParallel (default: the setting)")
     p.add_argument("--extra", action="append", default=[], metavar="FLAG=VALUE",
                    help="another train.py flag, e.g. --extra device=cpu (repeatable)")
-    _wait_flag(p, "wait for the end and stream progress")
-    _yes_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,14 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m jobs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+    def command(name: str, run, help: str, *positionals: str, wait: str = "", paid: bool = False
+                ) -> argparse.ArgumentParser:
+        """A subcommand: the common flags, `positionals`, --wait/--no-wait (`wait` says what waiting does), and
+        --yes for paid work."""
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(run=run)
+        for positional in positionals:
+            p.add_argument(positional)
+        if wait:
+            p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{wait} (default: wait for local jobs, not for SageMaker's)")
+        if paid:
+            p.add_argument("--yes", action="store_true", help="SageMaker: start paid work without asking")
         return p
 
-    _training_flags(command("train", _train, "start a training job (local by default) and register the model it makes"))
+    _training_flags(command("train", _train, "start a training job (local by default) and register the model it makes",
+                            wait=STREAMS, paid=True))
 
-    p = command("tune", _tune, "start a hyperparameter tuning job over the shared search space; reports the best")
+    p = command("tune", _tune, "start a hyperparameter tuning job over the shared search space; reports the best",
+                wait=STREAMS, paid=True)
     _training_flags(p)
     p.add_argument("--max-jobs", type=int, default=4, help="number of trials (default 4)")
     p.add_argument("--max-parallel-jobs", type=int, default=1,
@@ -490,19 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default=None, help="only jobs of this kind")
     p.add_argument("--limit", type=int, default=30, help="most recent N jobs (default 30)")
     p.add_argument("--refresh", action="store_true", help="poll running jobs first")
-    p = command("show", _show, "one job: status, times, per-epoch metrics, output, trials")
-    p.add_argument("job_id")
+    p = command("show", _show, "one job: status, times, per-epoch metrics, output, trials", "job_id")
     p.add_argument("--refresh", action="store_true", help="poll the job first")
-    p = command("log", _log, "the end of a job's log (SageMaker: CloudWatch), or --follow it as it grows")
-    p.add_argument("job_id")
+    p = command("log", _log, "the end of a job's log (SageMaker: CloudWatch), or --follow it as it grows", "job_id")
     p.add_argument("--lines", type=int, default=50, help="log lines (default 50)")
     p.add_argument("--follow", action="store_true", help="print the log and then new lines until the job ends")
     p.add_argument("--poll", type=float, default=None, help="seconds between polls with --follow (default: 1 "
                                                             "local, 30 SageMaker)")
-    command("stop", _stop, "stop a training, tuning or transform job, or delete an endpoint").add_argument("job_id")
-    p = command("resume", _resume, "continue a Failed or Stopped local training job from its checkpoint, as a new job")
-    p.add_argument("job_id")
-    _wait_flag(p, "wait for the end and stream progress")
+    command("stop", _stop, "stop a training, tuning or transform job, or delete an endpoint", "job_id")
+    command("resume", _resume, "continue a Failed or Stopped local training job from its checkpoint, as a new job",
+            "job_id", wait=STREAMS)
 
     p = command("models", _models, "list model versions (metrics, active one); promote one after comparing it")
     p.add_argument("action", nargs="?", choices=("list", "promote", "compare"), default="list",
@@ -514,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=Path, default=None,
                    help="validation folder both versions are scored on (default: the candidate's own)")
 
-    p = command("deploy", _deploy, "deploy a model version to an endpoint; --list live endpoints; --delete one")
+    p = command("deploy", _deploy, "deploy a model version to an endpoint; --list live endpoints; --delete one",
+                wait="wait until the endpoint answers, reporting its status", paid=True)
     p.add_argument("version", nargs="?", default=None, help="model version to deploy, e.g. v3 (default: the active one)")
     p.add_argument("--delete", metavar="ENDPOINT", nargs="?", const="", default=None,
                    help="delete an endpoint (job id, local URL or SageMaker endpoint name) instead; with --idle "
@@ -522,8 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", action="store_true", help="with --delete: the idle BinAudit endpoints")
     p.add_argument("--list", action="store_true", help="list live endpoints instead (SageMaker: all in the region, "
                                                        "with instance type, age, last invocation; idle ones flagged)")
-    _wait_flag(p, "wait until the endpoint answers, reporting its status")
-    _yes_flag(p)
     add_path_arguments(p)
     p = command("invoke", _invoke, "send a photo to an endpoint and print its JSON answer")
     p.add_argument("endpoint", help="deployment job id, local URL or SageMaker endpoint name")
@@ -531,13 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-count", type=int, default=None, help="the stock record, for a mismatch probability")
     p.add_argument("--body", type=Path, default=None, help="send this file as the body instead")
     p.add_argument("--content-type", default=None, help="content type of --body (default from the file name)")
-    p = command("transform", _transform, "score a folder (or S3 prefix) of photos into JSON lines with a model version")
+    p = command("transform", _transform, "score a folder (or S3 prefix) of photos into JSON lines with a model version",
+                wait="wait for the end", paid=True)
     p.add_argument("--model", default=None, help="model version, e.g. v3 (default: the active one)")
     p.add_argument("--input", required=True, help="folder of photos (local) or s3:// prefix (SageMaker)")
     p.add_argument("--output", default=None,
                    help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
-    _wait_flag(p, "wait for the end")
-    _yes_flag(p)
     add_path_arguments(p)
     return parser
 
@@ -545,6 +544,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = build_parser().parse_args(argv)
-        return args.run(args, Context(args)) or EXIT_OK  # a handler that returns nothing succeeded
+        return args.run(args, Context(args)) or EXIT_OK  # a handler that returns None succeeded
 
     return run_reporting_errors(run, (ConfigError, JobError, registry.RegistryError, SearchSpaceError))

@@ -1,9 +1,8 @@
 """Promotion: make a candidate model version active only if it is not worse than the active one.
 
-Both versions are evaluated on THE SAME validation folder with the shared evaluation code
-(modeling.evaluate.evaluate_folder, fp32, argmax counts): accuracy and RMSE over counts. A worse candidate is
-refused unless forced; the first model becomes active without a comparison. Every decision is audit-logged
-(activation by modeling.registry.activate, a refusal here). This is the condition step of a retraining pipeline.
+Both versions are evaluated on THE SAME validation folder with the shared evaluation code (fp32, argmax counts):
+accuracy and RMSE over counts. A worse candidate is refused unless forced; the first model becomes active without a
+comparison. Every decision is audit-logged (activation by modeling.registry.activate, a refusal here).
 """
 
 from __future__ import annotations
@@ -151,13 +150,6 @@ def _log_refusal(engine: Engine, candidate: registry.ModelVersion, actor: str, d
                       details=details)
 
 
-def _refusal_hint(comparison: Comparison, metric: str) -> str:
-    if comparison.active is not None and comparison.active.error:
-        return (f"the active version {comparison.active.name} cannot be compared with; to replace it "
-                f"anyway use --force (the Force checkbox on the dashboard)")
-    return f"the candidate is worse by {metric} (force to promote anyway)"
-
-
 def _decide(engine: Engine, candidate: registry.ModelVersion, previous: registry.ModelVersion | None,
             comparison: Comparison | None, metric: str, force: bool, actor: str) -> PromotionResult:
     """Activate or refuse. Activation happens only while `previous` is still the active version (checked in the
@@ -167,29 +159,28 @@ def _decide(engine: Engine, candidate: registry.ModelVersion, previous: registry
                                     expected_active=None)
         return PromotionResult(True, version, None, None, "first model: activated without comparison")
     assert comparison is not None
-    summary = comparison.describe(metric)
+    summary, unscored = comparison.describe(metric), comparison.active.error
     if comparison.candidate_is_not_worse(metric) or force:
         why = summary
         if not comparison.candidate_is_not_worse(metric):
-            why = (f"forced although {'not compared' if comparison.active.error else 'worse'}: {summary}")
+            why = f"forced although {'not compared' if unscored else 'worse'}: {summary}"
         version = registry.activate(engine, candidate.id, actor=actor, reason=f"promoted by {metric}: {why}",
                                     expected_active=previous.id)
         return PromotionResult(True, version, previous, comparison, why)
     _log_refusal(engine, candidate, actor, {"metric": metric, "comparison": summary, "active": previous.id})
-    return PromotionResult(False, candidate, previous, comparison,
-                           f"refused: {summary}; {_refusal_hint(comparison, metric)}")
+    hint = f"the candidate is worse by {metric} (force to promote anyway)"
+    if unscored:
+        hint = (f"the active version {previous.name} cannot be compared with; to replace it anyway use --force "
+                f"(the Force checkbox on the dashboard)")
+    return PromotionResult(False, candidate, previous, comparison, f"refused: {summary}; {hint}")
 
 
 def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "val_accuracy", force: bool = False,
             actor: str, val_dir: str | Path | None = None, comparison: Comparison | None = None,
             batch_size: int = 32, workers: int | None = 0) -> PromotionResult:
-    """Activate the candidate unless it is worse than the active version by `metric` (force overrides).
-
-    comparison: a ready Comparison (from compare_with_active) to decide on instead of evaluating again; used only
-    while it is about this candidate and the version active now, else both are evaluated again. A candidate whose
-    model files are gone is refused (never activated); an active version whose files are gone cannot be compared
-    with, so only a forced promotion replaces it.
-    """
+    """Activate the candidate unless it is worse than the active version by `metric` (force overrides); a candidate
+    whose model files are gone is refused. comparison: a ready one (from compare_with_active) to decide on while it
+    is about this candidate and the version active now, else both are evaluated again."""
     check_choice("promotion metric", metric, METRICS)
     candidate = registry.get_version(engine, candidate_version_id)
     gone = _files_missing(candidate)

@@ -202,12 +202,9 @@ def _release(engine: Engine, job_id: str, token: str) -> None:
 @contextlib.contextmanager
 def registration_claim(engine: Engine, job_id: str, *, ttl_seconds: float = REGISTRATION_CLAIM_SECONDS
                        ) -> Iterator[bool]:
-    """`with registration_claim(engine, job.id) as mine:` register only if mine.
-
-    Two refreshers (the dashboard and a CLI watching) can see the same job complete; registering is not undoable,
-    so it goes to whoever claims first. finish_job clears the claim; an exception gives it back, so the next
-    refresh can retry at once; a claim of a caller that crashed expires after ttl_seconds.
-    """
+    """`with registration_claim(engine, job.id) as mine:` register only if mine. Two refreshers (the dashboard and
+    a CLI watching) can see the same job complete, and registering is not undoable: it goes to whoever claims first.
+    finish_job clears the claim, an exception gives it back; a crashed caller's claim expires after ttl_seconds."""
     token = _claim(engine, job_id, ttl_seconds)
     try:
         yield token is not None

@@ -100,13 +100,19 @@ class LocalBackend(Backend):
         which moves into the new job's folder (each job owns its files); the new one records `resumed_from`."""
         old = self._resumable(job_id)
         new_id = store.new_job_id("training")
-        info = self._take_checkpoint(old, new_id)
+        old_checkpoint, folder = checkpoint_dir(job_dir(self.workspace, old.id)), job_dir(self.workspace, new_id)
+        folder.mkdir(parents=True)
+        try:  # atomic: of two resumes of one job at once (two analysts, two clicks) exactly one gets the checkpoint
+            os.rename(old_checkpoint, checkpoint_dir(folder))
+        except FileNotFoundError:
+            folder.rmdir()
+            raise JobError(self._no_checkpoint(old.id)) from None
         try:
             job = self._create("training", {**old.params, "resumed_from": old.id}, actor, job_id=new_id,
                                details={"resumed_from": old.id}, resumed_from=old.id,
-                               resumed_after_epoch=info.get("epoch"))
+                               resumed_after_epoch=(checkpoint_info(folder) or {}).get("epoch"))
         except BaseException:  # not recorded: the checkpoint goes back to the job that can still be resumed
-            os.rename(checkpoint_dir(job_dir(self.workspace, new_id)), checkpoint_dir(job_dir(self.workspace, old.id)))
+            os.rename(checkpoint_dir(folder), old_checkpoint)
             raise
         return self._launch(job)
 
@@ -130,18 +136,6 @@ class LocalBackend(Backend):
                 or job.status not in ("Failed", "Stopped")):
             return None
         return checkpoint_info(job_dir(self.workspace, job.id))
-
-    def _take_checkpoint(self, old: JobRecord, new_id: str) -> dict[str, Any]:
-        """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint. The rename is atomic: of
-        two resumes of one job at once (two analysts, two clicks) exactly one gets it."""
-        folder = job_dir(self.workspace, new_id)
-        folder.mkdir(parents=True)
-        try:
-            os.rename(checkpoint_dir(job_dir(self.workspace, old.id)), checkpoint_dir(folder))
-        except FileNotFoundError:
-            folder.rmdir()
-            raise JobError(self._no_checkpoint(old.id)) from None
-        return checkpoint_info(folder) or {}
 
     def _no_checkpoint(self, job_id: str) -> str:
         for later in store.list_jobs(self.engine, kind="training", backend=self.name, limit=None):
@@ -169,15 +163,12 @@ class LocalBackend(Backend):
             raise JobError("the local backend transforms a local folder into a local file; use --backend "
                            "sagemaker for s3:// locations")
         version = registry.get_version(self.engine, model_version_id)
+        job_id = store.new_job_id("transform")
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
                 "input": str(Path(input).expanduser().absolute()), "batch_size": batch_size, "workers": workers,
-                "output": str(Path(output).expanduser().absolute()) if output else None,
+                "output": str(Path(output).expanduser().absolute()) if output else str(job_dir(self.workspace, job_id)),
                 "runtime": runtime, "precision": precision}
-        job = self._create("transform", {"transform": spec}, actor)
-        if output is None:
-            spec["output"] = str(job_dir(self.workspace, job.id))
-            job = store.update_job(self.engine, job.id, params={"transform": spec})
-        return self._launch(job)
+        return self._launch(self._create("transform", {"transform": spec}, actor, job_id=job_id))
 
     # ---------------------------------------------------------------- endpoints
 

@@ -342,7 +342,8 @@ class SageMakerBackend(Backend):
 
     @contextlib.contextmanager
     def built_model(self, version: registry.ModelVersion, instance_type: str, job: JobRecord) -> Iterator[tuple]:
-        """(ModelBuilder, the SageMaker model it built) serving the version with inference.py."""
+        """(ModelBuilder, the SageMaker model it built) serving the version with inference.py; the SDK's scratch
+        folder is removed afterwards."""
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
