@@ -1,9 +1,5 @@
-"""The one interface both backends implement: jobs.local.backend.LocalBackend and
-jobs.sagemaker.backend.SageMakerBackend. `jobs.backends.get_backend` picks one.
-
-    job = backend.start_training(TrainingParams(train=..., val=...), actor="ana")
-    job = backend.refresh(job.id)          # poll: status, metrics; a completed training job registers a version
-"""
+"""The one interface both backends implement (jobs.local.backend.LocalBackend, jobs.sagemaker.backend.SageMakerBackend);
+`jobs.get_backend` picks one."""
 
 from __future__ import annotations
 

@@ -22,13 +22,14 @@ import datetime as dt
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from binaudit.config import ConfigError, load_settings
 from binaudit.workspace import Workspace
+from jobs import follow, get_backend, refresh_active
 from jobs.backend import Backend
-from jobs.backends import follow, get_backend, refresh_active
 from jobs.params import OBJECTIVES, STRATEGIES, TrainingParams, TuningParams
 from jobs.promotion import compare_with_active, promote
 from jobs.records import KINDS, JobError, JobRecord
@@ -144,8 +145,23 @@ def watch(ctx: Context, job: JobRecord) -> JobRecord:
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 
+def _started(args: argparse.Namespace, ctx: Context, job: JobRecord, what: str = "",
+             report: Callable[[JobRecord], str | None] | None = None) -> int:
+    """Print the started job. When the command waits for it: watch it to the end, print `report(job)` (a line or
+    None), and return EXIT_FAILED with a one-line error for a job that ended Failed or Stopped."""
+    print(f"started {job.kind} job {job.id}{what} on {job.backend}"
+          + (f" ({job.external_id})" if job.external_id else ""), flush=True)
+    if not _waits(args, job.backend):
+        print(f"follow it with: python -m jobs show {job.id} --refresh")
+        return EXIT_OK
+    job = watch(ctx, job)
+    line = report(job) if report is not None else None
+    if line:
+        print(line)
+    return _outcome(job)
+
+
 def _outcome(job: JobRecord) -> int:
-    """Exit status of a finished job, with the one-line error for a failure."""
     if job.status == "Completed":
         return EXIT_OK
     print(f"error: job {job.id} {job.status}" + (f": {job.failure_reason}" if job.failure_reason else ""),
@@ -158,33 +174,16 @@ def _waits(args: argparse.Namespace, backend_name: str) -> bool:
     return args.wait if args.wait is not None else backend_name == "local"
 
 
-def _started(args: argparse.Namespace, ctx: Context, job: JobRecord, what: str = "") -> JobRecord | None:
-    """Print the started job; the ended job when the command waits for it (else say how to follow it)."""
-    print(f"started {job.kind} job {job.id}{what} on {job.backend}"
-          + (f" ({job.external_id})" if job.external_id else ""), flush=True)
-    if _waits(args, job.backend):
-        return watch(ctx, job)
-    print(f"follow it with: python -m jobs show {job.id} --refresh")
-    return None
-
-
-def _registered_line(ctx: Context, job: JobRecord) -> str:
+def _registered(ctx: Context, job: JobRecord) -> str | None:
+    """The model version a completed training job registered."""
+    if job.status != "Completed":
+        return None
     if job.model_version_id is None:
         return f"job {job.id} {job.status}; no model version registered"
     version = registry.get_version(ctx.engine, job.model_version_id)
     hint = "" if version.active else f"\nnot active yet: python -m jobs models promote {version.name}"
     return (f"registered model version {version.name} (val accuracy {_fmt(version.val_accuracy)}, "
             f"val RMSE {_fmt(version.val_rmse)}) from job {job.id}{hint}")
-
-
-def _follow_training(args: argparse.Namespace, ctx: Context, job: JobRecord) -> int:
-    """Announce a started training job; when waiting, watch it and name the model version it registered."""
-    job = _started(args, ctx, job)
-    if job is None:
-        return EXIT_OK
-    if job.status == "Completed":
-        print(_registered_line(ctx, job))
-    return _outcome(job)
 
 
 # ---------------------------------------------------------------- train, tune, resume
@@ -206,7 +205,8 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
 def _train(args: argparse.Namespace, ctx: Context) -> int:
     params = training_params(args)
     _confirm_paid_work(args, ctx, "training", instance_type=params.instance_type, instance_count=params.instance_count)
-    return _follow_training(args, ctx, ctx.backend.start_training(params, actor=ctx.actor))
+    job = ctx.backend.start_training(params, actor=ctx.actor)
+    return _started(args, ctx, job, report=lambda ended: _registered(ctx, ended))
 
 
 def _resume(args: argparse.Namespace, ctx: Context) -> int:
@@ -216,7 +216,7 @@ def _resume(args: argparse.Namespace, ctx: Context) -> int:
     new = ctx.backend_of("local").resume_training(job.id, actor=ctx.actor)
     epoch = new.output.get("resumed_after_epoch")
     print(f"resuming {job.id}" + (f" after epoch {epoch}" if epoch is not None else "") + f" as {new.id}", flush=True)
-    return _follow_training(args, ctx, new)
+    return _started(args, ctx, new, report=lambda ended: _registered(ctx, ended))
 
 
 def _search_space(text: str | None):
@@ -236,36 +236,36 @@ def _tune(args: argparse.Namespace, ctx: Context) -> int:
                           strategy=args.strategy, early_stopping=args.early_stopping, seed=args.tuning_seed)
     _confirm_paid_work(args, ctx, "tuning", instance_type=params.base.instance_type,
                        instance_count=params.base.instance_count, max_jobs=params.max_jobs)
-    job = _started(args, ctx, ctx.backend.start_tuning(params, actor=ctx.actor))
-    if job is None:
-        return EXIT_OK
+    return _started(args, ctx, ctx.backend.start_tuning(params, actor=ctx.actor), report=_best_trial)
+
+
+def _best_trial(job: JobRecord) -> str | None:
     best = job.output.get("best_trial")
-    if best:
-        print(f"best trial: {best.get('job_id') or best.get('training_job_name')} "
-              f"{job.output.get('objective')}={_fmt(best.get('value'))} {json.dumps(best.get('values') or {})}"
-              + (f" -> model version {best['model_version']}" if best.get("model_version") else ""))
-    return _outcome(job)
+    if not best:
+        return None
+    return (f"best trial: {best.get('job_id') or best.get('training_job_name')} "
+            f"{job.output.get('objective')}={_fmt(best.get('value'))} {json.dumps(best.get('values') or {})}"
+            + (f" -> model version {best['model_version']}" if best.get("model_version") else ""))
 
 
 # ---------------------------------------------------------------- list, show, log, stop
 
-def _list(args: argparse.Namespace, ctx: Context) -> int:
+def _list(args: argparse.Namespace, ctx: Context) -> None:
     if args.refresh:
         refresh_active(ctx.engine, settings=ctx.settings, workspace=ctx.workspace)
     jobs = list_jobs(ctx.engine, kind=args.kind, limit=args.limit)
     if not jobs:
         print("no jobs yet")
-        return EXIT_OK
+        return
     rows = [[j.id, j.kind, j.backend, j.status, f"{j.created_at:%Y-%m-%d %H:%M}",
              f"{j.duration_seconds:.0f}s" if j.duration_seconds is not None else "-",
              _fmt(j.last_epoch.get("val_accuracy")), _fmt(j.last_epoch.get("val_rmse")),
              j.output.get("model_version") or "-", (j.failure_reason or "")[:60]] for j in jobs]
     print(_table(["job", "kind", "backend", "status", "created", "time", "val_acc", "val_rmse", "model", "failure"],
                  rows))
-    return EXIT_OK
 
 
-def _show(args: argparse.Namespace, ctx: Context) -> int:
+def _show(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     job = ctx.backend_of(job.backend).refresh(job.id) if args.refresh else job
     print(f"{job.id}  {job.kind} on {job.backend}: {job.status}")
@@ -280,27 +280,24 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
         print("  output: " + json.dumps(job.output, default=str, indent=2).replace("\n", "\n  "))
     for trial in list_jobs(ctx.engine, parent_id=job.id, limit=None):
         print(f"  trial {trial.id}: {trial.status} {_metric_summary(trial.last_epoch)}".rstrip())
-    return EXIT_OK
 
 
-def _log(args: argparse.Namespace, ctx: Context) -> int:
+def _log(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     backend = ctx.backend_of(job.backend)
     if not args.follow:
         print(backend.log_tail(job.id, args.lines), end="")
-        return EXIT_OK
+        return
     try:  # the whole log, then new lines as they arrive, until the job ends
         follow(backend, job, on_log=lambda text: print(text, end="", flush=True), poll_seconds=args.poll)
     except KeyboardInterrupt:
         raise SystemExit(EXIT_INTERRUPTED) from None
-    return EXIT_OK
 
 
-def _stop(args: argparse.Namespace, ctx: Context) -> int:
+def _stop(args: argparse.Namespace, ctx: Context) -> None:
     job = get_job(ctx.engine, args.job_id)
     job = ctx.backend_of(job.backend).stop(job.id, actor=ctx.actor)
     print(f"{job.id}: {job.status}" + (f" ({job.failure_reason})" if job.failure_reason else ""))
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------- models
@@ -310,35 +307,34 @@ def _classes_text(classes) -> str:
     return f"0-{classes.max_count}" + (f",{classes.labels[-1]}" if classes.open_top else "")
 
 
-def _models(args: argparse.Namespace, ctx: Context) -> int:
+def _models(args: argparse.Namespace, ctx: Context) -> None:
     if args.action == "list":
         versions = registry.list_versions(ctx.engine)
         if not versions:
             print("no model versions yet: python -m jobs train ... registers one")
-            return EXIT_OK
+            return
         rows = [[("* " if v.active else "  ") + v.name, f"{v.created_at:%Y-%m-%d %H:%M}", v.arch, str(v.image_size),
                  _classes_text(v.classes), _fmt(v.val_accuracy), _fmt(v.val_rmse), v.job_id or "-"] for v in versions]
         print(_table(["version", "created", "arch", "size", "classes", "val_acc", "val_rmse", "job"], rows))
         print("* active")
-        return EXIT_OK
+        return
     if not args.version:
         raise CliError(f"models {args.action} needs a VERSION (e.g. v3)")
     if args.action == "compare":
         comparison = compare_with_active(ctx.engine, args.version, args.val)
         print(comparison.describe("val_accuracy"))
         print(comparison.describe("val_rmse"))
-        return EXIT_OK
+        return
     result = promote(ctx.engine, args.version, metric=args.metric, force=args.force, actor=ctx.actor,
                      val_dir=args.val)
     if not result.promoted and not result.version.active:  # refused (worse, or its files are gone): exit 2
         raise CliError(result.reason)
     print(f"{result.version.name}: {'active' if result.version.active else 'not promoted'} ({result.reason})")
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------- deploy, invoke, transform
 
-def _deploy(args: argparse.Namespace, ctx: Context) -> int:
+def _deploy(args: argparse.Namespace, ctx: Context) -> int | None:
     if args.list:
         return _list_endpoints(ctx)
     if args.delete is not None:
@@ -359,11 +355,11 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
     return _outcome(job) if not job.is_active else EXIT_OK
 
 
-def _list_endpoints(ctx: Context) -> int:
+def _list_endpoints(ctx: Context) -> None:
     endpoints = ctx.backend.list_endpoints()
     if not endpoints:
         print("no live endpoints")
-        return EXIT_OK
+        return
     rows = [[e["name"] + (" (idle)" if e.get("idle") else ""), e.get("status") or "-",
              e.get("url") or e.get("instance_type") or "-", e.get("model_version") or "-",
              e.get("job_id") or "(not BinAudit's)", _age(e.get("created_at")), _fmt(e.get("last_invocation"))]
@@ -374,10 +370,9 @@ def _list_endpoints(ctx: Context) -> int:
         print(f"warning: {len(idle)} endpoint(s) had no invocation for {ctx.settings.endpoint_idle_hours:g} h and "
               f"still bill every hour: {', '.join(idle)}; python -m jobs deploy --backend {ctx.backend_name} "
               f"--delete --idle deletes BinAudit's", file=sys.stderr)
-    return EXIT_OK
 
 
-def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> int:
+def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> None:
     if args.idle == bool(args.delete):
         raise CliError("deploy --delete takes an endpoint (job id, URL or endpoint name) or --idle, not both")
     names = [e["job_id"] for e in ctx.backend.list_endpoints() if e.get("idle") and e.get("job_id")] \
@@ -387,7 +382,6 @@ def _delete_endpoints(args: argparse.Namespace, ctx: Context) -> int:
     for name in names:
         job = ctx.backend.delete_endpoint(name, actor=ctx.actor)
         print(f"deleted endpoint {name}" + (f" (job {job.id} {job.status})" if job is not None else ""))
-    return EXIT_OK
 
 
 def _request_body(args: argparse.Namespace) -> tuple[bytes, str]:
@@ -404,23 +398,23 @@ def _request_body(args: argparse.Namespace) -> tuple[bytes, str]:
     raise CliError("give --image PHOTO or --body FILE")
 
 
-def _invoke(args: argparse.Namespace, ctx: Context) -> int:
+def _invoke(args: argparse.Namespace, ctx: Context) -> None:
     body, content_type = _request_body(args)
     print(json.dumps(ctx.backend.invoke(args.endpoint, body, content_type), indent=2))
-    return EXIT_OK
 
 
 def _transform(args: argparse.Namespace, ctx: Context) -> int:
     version = ctx.version(args.model)
     _confirm_paid_work(args, ctx, "transform")
     job = ctx.backend.start_transform(version.id, args.input, args.output, actor=ctx.actor, **_scoring_path(args, ctx))
-    job = _started(args, ctx, job, f" with {version.name}")
-    if job is None:
-        return EXIT_OK
-    if job.status == "Completed":
-        out = job.output
-        print(f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}")
-    return _outcome(job)
+    return _started(args, ctx, job, f" with {version.name}", report=_scored)
+
+
+def _scored(job: JobRecord) -> str | None:
+    out = job.output
+    if job.status != "Completed":
+        return None
+    return f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}"
 
 
 def _scoring_path(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
@@ -435,13 +429,7 @@ def _scoring_path(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the parser
 
-def _yes_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--yes", action="store_true", help="SageMaker: start paid work without asking")
-
-
-def _wait_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"{what} (default: wait for local jobs, not for SageMaker's)")
+STREAMS = "wait for the end and stream progress"
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
@@ -457,8 +445,6 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
                    help="SageMaker: instances per job, > 1 runs DistributedDataParallel (default: the setting)")
     p.add_argument("--extra", action="append", default=[], metavar="FLAG=VALUE",
                    help="another train.py flag, e.g. --extra device=cpu (repeatable)")
-    _wait_flag(p, "wait for the end and stream progress")
-    _yes_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -471,14 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m jobs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+    def command(name: str, run, help: str, *positionals: str, wait: str = "", paid: bool = False
+                ) -> argparse.ArgumentParser:
+        """A subcommand: the common flags, `positionals`, --wait/--no-wait (`wait` says what waiting does), and
+        --yes for paid work."""
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(run=run)
+        for positional in positionals:
+            p.add_argument(positional)
+        if wait:
+            p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{wait} (default: wait for local jobs, not for SageMaker's)")
+        if paid:
+            p.add_argument("--yes", action="store_true", help="SageMaker: start paid work without asking")
         return p
 
-    _training_flags(command("train", _train, "start a training job (local by default) and register the model it makes"))
+    _training_flags(command("train", _train, "start a training job (local by default) and register the model it makes",
+                            wait=STREAMS, paid=True))
 
-    p = command("tune", _tune, "start a hyperparameter tuning job over the shared search space; reports the best")
+    p = command("tune", _tune, "start a hyperparameter tuning job over the shared search space; reports the best",
+                wait=STREAMS, paid=True)
     _training_flags(p)
     p.add_argument("--max-jobs", type=int, default=4, help="number of trials (default 4)")
     p.add_argument("--max-parallel-jobs", type=int, default=1,
@@ -496,19 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default=None, help="only jobs of this kind")
     p.add_argument("--limit", type=int, default=30, help="most recent N jobs (default 30)")
     p.add_argument("--refresh", action="store_true", help="poll running jobs first")
-    p = command("show", _show, "one job: status, times, per-epoch metrics, output, trials")
-    p.add_argument("job_id")
+    p = command("show", _show, "one job: status, times, per-epoch metrics, output, trials", "job_id")
     p.add_argument("--refresh", action="store_true", help="poll the job first")
-    p = command("log", _log, "the end of a job's log (SageMaker: CloudWatch), or --follow it as it grows")
-    p.add_argument("job_id")
+    p = command("log", _log, "the end of a job's log (SageMaker: CloudWatch), or --follow it as it grows", "job_id")
     p.add_argument("--lines", type=int, default=50, help="log lines (default 50)")
     p.add_argument("--follow", action="store_true", help="print the log and then new lines until the job ends")
     p.add_argument("--poll", type=float, default=None, help="seconds between polls with --follow (default: 1 "
                                                             "local, 30 SageMaker)")
-    command("stop", _stop, "stop a training, tuning or transform job, or delete an endpoint").add_argument("job_id")
-    p = command("resume", _resume, "continue a Failed or Stopped local training job from its checkpoint, as a new job")
-    p.add_argument("job_id")
-    _wait_flag(p, "wait for the end and stream progress")
+    command("stop", _stop, "stop a training, tuning or transform job, or delete an endpoint", "job_id")
+    command("resume", _resume, "continue a Failed or Stopped local training job from its checkpoint, as a new job",
+            "job_id", wait=STREAMS)
 
     p = command("models", _models, "list model versions (metrics, active one); promote one after comparing it")
     p.add_argument("action", nargs="?", choices=("list", "promote", "compare"), default="list",
@@ -520,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=Path, default=None,
                    help="validation folder both versions are scored on (default: the candidate's own)")
 
-    p = command("deploy", _deploy, "deploy a model version to an endpoint; --list live endpoints; --delete one")
+    p = command("deploy", _deploy, "deploy a model version to an endpoint; --list live endpoints; --delete one",
+                wait="wait until the endpoint answers, reporting its status", paid=True)
     p.add_argument("version", nargs="?", default=None, help="model version to deploy, e.g. v3 (default: the active one)")
     p.add_argument("--delete", metavar="ENDPOINT", nargs="?", const="", default=None,
                    help="delete an endpoint (job id, local URL or SageMaker endpoint name) instead; with --idle "
@@ -528,8 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", action="store_true", help="with --delete: the idle BinAudit endpoints")
     p.add_argument("--list", action="store_true", help="list live endpoints instead (SageMaker: all in the region, "
                                                        "with instance type, age, last invocation; idle ones flagged)")
-    _wait_flag(p, "wait until the endpoint answers, reporting its status")
-    _yes_flag(p)
     add_path_arguments(p)
     p = command("invoke", _invoke, "send a photo to an endpoint and print its JSON answer")
     p.add_argument("endpoint", help="deployment job id, local URL or SageMaker endpoint name")
@@ -537,13 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-count", type=int, default=None, help="the stock record, for a mismatch probability")
     p.add_argument("--body", type=Path, default=None, help="send this file as the body instead")
     p.add_argument("--content-type", default=None, help="content type of --body (default from the file name)")
-    p = command("transform", _transform, "score a folder (or S3 prefix) of photos into JSON lines with a model version")
+    p = command("transform", _transform, "score a folder (or S3 prefix) of photos into JSON lines with a model version",
+                wait="wait for the end", paid=True)
     p.add_argument("--model", default=None, help="model version, e.g. v3 (default: the active one)")
     p.add_argument("--input", required=True, help="folder of photos (local) or s3:// prefix (SageMaker)")
     p.add_argument("--output", default=None,
                    help="JSON-lines file or folder (local) or s3:// prefix (SageMaker); default: the job's folder")
-    _wait_flag(p, "wait for the end")
-    _yes_flag(p)
     add_path_arguments(p)
     return parser
 
@@ -551,6 +544,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = build_parser().parse_args(argv)
-        return args.run(args, Context(args))
+        return args.run(args, Context(args)) or EXIT_OK  # a handler that returns None succeeded
 
     return run_reporting_errors(run, (ConfigError, JobError, registry.RegistryError, SearchSpaceError))

@@ -1,10 +1,8 @@
 """What a training or tuning job is asked to do: `TrainingParams` and `TuningParams`.
 
 TrainingParams has one field per job setting of `modeling.settings` (same name, same default), the data channels
-and (SageMaker) the compute. `to_hyperparameters()` gives exactly the `--name value` flags train.py takes;
-`check()` parses each value with the setting's own parser, so a job is refused with train.py's message before it
-starts, without importing train.py (or torch). The data locations travel separately, as channels
-(SM_CHANNEL_TRAIN/VAL/TEST/RECOUNTS locally and on SageMaker).
+(SM_CHANNEL_* locally and on SageMaker) and (SageMaker) the compute. `check()` parses each value with the setting's
+own parser: a job is refused with train.py's message before it starts, without importing train.py (or torch).
 """
 
 from __future__ import annotations
@@ -142,10 +140,9 @@ class TuningParams:
     def __post_init__(self) -> None:
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("strategy", self.strategy, STRATEGIES)
-        if self.max_jobs < 1:
-            raise JobError(f"max_jobs must be at least 1, got {self.max_jobs}")
-        if self.max_parallel_jobs < 1:
-            raise JobError(f"max_parallel_jobs must be at least 1, got {self.max_parallel_jobs}")
+        for name in ("max_jobs", "max_parallel_jobs"):
+            if getattr(self, name) < 1:
+                raise JobError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.search_space:
             raise JobError("the search space is empty: name at least one parameter to tune")
         unknown = sorted(set(self.search_space) - set(HYPERPARAMETER_FIELDS))

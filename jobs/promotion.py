@@ -1,9 +1,8 @@
 """Promotion: make a candidate model version active only if it is not worse than the active one.
 
-Both versions are evaluated on THE SAME validation folder with the shared evaluation code
-(modeling.evaluate.evaluate_folder, fp32, argmax counts): accuracy and RMSE over counts. A worse candidate is
-refused unless forced; the first model becomes active without a comparison. Every decision is audit-logged
-(activation by modeling.registry.activate, a refusal here). This is the condition step of a retraining pipeline.
+Both versions are evaluated on THE SAME validation folder with the shared evaluation code (fp32, argmax counts):
+accuracy and RMSE over counts. A worse candidate is refused unless forced; the first model becomes active without a
+comparison. Every decision is audit-logged (activation by modeling.registry.activate, a refusal here).
 """
 
 from __future__ import annotations
@@ -26,47 +25,36 @@ ACTIVATION_ATTEMPTS = 3  # decisions re-made when another activation comes first
 
 @dataclass(frozen=True)
 class Scores:
-    """One version's figures on the comparison folder."""
+    """One version's figures on the comparison folder; `error` says why it has none (its files are gone or
+    unreadable)."""
 
     version_id: int
     name: str
-    accuracy: float
-    rmse: float
-    n_scored: int
+    accuracy: float = math.nan
+    rmse: float = math.nan
+    n_scored: int = 0
+    error: str | None = None
 
     def value(self, metric: str) -> float:
         return getattr(self, METRICS[metric])
 
 
 @dataclass(frozen=True)
-class Unscored:
-    """The active version when it cannot be scored (its files are gone or unreadable)."""
-
-    version_id: int
-    name: str
-    error: str
-
-
-@dataclass(frozen=True)
 class Comparison:
     val_dir: str
     candidate: Scores
-    active: Scores | None
-    unscored_active: Unscored | None = None  # set (and `active` None) when the active version could not be scored
+    active: Scores | None  # None: there was no active version (other than the candidate)
 
     @property
     def active_id(self) -> int | None:
-        """The version compared against (None: there was no active version)."""
-        if self.active is not None:
-            return self.active.version_id
-        return self.unscored_active.version_id if self.unscored_active is not None else None
+        return self.active.version_id if self.active is not None else None
 
     def candidate_is_not_worse(self, metric: str) -> bool:
         """Ties go to the candidate (a retrained model on newer data is preferred at equal quality)."""
-        if self.unscored_active is not None:
-            return False  # nothing to compare with: only a forced promotion replaces it
         if self.active is None:
             return True
+        if self.active.error:
+            return False  # nothing to compare with: only a forced promotion replaces it
         cand, act = self.candidate.value(metric), self.active.value(metric)
         if math.isnan(cand):
             return False
@@ -75,13 +63,11 @@ class Comparison:
         return cand >= act if OBJECTIVES[metric] == "Maximize" else cand <= act
 
     def describe(self, metric: str) -> str:
-        label = METRICS[metric]
-        text = f"{self.candidate.name} {label} {self.candidate.value(metric):.4f}"
-        if self.active is not None:
+        text = f"{self.candidate.name} {METRICS[metric]} {self.candidate.value(metric):.4f}"
+        if self.active is not None and self.active.error:
+            text += f" vs active {self.active.name}, which could not be scored ({self.active.error})"
+        elif self.active is not None:
             text += f" vs active {self.active.name} {self.active.value(metric):.4f}"
-        if self.unscored_active is not None:
-            text += (f" vs active {self.unscored_active.name}, which could not be scored "
-                     f"({self.unscored_active.error})")
         return f"{text} on {self.val_dir} ({self.candidate.n_scored} photos)"
 
 
@@ -119,31 +105,26 @@ def _files_missing(version: registry.ModelVersion) -> str | None:
     return f"{', '.join(missing)} missing from {version.model_dir}" if missing else None
 
 
-def _try_score(version: registry.ModelVersion, folder: Path, batch_size: int,
-               workers: int | None) -> Scores | Unscored:
-    """The version's scores on `folder`; Unscored when its files are gone or broken."""
+def _try_score(version: registry.ModelVersion, folder: Path, batch_size: int, workers: int | None) -> Scores:
+    """The version's scores on `folder`; with an error when its files are gone or broken."""
     from modeling.model import ModelConfigError
 
     gone = _files_missing(version)
     if gone:
-        return Unscored(version.id, version.name, gone)
+        return Scores(version.id, version.name, error=gone)
     try:
         return score_version(version, folder, batch_size=batch_size, workers=workers)
     except ModelConfigError as exc:
-        return Unscored(version.id, version.name, str(exc))
+        return Scores(version.id, version.name, error=str(exc))
 
 
 def _compare(candidate: registry.ModelVersion, active: registry.ModelVersion | None, val_dir: str | Path | None,
              batch_size: int, workers: int | None) -> Comparison:
     folder = Path(val_dir) if val_dir is not None else default_val_dir(candidate)
     scores = _try_score(candidate, folder, batch_size, workers)
-    if isinstance(scores, Unscored):  # nothing to promote; an unscorable ACTIVE one only needs --force to replace
+    if scores.error:  # nothing to promote; an unscorable ACTIVE one only needs --force to replace
         raise JobError(f"{candidate.name} cannot be scored or activated: {scores.error}")
-    if active is None or active.id == candidate.id:
-        return Comparison(str(folder), scores, None)
-    other = _try_score(active, folder, batch_size, workers)
-    if isinstance(other, Unscored):
-        return Comparison(str(folder), scores, None, other)
+    other = None if active is None or active.id == candidate.id else _try_score(active, folder, batch_size, workers)
     return Comparison(str(folder), scores, other)
 
 
@@ -169,13 +150,6 @@ def _log_refusal(engine: Engine, candidate: registry.ModelVersion, actor: str, d
                       details=details)
 
 
-def _refusal_hint(comparison: Comparison, metric: str) -> str:
-    if comparison.unscored_active is not None:
-        return (f"the active version {comparison.unscored_active.name} cannot be compared with; to replace it "
-                f"anyway use --force (the Force checkbox on the dashboard)")
-    return f"the candidate is worse by {metric} (force to promote anyway)"
-
-
 def _decide(engine: Engine, candidate: registry.ModelVersion, previous: registry.ModelVersion | None,
             comparison: Comparison | None, metric: str, force: bool, actor: str) -> PromotionResult:
     """Activate or refuse. Activation happens only while `previous` is still the active version (checked in the
@@ -185,29 +159,28 @@ def _decide(engine: Engine, candidate: registry.ModelVersion, previous: registry
                                     expected_active=None)
         return PromotionResult(True, version, None, None, "first model: activated without comparison")
     assert comparison is not None
-    summary = comparison.describe(metric)
+    summary, unscored = comparison.describe(metric), comparison.active.error
     if comparison.candidate_is_not_worse(metric) or force:
         why = summary
         if not comparison.candidate_is_not_worse(metric):
-            why = (f"forced although {'not compared' if comparison.unscored_active else 'worse'}: {summary}")
+            why = f"forced although {'not compared' if unscored else 'worse'}: {summary}"
         version = registry.activate(engine, candidate.id, actor=actor, reason=f"promoted by {metric}: {why}",
                                     expected_active=previous.id)
         return PromotionResult(True, version, previous, comparison, why)
     _log_refusal(engine, candidate, actor, {"metric": metric, "comparison": summary, "active": previous.id})
-    return PromotionResult(False, candidate, previous, comparison,
-                           f"refused: {summary}; {_refusal_hint(comparison, metric)}")
+    hint = f"the candidate is worse by {metric} (force to promote anyway)"
+    if unscored:
+        hint = (f"the active version {previous.name} cannot be compared with; to replace it anyway use --force "
+                f"(the Force checkbox on the dashboard)")
+    return PromotionResult(False, candidate, previous, comparison, f"refused: {summary}; {hint}")
 
 
 def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "val_accuracy", force: bool = False,
             actor: str, val_dir: str | Path | None = None, comparison: Comparison | None = None,
             batch_size: int = 32, workers: int | None = 0) -> PromotionResult:
-    """Activate the candidate unless it is worse than the active version by `metric` (force overrides).
-
-    comparison: a ready Comparison (from compare_with_active) to decide on instead of evaluating again; used only
-    while it is about this candidate and the version active now, else both are evaluated again. A candidate whose
-    model files are gone is refused (never activated); an active version whose files are gone cannot be compared
-    with, so only a forced promotion replaces it.
-    """
+    """Activate the candidate unless it is worse than the active version by `metric` (force overrides); a candidate
+    whose model files are gone is refused. comparison: a ready one (from compare_with_active) to decide on while it
+    is about this candidate and the version active now, else both are evaluated again."""
     check_choice("promotion metric", metric, METRICS)
     candidate = registry.get_version(engine, candidate_version_id)
     gone = _files_missing(candidate)

@@ -1,7 +1,5 @@
-"""What a job is: kinds, statuses, the `JobRecord` read from the `jobs` table, and the jobs layer's errors.
-
-Cheap to import (no torch, no sagemaker): the dashboard lists jobs with this.
-"""
+"""What a job is: kinds, statuses, the `JobRecord` read from the `jobs` table, and the jobs layer's errors (cheap to
+import: the dashboard lists jobs with this)."""
 
 from __future__ import annotations
 
@@ -111,8 +109,7 @@ class JobRecord:
         epochs = (self.params.get("training") or {}).get("epochs")
         if self.kind != "training" or self.started_at is None or not epochs:
             return None
-        end = self.ended_at or now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        elapsed = max(0.0, (end - self.started_at).total_seconds())
+        elapsed = self._elapsed(now)
         epoch = int(self.last_epoch.get("epoch") or 0)
         ran = epoch - int(self.output.get("resumed_after_epoch") or 0)
         left = elapsed / ran * (int(epochs) - epoch) if ran > 0 and self.is_active else None
@@ -120,7 +117,8 @@ class JobRecord:
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.ended_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return self._elapsed() if self.started_at is not None else None
+
+    def _elapsed(self, now: dt.datetime | None = None) -> float:
+        end = self.ended_at or now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
         return max(0.0, (end - self.started_at).total_seconds())

@@ -1,12 +1,6 @@
-"""The hyperparameter search space: one definition that both tuners use.
-
-The local tuner samples from it (seeded); the SageMaker tuner converts it to `sagemaker.core.parameter` ranges.
-Names are `TrainingParams` field names ("batch_size"); `jobs.params.flag_name` turns them into train.py
-flags ("batch-size") where a backend needs those.
-
-    {"lr": Continuous(1e-4, 0.1, log=True), "batch_size": Integer(16, 64), "arch": Categorical(("resnet18",))}
-
-JSON form (CLI `--search-space`, the job's stored params):
+"""The hyperparameter search space: one definition both tuners use (the local one samples it, seeded; SageMaker's
+gets `sagemaker.core.parameter` ranges). Names are TrainingParams fields ("batch_size"). The JSON form (CLI
+`--search-space`, the job's stored params):
 
     {"lr": {"type": "continuous", "low": 0.0001, "high": 0.1, "log": true},
      "batch_size": {"type": "integer", "low": 16, "high": 64},

@@ -125,15 +125,10 @@ def merge_output(engine: Engine, job_id: str, **items: Any) -> JobRecord:
     return get_job(engine, job_id)
 
 
-def mark_started(engine: Engine, job_id: str, *, pid: int | None = None, external_id: str | None = None,
-                 log_path: str | None = None) -> JobRecord:
-    """Pending -> InProgress, recording the process or the AWS name.
-
-    A job that already ended keeps its status: a fast local job can fail before the process that launched it
-    gets here, and must not be set back to InProgress.
-    """
-    values: dict[str, Any] = {name: value for name, value in
-                              (("pid", pid), ("external_id", external_id), ("log_path", log_path)) if value is not None}
+def mark_started(engine: Engine, job_id: str, *, pid: int | None = None, external_id: str | None = None) -> JobRecord:
+    """Pending -> InProgress, recording the process or the AWS name. A job that already ended keeps its status (a
+    fast local job can fail before the process that launched it gets here)."""
+    values: dict[str, Any] = {k: v for k, v in (("pid", pid), ("external_id", external_id)) if v is not None}
     with db.write_tx(engine) as conn:
         row = _read(conn, job_id, db.jobs.c.status, db.jobs.c.started_at)
         if row.status in ACTIVE_STATUSES:
@@ -162,15 +157,6 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
             db.log_change(conn, actor=actor, action="finish_job", entity="job", entity_id=job_id,
                           details={"status": status, "failure_reason": failure_reason})
     return get_job(engine, job_id), applied
-
-
-def finish_with_version(engine: Engine, job_id: str, version: ModelVersion, *,
-                        metrics: list[dict[str, Any]] | None = None, output: Mapping[str, Any] | None = None
-                        ) -> JobRecord:
-    """End a job Completed with the model version it registered (JobRecord.model_version_id and friends)."""
-    summary = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
-               "val_accuracy": version.val_accuracy, "val_rmse": version.val_rmse}
-    return finish_job(engine, job_id, "Completed", metrics=metrics, output={**(output or {}), **summary})[0]
 
 
 def request_stop(engine: Engine, job_id: str, *, actor: str) -> JobRecord:
@@ -216,12 +202,9 @@ def _release(engine: Engine, job_id: str, token: str) -> None:
 @contextlib.contextmanager
 def registration_claim(engine: Engine, job_id: str, *, ttl_seconds: float = REGISTRATION_CLAIM_SECONDS
                        ) -> Iterator[bool]:
-    """`with registration_claim(engine, job.id) as mine:` register only if mine.
-
-    Two refreshers (the dashboard and a CLI watching) can see the same job complete; registering is not undoable,
-    so it goes to whoever claims first. finish_job clears the claim; an exception gives it back, so the next
-    refresh can retry at once; a claim of a caller that crashed expires after ttl_seconds.
-    """
+    """`with registration_claim(engine, job.id) as mine:` register only if mine. Two refreshers (the dashboard and
+    a CLI watching) can see the same job complete, and registering is not undoable: it goes to whoever claims first.
+    finish_job clears the claim, an exception gives it back; a crashed caller's claim expires after ttl_seconds."""
     token = _claim(engine, job_id, ttl_seconds)
     try:
         yield token is not None
@@ -249,4 +232,6 @@ def finish_with_model(engine: Engine, job_id: str, register: Callable[[], ModelV
                               failure_reason=f"{failure}: {exc}")[0]
         if before_completed is not None:
             before_completed(version)
-        return finish_with_version(engine, job_id, version, metrics=metrics, output=output)
+        summary = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
+                   "val_accuracy": version.val_accuracy, "val_rmse": version.val_rmse}
+        return finish_job(engine, job_id, "Completed", metrics=metrics, output={**(output or {}), **summary})[0]

@@ -109,7 +109,7 @@ def test_an_active_version_whose_files_are_gone_is_replaced_only_when_forced(ctx
 
     # the dashboard's path: compare (no error), then promote with that comparison and Force ticked
     comparison = compare_with_active(ctx.engine, ctx.b.id, ctx.val)
-    assert comparison.active is None and comparison.unscored_active.version_id == ctx.a.id
+    assert comparison.active.error and comparison.active.version_id == ctx.a.id
     forced = promote(ctx.engine, ctx.b.id, actor="ana", force=True, comparison=comparison)
     assert forced.promoted and forced.comparison is comparison and _active(ctx) == ctx.b.id
     assert "forced" in forced.reason and "could not be scored" in forced.reason

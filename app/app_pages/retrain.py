@@ -318,7 +318,7 @@ def promotion_ui(version_id: int) -> None:
         c = st.columns(2)
         c[0].metric(f"{comparison.candidate.name} accuracy / RMSE",
                     f"{comparison.candidate.accuracy:.1%} / {comparison.candidate.rmse:.3f}")
-        if comparison.active is not None:
+        if comparison.active is not None and not comparison.active.error:
             c[1].metric(f"{comparison.active.name} (active) accuracy / RMSE",
                         f"{comparison.active.accuracy:.1%} / {comparison.active.rmse:.3f}")
         better = comparison.candidate_is_not_worse(metric)

@@ -1,11 +1,9 @@
 """The local backend: every job runs on this machine, no AWS account needed.
 
-Training, tuning and batch transform run in a detached `jobs.local.runner` process (its own session); the
-runner runs them (jobs.local.training, .tuner, .transform) and writes the outcome to the database itself.
-Deployment starts `jobs.local.endpoint`, an HTTP server on 127.0.0.1 speaking the SageMaker container's protocol.
-`refresh` parses metrics from the log while a job runs and notices a runner that died without recording a result
-(Failed, with the pid in the reason). A training job checkpoints every epoch into its folder; `resume_training`
-continues a Failed or Stopped one from there as a new job.
+Training, tuning and batch transform run in a detached `jobs.local.runner` process, which records the outcome
+itself; a deployment is `jobs.local.endpoint`, an HTTP server on 127.0.0.1. `refresh` parses metrics from the log
+and ends a job whose process died without recording a result. `resume_training` continues a Failed or Stopped
+training job from its last epoch's checkpoint.
 """
 
 from __future__ import annotations
@@ -58,9 +56,9 @@ def _absolute_channels(params: TrainingParams) -> TrainingParams:
     return params.replace(**{k: str(Path(v).expanduser().absolute()) for k, v in params.channels().items()})
 
 
-def _runner_job_id(job: JobRecord) -> str:
-    """The job id in the runner's command line: a trial runs in its tuning job's runner."""
-    return job.parent_id or job.id
+def _runner_alive(job: JobRecord) -> bool:
+    """Whether the process that records the job's result runs (a trial's is its tuning job's runner)."""
+    return process_alive(job.output.get("runner_pid") or job.pid, marker=RUNNER_MODULE, job_id=job.parent_id or job.id)
 
 
 class LocalBackend(Backend):
@@ -98,20 +96,23 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------- resuming
 
     def resume_training(self, job_id: str, *, actor: str) -> JobRecord:
-        """A new training job with the same params that continues a Failed or Stopped one from its checkpoint.
-
-        The checkpoint folder moves into the new job's folder, so each job owns its files (the old job keeps its
-        log, metrics and record); the new one records `resumed_from` in its params, output and audit entry.
-        """
+        """A new training job with the same params that continues a Failed or Stopped one from its checkpoint,
+        which moves into the new job's folder (each job owns its files); the new one records `resumed_from`."""
         old = self._resumable(job_id)
         new_id = store.new_job_id("training")
-        info = self._take_checkpoint(old, new_id)
+        old_checkpoint, folder = checkpoint_dir(job_dir(self.workspace, old.id)), job_dir(self.workspace, new_id)
+        folder.mkdir(parents=True)
+        try:  # atomic: of two resumes of one job at once (two analysts, two clicks) exactly one gets the checkpoint
+            os.rename(old_checkpoint, checkpoint_dir(folder))
+        except FileNotFoundError:
+            folder.rmdir()
+            raise JobError(self._no_checkpoint(old.id)) from None
         try:
             job = self._create("training", {**old.params, "resumed_from": old.id}, actor, job_id=new_id,
                                details={"resumed_from": old.id}, resumed_from=old.id,
-                               resumed_after_epoch=info.get("epoch"))
+                               resumed_after_epoch=(checkpoint_info(folder) or {}).get("epoch"))
         except BaseException:  # not recorded: the checkpoint goes back to the job that can still be resumed
-            os.rename(checkpoint_dir(job_dir(self.workspace, new_id)), checkpoint_dir(job_dir(self.workspace, old.id)))
+            os.rename(checkpoint_dir(folder), old_checkpoint)
             raise
         return self._launch(job)
 
@@ -135,20 +136,6 @@ class LocalBackend(Backend):
                 or job.status not in ("Failed", "Stopped")):
             return None
         return checkpoint_info(job_dir(self.workspace, job.id))
-
-    def _take_checkpoint(self, old: JobRecord, new_id: str) -> dict[str, Any]:
-        """Move the checkpoint folder into the new job's; {"epoch": ...} of the checkpoint.
-
-        The rename is atomic: of two resumes of one job at once (two analysts, two clicks) exactly one gets it.
-        """
-        folder = job_dir(self.workspace, new_id)
-        folder.mkdir(parents=True)
-        try:
-            os.rename(checkpoint_dir(job_dir(self.workspace, old.id)), checkpoint_dir(folder))
-        except FileNotFoundError:
-            folder.rmdir()
-            raise JobError(self._no_checkpoint(old.id)) from None
-        return checkpoint_info(folder) or {}
 
     def _no_checkpoint(self, job_id: str) -> str:
         for later in store.list_jobs(self.engine, kind="training", backend=self.name, limit=None):
@@ -176,15 +163,12 @@ class LocalBackend(Backend):
             raise JobError("the local backend transforms a local folder into a local file; use --backend "
                            "sagemaker for s3:// locations")
         version = registry.get_version(self.engine, model_version_id)
+        job_id = store.new_job_id("transform")
         spec = {"model_version_id": version.id, "model_version": version.name, "model_dir": version.artifact_uri,
                 "input": str(Path(input).expanduser().absolute()), "batch_size": batch_size, "workers": workers,
-                "output": str(Path(output).expanduser().absolute()) if output else None,
+                "output": str(Path(output).expanduser().absolute()) if output else str(job_dir(self.workspace, job_id)),
                 "runtime": runtime, "precision": precision}
-        job = self._create("transform", {"transform": spec}, actor)
-        if output is None:
-            spec["output"] = str(job_dir(self.workspace, job.id))
-            job = store.update_job(self.engine, job.id, params={"transform": spec})
-        return self._launch(job)
+        return self._launch(self._create("transform", {"transform": spec}, actor, job_id=job_id))
 
     # ---------------------------------------------------------------- endpoints
 
@@ -197,17 +181,15 @@ class LocalBackend(Backend):
         job = self._launch(job, ["-m", ENDPOINT_MODULE, "--job-id", job.id, "--model-dir", version.artifact_uri,
                                  "--ready-file", str(job_dir(self.workspace, job.id) / ENDPOINT_FILE),
                                  "--runtime", runtime, "--precision", precision])
-        return self.wait_for_endpoint(job.id, timeout_seconds) if wait else job
-
-    def wait_for_endpoint(self, job_id: str, timeout_seconds: float = 120.0) -> JobRecord:
         deadline = time.monotonic() + timeout_seconds
-        while True:
-            job = self.refresh(job_id)
+        while wait:
+            job = self.refresh(job.id)
             if job.output.get("endpoint_url") or not job.is_active:
-                return job
+                break
             if time.monotonic() > deadline:
-                raise JobError(f"endpoint {job_id} did not come up in {timeout_seconds:.0f} s; see {job.log_path}")
+                raise JobError(f"endpoint {job.id} did not come up in {timeout_seconds:.0f} s; see {job.log_path}")
             time.sleep(0.2)
+        return job
 
     def _endpoint_job(self, job_or_endpoint: str) -> JobRecord:
         if job_or_endpoint.startswith("http://"):
@@ -278,41 +260,38 @@ class LocalBackend(Backend):
                 return store.finish_job(self.engine, job.id, "Failed",
                                         failure_reason="the job was never started (no process was recorded)")[0]
             return job
-        if process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
-            return job
-        return self._finish_orphan(store.get_job(self.engine, job.id), runner_pid)
-
-    def _finish_orphan(self, job: JobRecord, runner_pid: int) -> JobRecord:
-        """The runner is gone; if it left no result in the database, record one now."""
-        if not job.is_active:
+        if _runner_alive(job):
             return job
         returncode = read_exit_code(job_dir(self.workspace, job.id))
-        if job.kind == "training" and returncode is not None:
+        if job.kind == "training" and returncode is not None:  # train.py ended; its runner died before recording it
             return finish_training_run(self.engine, self.workspace, job.id, returncode)
-        if job.stop_requested:
-            return store.finish_job(self.engine, job.id, "Stopped", failure_reason="stopped on request")[0]
         what = "training" if job.kind == "training" else f"{job.kind} runner"
-        # the runner's last line (a traceback's when it crashed); a trial's runner is its tuning job's
-        last = "" if job.parent_id else tail_lines(self._runner_log(job), 1).strip()
-        return store.finish_job(self.engine, job.id, "Failed", failure_reason=(
-            f"the {what} process exited without a result (pid {runner_pid} not running)"
-            + (f"; its last words: {last}" if last else "")))[0]
+        # a trial's runner is its tuning job's: its log says nothing about this trial
+        return self._process_gone(job, runner_pid, f"the {what} process exited without a result",
+                                  None if job.parent_id else self._runner_log(job),
+                                  stopped={"failure_reason": "stopped on request"})
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
-        ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
         if not process_alive(job.pid, marker=ENDPOINT_MODULE, job_id=job.id):
-            job = store.get_job(self.engine, job.id)
-            if not job.is_active:
-                return job
-            if job.stop_requested:
-                return store.finish_job(self.engine, job.id, "Stopped", output={"endpoint_status": "Deleted"})[0]
-            last = tail_lines(job.log_path, 1).strip()
-            return store.finish_job(self.engine, job.id, "Failed", output={"endpoint_status": "Failed"},
-                                    failure_reason=f"the endpoint process exited (pid {job.pid} not running)"
-                                                   + (f": {last}" if last else ""))[0]
+            return self._process_gone(job, job.pid, "the endpoint process exited", job.log_path,
+                                      stopped={"output": {"endpoint_status": "Deleted"}}, endpoint_status="Failed")
+        ready = read_json(job_dir(self.workspace, job.id) / ENDPOINT_FILE)
         if ready and job.output.get("endpoint_url") != ready.get("url"):
             job = store.merge_output(self.engine, job.id, endpoint_url=ready["url"], endpoint_status="InService")
         return job
+
+    def _process_gone(self, job: JobRecord, pid: int | None, failure: str, log: str | Path | None, *,
+                      stopped: dict[str, Any], **failed_output: Any) -> JobRecord:
+        """End a job whose process is gone without recording the end: Stopped when a stop was asked for, else
+        Failed naming the pid and the process's last line (a traceback's, when it crashed)."""
+        job = store.get_job(self.engine, job.id)
+        if not job.is_active:  # it did record it, after all
+            return job
+        if job.stop_requested:
+            return store.finish_job(self.engine, job.id, "Stopped", **stopped)[0]
+        last = tail_lines(log, 1).strip()
+        return store.finish_job(self.engine, job.id, "Failed", output=failed_output or None, failure_reason=(
+            f"{failure} (pid {pid} not running)" + (f"; its last words: {last}" if last else "")))[0]
 
     # ---------------------------------------------------------------- stopping
 
@@ -329,17 +308,12 @@ class LocalBackend(Backend):
             trial = job.parent_id is not None
             terminate(job.pid, group=not trial, markers=(TRAIN_MODULE,) if trial else (RUNNER_MODULE, TRAIN_MODULE),
                       job_ids=job_ids, grace_seconds=grace_seconds)
-        return self._await_stopped(job, actor, grace_seconds)
-
-    def _await_stopped(self, job: JobRecord, actor: str, grace_seconds: float) -> JobRecord:
-        """Give the runner a moment to record the stop; record it here if the runner is gone."""
-        runner_pid = job.output.get("runner_pid") or job.pid
-        deadline = time.monotonic() + grace_seconds
+        deadline = time.monotonic() + grace_seconds  # the runner records the stop itself, unless it is gone
         while time.monotonic() < deadline:
             current = store.get_job(self.engine, job.id)
             if not current.is_active:
                 return current
-            if not process_alive(runner_pid, marker=RUNNER_MODULE, job_id=_runner_job_id(job)):
+            if not _runner_alive(job):
                 break
             time.sleep(0.1)
         for trial in store.list_jobs(self.engine, parent_id=job.id, limit=None, active_only=True):

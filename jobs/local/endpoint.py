@@ -8,9 +8,8 @@ Speaks the SageMaker PyTorch container's protocol on 127.0.0.1 with the containe
                         {"error": "<what was wrong and what is accepted>"}; no or a malformed Content-Length ->
                         411 / 400, a body over MAX_BODY_BYTES -> 413, a body that stops arriving -> 408
 
-It binds a free port (or --port), then writes {"url", "pid", "model_dir"} to the ready file. SIGTERM shuts it down.
-Idle and slow clients cannot pile up: a socket read waits at most --read-timeout seconds, and at most
---max-connections connections are served at once; one more is answered 503 by the accepting thread.
+Once listening it writes {"url", "pid", "model_dir"} to the ready file; SIGTERM shuts it down. Slow clients cannot
+pile up: a socket read waits at most --read-timeout seconds, and one connection over --max-connections gets a 503.
 """
 
 from __future__ import annotations

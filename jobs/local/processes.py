@@ -1,12 +1,8 @@
-"""Local job processes, from both sides.
+"""Local job processes. The backend's side: start a runner detached, tell whether a job's process runs, stop it.
+The runner's side: its train.py children, and the STOP flag that SIGTERM sets (end what runs as Stopped).
 
-The backend's side: start a runner detached, tell whether a job's process still runs, stop it. A local job runs
-in its own session (start_new_session=True): the dashboard's Streamlit process never waits on it, closing the
-terminal that ran the CLI does not kill it, and a stop reaches the whole process group (the runner and the
-train.py it started) with one signal.
-
-The runner's side: the children it starts (train.py), and the STOP flag that SIGTERM sets (finish what runs as
-Stopped, start nothing new).
+A local job runs in its own session: the dashboard never waits on it, closing the CLI's terminal does not kill it,
+and a stop reaches the whole process group (the runner and its train.py) with one signal.
 """
 
 from __future__ import annotations
@@ -105,12 +101,8 @@ def _alive(pid: int | None, markers: Sequence[str], job_ids: Sequence[str]) -> b
 
 
 def process_alive(pid: int | None, marker: str | None = None, *, job_id: str | None = None) -> bool:
-    """Whether pid runs (not a zombie) and, where /proc tells, its command line contains `marker` (and `job_id`).
-
-    The marker guards against a recycled pid: after a reboot "pid 4242" may be some other program. The job id
-    guards against a pid recycled by another of our own jobs (after a container restart pid 4242 may be another
-    job's runner), which would make a dead job look alive.
-    """
+    """Whether pid runs (not a zombie) and, where /proc tells, its command line contains `marker` and `job_id`:
+    pids are recycled, by other programs and by our other jobs, and a dead job must not look alive."""
     return _alive(pid, (marker,) if marker else (), (job_id,) if job_id else ())
 
 
@@ -129,12 +121,9 @@ def _group_is_ours(pgid: int, markers: Sequence[str], job_ids: Sequence[str]) ->
 
 def terminate(pid: int, *, group: bool, markers: Sequence[str], job_ids: Sequence[str],
               grace_seconds: float = 10.0) -> bool:
-    """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill.
-
-    Only a process (or group) whose command line contains one of `markers` (the module it runs) and one of
-    `job_ids` is signalled: pids are recycled, by other programs and by our other jobs alike, and a stale job
-    record must never stop somebody else's program or another job.
-    """
+    """SIGTERM (the group, or one process), then SIGKILL after the grace period; True if it had to kill. Only a
+    process (group) running one of `markers` for one of `job_ids` is signalled: a stale job record (a recycled pid)
+    must never stop somebody else's program or another job."""
     def alive() -> bool:
         return _group_is_ours(pid, markers, job_ids) if group else _alive(pid, markers, job_ids)
 

@@ -1,10 +1,8 @@
 """`python -m jobs.local.runner JOB_ID --workspace W --database-url URL`: runs one local job to its end.
 
-The local backend starts this detached (its own session) and returns at once. The runner runs the work as child
-processes in its process group (train.py for training and for each tuning trial; the predictor in-process for a
-batch transform) and writes the outcome to the database itself, so a job finishes correctly with no dashboard or
-CLI open. SIGTERM (a stop request, sent to the whole group) ends the children; the runner then records the job as
-Stopped and registers nothing.
+The local backend starts this detached and returns at once. The runner runs train.py as its child (for training
+and each tuning trial; a batch transform in-process) and writes the outcome to the database itself, so a job ends
+correctly with no dashboard or CLI open. SIGTERM ends the children; the job is then Stopped, registering nothing.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""One local train.py run: start it as the runner's child, watch it, record how it ended.
-
-A training job and each tuning trial is one such run: train.py gets SageMaker's variables pointing at local folders
-and the hyperparameters as flags; its output goes to the job's train.log. `finish_training_run` records the status,
-the metrics parsed from the log, the failure reason and, on success, a registered model version (once, whoever
-calls it: the runner, or a refresh that found the runner gone after it wrote the exit record). A failed or stopped
-run keeps its checkpoint (a local training job can be resumed from it); a completed one's is deleted.
+"""One local train.py run (a training job, or a tuning trial): start it as the runner's child with SageMaker's
+variables pointing at local folders, watch it, record how it ended. A failed or stopped run keeps its checkpoint (a
+training job can be resumed from it); a completed one's is deleted once its model is registered.
 """
 
 from __future__ import annotations
@@ -123,7 +119,8 @@ def check_scoring_paths(version: registry.ModelVersion) -> None:
 
 def finish_training_run(engine: Engine, workspace: Workspace, job_id: str, returncode: int,
                         *, stop_reason: str | None = None) -> JobRecord:
-    """Record how a local train.py run ended; registers a model version when it completed."""
+    """Record how a local train.py run ended (the runner, or a refresh that found it gone after it wrote the exit
+    record); registers a model version when it completed."""
     job = store.get_job(engine, job_id)
     if not job.is_active:
         return job

@@ -35,10 +35,8 @@ def output_file(output: str | Path) -> Path:
 
 def transform_folder(model_dir: Path, input_dir: Path, output: Path, *, batch_size: int = 16,
                      workers: int | None = 0, precision: str = "auto", runtime: str = "auto") -> dict[str, Any]:
-    """Score input_dir's photos into `output` (JSON lines); returns counts. Stops between batches on SIGTERM.
-
-    runtime, precision: the scoring path (modeling/scoring_paths.py; auto: the fastest that passed its check here).
-    """
+    """Score input_dir's photos into `output` (JSON lines) on the scoring path runtime x precision picks (auto: the
+    fastest that passed its check here); returns counts. Stops between batches on SIGTERM."""
     from modeling.predictor import Predictor, expand_paths
     from modeling.serving import prediction_response
 

@@ -1,15 +1,11 @@
 """Local hyperparameter tuning: trials of train.py over the shared search space, one or two at a time.
 
-Strategies:
-    random     every trial draws each parameter independently (seeded by TuningParams.seed).
-    bayesian   a Bayesian-like local search, not a Gaussian process: the first max(2, max_jobs // 3) trials are
-               random; each later trial draws around the best finished trial so far (Gaussian steps in the
-               log-scaled unit range for numbers, the best value kept ~70% of the time for categories).
-Each trial is a training job of its own (parent_id = the tuning job) and registers a model version when it
-completes. A trial's objective is its best epoch's value, the model train.py keeps (SageMaker ranks by the same
-figure: the best_<objective> figure on each epoch line; see modeling.metric_log). The tuning job's output names
-the best trial. Early stopping (optional): a trial whose objective after an epoch is worse than the median of the
-finished trials at that epoch is stopped (status Stopped, nothing registered), as SageMaker's "Auto" does.
+Strategies: random draws each parameter independently (seeded by TuningParams.seed); bayesian is a Bayesian-like
+local search, not a Gaussian process: the first max(2, max_jobs // 3) trials are random, each later one draws around
+the best finished trial (Gaussian steps in the log-scaled unit range; a category keeps the best value ~70% of the
+time). Each trial is a training job (parent_id: the tuning job) that registers a model version; its objective is its
+best epoch's value, as on SageMaker. Early stopping stops a trial whose objective after an epoch is worse than the
+finished trials' median at that epoch, as SageMaker's "Auto" does.
 """
 
 from __future__ import annotations

@@ -33,10 +33,6 @@ CREDENTIALS_HELP = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SEC
                     "for temporary ones), or AWS_PROFILE, or run `aws configure` / `aws sso login`")
 
 
-def client_config() -> Config:
-    return Config(retries=dict(RETRIES), connect_timeout=10, read_timeout=120)
-
-
 def _required(value: str, message: str) -> str:
     if not value:
         raise ConfigError(message)
@@ -71,7 +67,8 @@ class AwsContext:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = self.session.client(service, region_name=self.region, config=client_config())
+            config = Config(retries=dict(RETRIES), connect_timeout=10, read_timeout=120)
+            self._clients[service] = self.session.client(service, region_name=self.region, config=config)
         return self._clients[service]
 
     def key(self, *parts: str) -> str:

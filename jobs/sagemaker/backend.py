@@ -1,10 +1,8 @@
 """The SageMaker backend (SDK v3, imported on first use): training, tuning, endpoints and batch transform on AWS.
 
-Training runs train.py under torchrun from the source package (packaging.py) with TrainingParams as
-hyperparameters, modeling.metric_log's metric definitions and, with spot, S3 checkpoints; tuning runs the shared
-search space through SageMaker's tuner; endpoints and batch transform serve inference.py. Every resource is tagged
-project=binaudit, binaudit:job-id, binaudit:started-by. A completed training job (or a tuning job's best trial) is
-downloaded and registered as a model version; an artifact that cannot be fetched fails the job with that reason.
+Training runs train.py from the source package (packaging.py) under torchrun; tuning runs the shared search space
+through SageMaker's tuner; endpoints and batch transform serve inference.py. Every resource is tagged with the job
+(resource_tags). A completed training job (or a tuning job's best trial) is downloaded and registered.
 """
 
 from __future__ import annotations
@@ -56,9 +54,9 @@ TAG_VALUE_UNSAFE = re.compile(r"[^\w .:/=+\-@]")  # what a tag value may not hol
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
 STATUS = {"Completed": "Completed", "Failed": "Failed", "Stopped": "Stopped"}  # any other AWS status: InProgress
-STOP_CALLS = {"training": ("stop_training_job", "TrainingJobName"),
-              "tuning": ("stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName"),
-              "transform": ("stop_transform_job", "TransformJobName")}
+# boto3 names each kind's calls describe_<snake>/stop_<snake>, with <Camel>Name and <Camel>Status
+AWS_JOBS = {"training": ("training_job", "TrainingJob"), "transform": ("transform_job", "TransformJob"),
+            "tuning": ("hyper_parameter_tuning_job", "HyperParameterTuningJob")}
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
@@ -151,22 +149,21 @@ class SageMakerBackend(Backend):
                                        image_scope=scope)
 
         wanted = self.settings.pytorch_version
-        try:
-            return retrieve(wanted)
-        except ValueError as exc:
-            error = exc
-        fallback = None
+        versions = [wanted]
         if scope == "inference":  # the SDK's list stops at 2.6: a newer version serves with the newest listed
             listed = list(image_uris.config_for_framework("pytorch")["inference"]["versions"])
-            fallback = _newest_version_at_most(wanted, listed)
-        if fallback is not None:
-            log.warning("no PyTorch %s inference image; serving with %s", wanted, fallback)
+            versions += [v for v in [_newest_version_at_most(wanted, listed)] if v]
+        for version in versions:
             try:
-                return retrieve(fallback)
+                uri = retrieve(version)
             except ValueError as exc:
                 error = exc
+                continue
+            if version != wanted:
+                log.warning("no PyTorch %s inference image; serving with %s", wanted, version)
+            return uri
         raise ConfigError(f"no SageMaker PyTorch {scope} image for BINAUDIT_PYTORCH_VERSION={wanted}"
-                          + (f" (nor {fallback})" if fallback else "")
+                          + (f" (nor {versions[1]})" if len(versions) > 1 else "")
                           + f", BINAUDIT_PYTHON_VERSION={self.settings.python_version}: {error}") from None
 
     # ---------------------------------------------------------------- training
@@ -253,11 +250,10 @@ class SageMakerBackend(Backend):
         try:
             with aws_errors(f"starting the {what}"):
                 external_id, output = submit()
-        except (ConfigError, JobError) as exc:
+        except (JobError, ValueError) as exc:  # ValueError: a ConfigError, or the SDK's own validation
             store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
-            raise
-        except ValueError as exc:  # the SDK's own validation
-            store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
+            if isinstance(exc, (JobError, ConfigError)):
+                raise
             raise JobError(f"starting the {what}: {exc}") from None
         store.merge_output(self.engine, job.id, **output)
         job = store.mark_started(self.engine, job.id, external_id=external_id)
@@ -269,8 +265,7 @@ class SageMakerBackend(Backend):
         return job
 
     def _stop_submitted(self, job: JobRecord) -> None:
-        """Stop the AWS job (delete the endpoint) of a job stopped during its submission; a failure is recorded
-        and raised."""
+        """Stop the AWS job (delete the endpoint) of a job stopped during its submission; a failure is recorded."""
         try:
             if job.kind == "deployment":
                 self.delete_endpoint(job.id, actor="system")
@@ -347,8 +342,8 @@ class SageMakerBackend(Backend):
 
     @contextlib.contextmanager
     def built_model(self, version: registry.ModelVersion, instance_type: str, job: JobRecord) -> Iterator[tuple]:
-        """(ModelBuilder, the SageMaker model it built) for serving the version with inference.py; the SDK's scratch
-        is removed afterwards."""
+        """(ModelBuilder, the SageMaker model it built) serving the version with inference.py; the SDK's scratch
+        folder is removed afterwards."""
         from sagemaker.core.training.configs import SourceCode
         from sagemaker.serve.model_builder import ModelBuilder
 
@@ -365,30 +360,26 @@ class SageMakerBackend(Backend):
             yield builder, builder.build(model_name=f"{ENDPOINT_PREFIX}{version.name}-{job.id.split('-', 1)[1]}",
                                          tags=resource_tags(job))
 
-    def _register_artifact(self, job: JobRecord, artifact_uri: str, training_job_name: str) -> registry.ModelVersion:
-        folder = job_dir(self.workspace, job.id)
-        tarball = self.aws.download(artifact_uri, folder / "model.tar.gz")
-        model_dir = extract_model_tarball(tarball, folder / "model")
-        return registry.register_model(
-            self.engine, model_dir, self.workspace.models_dir, job_id=job.id,
-            actor=job.output.get("requested_by", "system"),
-            extra_config={"job": {"id": job.id, "backend": self.name},
-                          "sagemaker": {"model_data": artifact_uri, "training_job_name": training_job_name}},
-        )
-
-    def _finish_with_model(self, job: JobRecord, training_job_name: str, artifact_uri: str | None,
-                           **extra_output: Any) -> JobRecord:
-        """Download, unpack and register a completed job's model; a missing artifact fails the job, saying so."""
+    def _finish_with_model(self, job: JobRecord, training_job_name: str, description: dict[str, Any],
+                           info: dict[str, Any]) -> JobRecord:
+        """Download, unpack and register a completed training job's model; a missing artifact fails the job."""
+        artifact_uri = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         if not artifact_uri:
-            return store.finish_job(self.engine, job.id, "Failed", output=extra_output, failure_reason=(
+            return store.finish_job(self.engine, job.id, "Failed", output=info, failure_reason=(
                 f"{training_job_name} completed on SageMaker but reported no model artifact"))[0]
 
         def register() -> registry.ModelVersion:
+            folder = job_dir(self.workspace, job.id)
             with aws_errors(f"downloading {artifact_uri}"):
-                return self._register_artifact(job, artifact_uri, training_job_name)
+                tarball = self.aws.download(artifact_uri, folder / "model.tar.gz")
+            return registry.register_model(
+                self.engine, extract_model_tarball(tarball, folder / "model"), self.workspace.models_dir,
+                job_id=job.id, actor=job.output.get("requested_by", "system"),
+                extra_config={"job": {"id": job.id, "backend": self.name},
+                              "sagemaker": {"model_data": artifact_uri, "training_job_name": training_job_name}})
 
         return store.finish_with_model(
-            self.engine, job.id, register, output={**extra_output, "model_data": artifact_uri},
+            self.engine, job.id, register, output={**info, "model_data": artifact_uri},
             errors=(JobError, ConfigError, registry.RegistryError, OSError, ValueError),
             failure=f"{training_job_name} completed on SageMaker, but its model artifact {artifact_uri} could not be "
                     f"registered")
@@ -462,11 +453,8 @@ class SageMakerBackend(Backend):
                 raise
 
     def delete_endpoint(self, job_or_endpoint: str, *, actor: str) -> JobRecord | None:
-        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter.
-
-        A deployment still being submitted has nothing on AWS yet: it is marked Stopped now, and the
-        submission deletes what it created as soon as it is named (see _submit).
-        """
+        """Delete the endpoint, its endpoint config and its model(s): nothing is left to bill or to clutter. A
+        deployment still being submitted is marked Stopped now; _submit deletes what it created once it is named."""
         name, job = self._deployment(job_or_endpoint)
         if name is None:
             store.request_stop(self.engine, job.id, actor=actor)
@@ -476,9 +464,9 @@ class SageMakerBackend(Backend):
         with aws_errors(f"deleting endpoint {name}"):
             config_name, models = None, []
             try:
-                config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-                variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
-                models = [v["ModelName"] for v in variants if v.get("ModelName")]
+                config = self._endpoint_config(name)
+                config_name = config["EndpointConfigName"]
+                models = [v["ModelName"] for v in config["ProductionVariants"] if v.get("ModelName")]
             except ClientError as exc:
                 if error_code(exc) != "ValidationException":  # already gone: delete what the job recorded
                     raise
@@ -522,11 +510,14 @@ class SageMakerBackend(Backend):
                                 "idle": seen is not None and now - seen > idle_after})
         return out
 
-    def _endpoint_instance_type(self, name: str) -> str | None:
+    def _endpoint_config(self, name: str) -> dict[str, Any]:
         sm = self.aws.client("sagemaker")
+        config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+        return sm.describe_endpoint_config(EndpointConfigName=config_name)
+
+    def _endpoint_instance_type(self, name: str) -> str | None:
         try:
-            config = sm.describe_endpoint_config(
-                EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+            config = self._endpoint_config(name)
         except ClientError:
             return None  # deleted meanwhile
         return ", ".join(sorted({v.get("InstanceType") or "serverless" for v in config["ProductionVariants"]}))
@@ -583,16 +574,36 @@ class SageMakerBackend(Backend):
     def _refresh(self, job: JobRecord) -> JobRecord:
         if not job.external_id:  # still being submitted
             return job
-        refreshers = {"training": self._refresh_training, "tuning": self._refresh_tuning,
-                      "deployment": self._refresh_endpoint, "transform": self._refresh_transform}
         with aws_errors(f"refreshing {job.id}"):
-            return refreshers[job.kind](job)
+            if job.kind == "deployment":
+                return self._refresh_endpoint(job)
+            d = self._aws_job_call(job, "describe")
+            aws_status = d[f"{AWS_JOBS[job.kind][1]}Status"]
+            status = STATUS.get(aws_status, "InProgress")
+            info: dict[str, Any] = {"sagemaker_status": aws_status}
+            if job.kind == "training":
+                info.update(secondary_status=d.get("SecondaryStatus"), billable_seconds=d.get("BillableTimeInSeconds"))
+                job = store.update_job(self.engine, job.id, metrics=self._training_metrics(job.external_id, d))
+            elif job.kind == "tuning":
+                info.update(self._tuning_info(job, d))
+            if status == "InProgress":
+                return store.merge_output(self.engine, job.id, **info)
+            if status != "Completed" or job.kind == "transform":  # the end of a job that registers nothing
+                reason = None if status == "Completed" else d.get("FailureReason") or (
+                    "stopped on request" if status == "Stopped" else "no reason given")
+                return store.finish_job(self.engine, job.id, status, failure_reason=reason, output=info)[0]
+            if job.kind == "training":
+                return self._finish_with_model(job, job.external_id, d, info)
+            return self._finish_best_trial(job, info)
 
-    def _ended(self, job: JobRecord, status: str, description: dict[str, Any], **finish: Any) -> JobRecord:
-        """Record the end of an AWS job that registers nothing: Failed, Stopped, or a transform's Completed."""
-        reason = None if status == "Completed" else description.get("FailureReason") or (
-            "stopped on request" if status == "Stopped" else "no reason given")
-        return store.finish_job(self.engine, job.id, status, failure_reason=reason, **finish)[0]
+    def _aws_job_call(self, job: JobRecord, verb: str) -> dict[str, Any]:
+        """describe_* or stop_* of the job's AWS training, tuning or transform job."""
+        snake, camel = AWS_JOBS[job.kind]
+        return getattr(self.aws.client("sagemaker"), f"{verb}_{snake}")(**{f"{camel}Name": job.external_id})
+
+    def _stop_aws_job(self, job: JobRecord) -> None:
+        with aws_errors(f"stopping {job.external_id}"):
+            self._aws_job_call(job, "stop")
 
     def _training_metrics(self, name: str, description: dict[str, Any]) -> list[dict[str, Any]]:
         """Per-epoch metrics parsed from the CloudWatch log with the same regexes (a restarted run's epochs replace
@@ -604,48 +615,28 @@ class SageMakerBackend(Backend):
         final = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList") or []}
         return [final] if final else []
 
-    def _refresh_training(self, job: JobRecord) -> JobRecord:
-        name = job.external_id
-        d = self.aws.client("sagemaker").describe_training_job(TrainingJobName=name)
-        status = STATUS.get(d["TrainingJobStatus"], "InProgress")
-        metrics = self._training_metrics(name, d)
-        info = {"sagemaker_status": d["TrainingJobStatus"], "secondary_status": d.get("SecondaryStatus"),
-                "billable_seconds": d.get("BillableTimeInSeconds")}
-        if status not in ("InProgress", "Completed"):
-            return self._ended(job, status, d, metrics=metrics, output=info)
-        job = store.update_job(self.engine, job.id, metrics=metrics)
-        if status == "InProgress":
-            return store.merge_output(self.engine, job.id, **info)
-        artifact = (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-        return self._finish_with_model(job, name, artifact, **info)
-
-    def _refresh_tuning(self, job: JobRecord) -> JobRecord:
-        sm = self.aws.client("sagemaker")
-        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.external_id)
-        status = STATUS.get(d["HyperParameterTuningJobStatus"], "InProgress")
-        best = d.get("BestTrainingJob") or {}
-        info: dict[str, Any] = {"sagemaker_status": d["HyperParameterTuningJobStatus"],
-                                "objective": job.params["tuning"]["objective"],
-                                "trial_counts": d.get("TrainingJobStatusCounters")}
+    def _tuning_info(self, job: JobRecord, d: dict[str, Any]) -> dict[str, Any]:
+        info = {"objective": job.params["tuning"]["objective"], "trial_counts": d.get("TrainingJobStatusCounters")}
+        best = d.get("BestTrainingJob")
         if best:
             objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
             info["best_trial"] = {"training_job_name": best.get("TrainingJobName"), "value": objective.get("Value"),
                                   "values": best.get("TunedHyperParameters")}
-        if status == "InProgress":
-            return store.merge_output(self.engine, job.id, **info)
-        if status != "Completed":
-            return self._ended(job, status, d, output=info)
+        return info
+
+    def _finish_best_trial(self, job: JobRecord, info: dict[str, Any]) -> JobRecord:
+        """Register a completed tuning job's best trial's model."""
+        best = (info.get("best_trial") or {}).get("training_job_name")
         if not best:
             return store.finish_job(self.engine, job.id, "Failed", output=info,
                                     failure_reason="the tuning job completed without a best training job")[0]
         try:
-            best_job = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
+            best_job = self.aws.client("sagemaker").describe_training_job(TrainingJobName=best)
         except ClientError as exc:
             return store.finish_job(self.engine, job.id, "Failed", output=info, failure_reason=(
-                f"the tuning job completed, but its best training job {best['TrainingJobName']} cannot be "
+                f"the tuning job completed, but its best training job {best} cannot be "
                 f"described: {exc.response.get('Error', {}).get('Message', exc)}"))[0]
-        artifact = (best_job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-        return self._finish_with_model(job, best["TrainingJobName"], artifact, **info)
+        return self._finish_with_model(job, best, best_job, info)
 
     def _refresh_endpoint(self, job: JobRecord) -> JobRecord:
         try:
@@ -662,27 +653,14 @@ class SageMakerBackend(Backend):
                                     failure_reason=d.get("FailureReason") or "endpoint creation failed")[0]
         return store.merge_output(self.engine, job.id, endpoint_status=d["EndpointStatus"])
 
-    def _refresh_transform(self, job: JobRecord) -> JobRecord:
-        d = self.aws.client("sagemaker").describe_transform_job(TransformJobName=job.external_id)
-        status = STATUS.get(d["TransformJobStatus"], "InProgress")
-        if status == "InProgress":
-            return store.merge_output(self.engine, job.id, sagemaker_status=d["TransformJobStatus"])
-        return self._ended(job, status, d, output={"sagemaker_status": d["TransformJobStatus"]})
-
     # ---------------------------------------------------------------- stopping and logs
 
     def _stop_running(self, job: JobRecord, *, actor: str) -> JobRecord:
-        """Ask SageMaker to stop the job; refresh shows Stopped once it has."""
         job = store.get_job(self.engine, job.id)  # read after the stop request: the submission may have named it since
         if not job.external_id:  # still being submitted: _submit sees the stop request and stops the AWS job
             return store.finish_job(self.engine, job.id, "Stopped", actor=actor, failure_reason="stopped on request")[0]
         self._stop_aws_job(job)
         return store.get_job(self.engine, job.id)
-
-    def _stop_aws_job(self, job: JobRecord) -> None:
-        method, argument = STOP_CALLS[job.kind]
-        with aws_errors(f"stopping {job.external_id}"):
-            getattr(self.aws.client("sagemaker"), method)(**{argument: job.external_id})
 
     def log_tail(self, job_id: str, lines: int = 50) -> str:
         job = self._own_job(job_id)
