@@ -169,6 +169,9 @@ class OnnxPredictor(Predictor):
         # as many threads as torch would use (OMP_NUM_THREADS, or one per core), one operator at a time
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # idle threads sleep instead of spinning: a spinning pool takes the CPU the decoding workers need between
+        # batches (measured: int8 end to end 90/s with spinning, 108/s without, forward-only unchanged)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
