@@ -190,19 +190,21 @@ def decide(engine: Engine, d: Decision) -> int:
         return d.expected_version + 1
 
 
-def _undone_ids(conn: sa.Connection) -> dict[int, dt.datetime]:
-    """Review id -> when it was undone (from the audit log)."""
+def _undone_ids(conn: sa.Connection, review_ids: list[int] | None = None) -> dict[int, dt.datetime]:
+    """Review id -> when it was undone (from the audit log); only among `review_ids` when given (one bin's reviews:
+    a walk of the audit log's (entity, entity_id) index instead of every undo ever made)."""
     log = db.audit_log
-    rows = conn.execute(sa.select(log.c.entity_id, log.c.at).where(log.c.entity == "review",
-                                                                   log.c.action == "undo_decision")).all()
-    return {int(entity_id): at for entity_id, at in rows}
+    q = sa.select(log.c.entity_id, log.c.at).where(log.c.entity == "review", log.c.action == "undo_decision")
+    if review_ids is not None:
+        q = q.where(log.c.entity_id.in_([str(i) for i in review_ids]))
+    return {int(entity_id): at for entity_id, at in conn.execute(q).all()}
 
 
 def _standing_reviews(conn: sa.Connection, bin_id: str) -> list:
     """The bin's reviews that were not undone, newest first."""
     r = db.reviews
-    undone = _undone_ids(conn)
     rows = conn.execute(sa.select(r).where(r.c.bin_id == bin_id).order_by(r.c.created_at.desc(), r.c.id.desc())).all()
+    undone = _undone_ids(conn, [row.id for row in rows])
     return [row for row in rows if row.id not in undone]
 
 
@@ -300,15 +302,21 @@ def history(engine: Engine, bin_id: str) -> pd.DataFrame:
         rows = conn.execute(sa.select(r.c.id, r.c.created_at, r.c.reviewer, r.c.decision, r.c.recounted_count,
                                       r.c.note, r.c.model_version_id).where(r.c.bin_id == bin_id)
                             .order_by(r.c.created_at.desc(), r.c.id.desc())).mappings().all()
-        undone = _undone_ids(conn)
+        undone = _undone_ids(conn, [row["id"] for row in rows])
     frame = pd.DataFrame(rows, columns=["id", "created_at", "reviewer", "decision", "recounted_count", "note",
                                         "model_version_id"])
     frame["undone_at"] = pd.to_datetime(frame["id"].map(undone))
     return frame.drop(columns=["id"]).astype({"recounted_count": "Int64", "model_version_id": "Int64"})
 
 
+# the decisions export's columns (decisions_frame), named without a query for the CSV legend
+DECISION_CSV_COLUMNS = ["review_id", "bin_id", "expected_count", "decision", "recounted_count", "reviewer", "note",
+                        "model_version_id", "created_at", "undone_at"]
+
+
 def decisions_frame(engine: Engine, *, since: dt.datetime | None = None) -> pd.DataFrame:
-    """All decisions (the export), oldest first, with the bin's expected count beside the recount."""
+    """All decisions (the export, in DECISION_CSV_COLUMNS), oldest first, with the bin's expected count beside the
+    recount."""
     r, b = db.reviews, db.bins
     q = (sa.select(r.c.id.label("review_id"), r.c.bin_id, b.c.expected_count, r.c.decision, r.c.recounted_count,
                    r.c.reviewer, r.c.note, r.c.model_version_id, r.c.created_at)
@@ -316,9 +324,7 @@ def decisions_frame(engine: Engine, *, since: dt.datetime | None = None) -> pd.D
     if since is not None:
         q = q.where(r.c.created_at >= since)
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(q).mappings().all(),
-                             columns=["review_id", "bin_id", "expected_count", "decision", "recounted_count",
-                                      "reviewer", "note", "model_version_id", "created_at"])
+        frame = pd.DataFrame(conn.execute(q).mappings().all(), columns=DECISION_CSV_COLUMNS[:-1])
         undone = _undone_ids(conn)
     frame["undone_at"] = pd.to_datetime(frame["review_id"].map(undone))
     return frame
