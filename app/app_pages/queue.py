@@ -19,9 +19,10 @@ from app.ui.identity import current_reviewer
 from app.ui.text import plain
 from audit.browse import bin_detail
 from audit.export import csv_text
-from audit.queue import QUEUE_CSV_COLUMNS, QueueFilter, queue_frame, queue_page, queue_size, queue_values
+from audit.queue import NO_FILTER, QUEUE_CSV_COLUMNS, QueueFilter, queue_frame, queue_page, queue_size, queue_values
 from audit.reviews import (
     CONFIRM,
+    DECISION_CSV_COLUMNS,
     DISMISS,
     MAX_RECOUNT,
     UNSURE,
@@ -86,15 +87,14 @@ size = queue_size(ctx.engine, version.id, threshold=threshold, budget=budget, wh
 pages = max(1, math.ceil(size / page_size))
 head = st.columns([4, 1, 1])
 head[0].caption(f"{size:,} bin(s) queued · model {version.name} · threshold {threshold:.0%}"
-                + (f" · daily budget {budget}" if budget else "") + (" · filtered" if where != QueueFilter() else ""))
+                + (f" · daily budget {budget}" if budget else "") + (" · filtered" if where != NO_FILTER else ""))
 head[1].download_button("Queue CSV", data=lambda: csv_text(queue_frame(ctx.engine, version.id, threshold=threshold,
                                                                         budget=budget, where=where)),
                         file_name="binaudit-queue.csv", mime="text/csv", icon=":material/download:")
 head[2].download_button("Decisions CSV", data=lambda: csv_text(decisions_frame(ctx.engine)),
                         file_name="binaudit-decisions.csv", mime="text/csv", icon=":material/download:")
 with st.expander("What the CSV columns mean"):
-    st.dataframe(legend_frame([*QUEUE_CSV_COLUMNS, *[c for c in decisions_frame(ctx.engine).columns
-                                                      if c not in QUEUE_CSV_COLUMNS]]),
+    st.dataframe(legend_frame([*QUEUE_CSV_COLUMNS, *[c for c in DECISION_CSV_COLUMNS if c not in QUEUE_CSV_COLUMNS]]),
                  hide_index=True, width="stretch")
 
 flash = st.session_state.pop(FLASH, None)
@@ -108,7 +108,7 @@ rows = queue_page(ctx.engine, version.id, threshold=threshold, budget=budget, li
 ids = rows["bin_id"].tolist()
 pinned = st.session_state.get(CURRENT)
 if pinned is None and not ids:
-    st.success("Nothing to review: the queue is empty." if where == QueueFilter() else
+    st.success("Nothing to review: the queue is empty." if where == NO_FILTER else
                "No queued bin matches these filters.", icon=":material/task_alt:")
     st.stop()
 if pinned is None:
@@ -183,16 +183,15 @@ def undo_last() -> None:
 
 def picked() -> None:
     """Another bin chosen from the list: it is seen as it is now; the note was about the last one."""
+    unpin()
     st.session_state[CURRENT] = st.session_state[PICK]
-    st.session_state.pop(SEEN, None)
-    st.session_state.pop(PENDING, None)
-    st.session_state[NOTE] = ""
 
 
 def conflict_ui() -> None:
     """Someone else changed the bin since she opened it: say who and what; her input stays until she chooses."""
-    pending = (st.session_state.get(PENDING) or {}) if (st.session_state.get(PENDING) or {}).get("bin") == pinned \
-        else {}
+    pending = st.session_state.get(PENDING) or {}
+    if pending.get("bin") != pinned:
+        pending = {}
     if bin_row["decision"]:
         at = f" at {bin_row['decided_at']:%H:%M:%S} UTC" if bin_row["decided_at"] else ""
         recount = f", recount {bin_row['recounted_count']}" if bin_row["recounted_count"] is not None else ""
