@@ -87,6 +87,11 @@ def count_text(value: object, classes: CountClasses | None = None) -> str:
     return classes.label(int(value)) if classes is not None else str(int(value))
 
 
+def value_text(value: object, spec: str) -> str:
+    """A value formatted with `spec` ("{:.1%}"), or "–" when there is none."""
+    return MISSING if value is None else spec.format(value)
+
+
 def probability_text(p: object) -> str:
     return MISSING if p is None or pd.isna(p) else f"{float(p):.0%}"
 

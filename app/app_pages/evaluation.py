@@ -8,6 +8,7 @@ from app.ui.charts import confusion_figure, curves_figure, per_class_frame
 from app.ui.context import app_context
 from app.ui.model_facts import data_source_kind, real_photo_check, shows_published_reference, version_metrics
 from audit.reference import ABID_REFERENCES, ABID_RESNET34_SCRATCH
+from audit.vocabulary import value_text
 from modeling.registry import ModelVersion, list_versions
 
 ctx = app_context()
@@ -31,9 +32,6 @@ decoding = options[0].segmented_control("Decoding", ["argmax", "expected"], defa
 normalise = options[1].toggle("Row-normalised matrix", value=True, key="eval_normalise")
 decoding = decoding or "argmax"
 
-
-def _shown(value: float | None, spec: str) -> str:
-    return "–" if value is None else spec.format(value)
 
 
 def version_ui(version: ModelVersion, key: str) -> None:
@@ -63,13 +61,13 @@ def version_ui(version: ModelVersion, key: str) -> None:
     m = st.columns(4)
     ref = ABID_RESNET34_SCRATCH
     acc, rmse = result.get("accuracy"), result.get("rmse")
-    m[0].metric("Accuracy", _shown(acc, "{:.1%}"),
+    m[0].metric("Accuracy", value_text(acc, "{:.1%}"),
                 delta=f"{acc - ref['accuracy']:+.1%} vs ABID ref." if abid and acc is not None else None)
-    m[1].metric("RMSE", _shown(rmse, "{:.3f}"),
+    m[1].metric("RMSE", value_text(rmse, "{:.3f}"),
                 delta=f"{rmse - ref['rmse']:+.3f} vs ABID ref." if abid and rmse is not None else None,
                 delta_color="inverse")
-    m[2].metric("MAE", _shown(result.get("mae"), "{:.3f}"))
-    m[3].metric("Within one", _shown(result.get("within_one"), "{:.1%}"))
+    m[2].metric("MAE", value_text(result.get("mae"), "{:.3f}"))
+    m[3].metric("Within one", value_text(result.get("within_one"), "{:.1%}"))
     # metrics.json from an older or outside training run may lack the matrix or the table: show what there is
     if result.get("confusion_matrix") is not None:
         labels = result.get("labels") or final.get("labels") or metrics.get("class_labels")

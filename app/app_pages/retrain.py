@@ -22,6 +22,7 @@ from app.ui.text import plain
 from audit.export import recount_summary, recounts_for_training, stored_recount_summary
 from audit.scorers import local_scorer
 from audit.scoring import count_pending, score_bins
+from audit.vocabulary import value_text
 from binaudit.config import ConfigError
 from jobs import (
     Categorical,
@@ -194,19 +195,16 @@ def jobs_ui() -> None:
     job_detail_ui(get_job(ctx.engine, st.session_state[SELECTED]))
 
 
-def _shown(value, spec: str) -> str:
-    return "–" if value is None else spec.format(value)
-
 
 def job_row(j) -> dict:
     """One line of the job list, every cell text: "–" where there is nothing yet, never None."""
     last = j.last_epoch or {}
     progress = j.progress()
     return {"job": j.id, "kind": j.kind, "backend": j.backend, "status": j.status,
-            "epoch": f"{progress.epoch} of {progress.epochs}" if progress else _shown(last.get("epoch"), "{}"),
-            "val accuracy": _shown(last.get("val_accuracy"), "{:.1%}"), "val RMSE": _shown(last.get("val_rmse"),
-                                                                                           "{:.3f}"),
-            "started": _shown(j.started_at, "{:%Y-%m-%d %H:%M}"), "reason": j.failure_reason or ""}
+            "epoch": f"{progress.epoch} of {progress.epochs}" if progress else value_text(last.get("epoch"), "{}"),
+            "val accuracy": value_text(last.get("val_accuracy"), "{:.1%}"),
+            "val RMSE": value_text(last.get("val_rmse"), "{:.3f}"),
+            "started": value_text(j.started_at, "{:%Y-%m-%d %H:%M}"), "reason": j.failure_reason or ""}
 
 
 def recounts_ui(job) -> None:
