@@ -137,35 +137,32 @@ def score(model_dir: Path, within: list[tuple[str, int]], over: list[tuple[str, 
             raise SystemExit(f"error: {len(failed)} photo(s) could not be scored, e.g. {failed[0].path}: {failed[0].error}")
         return np.stack([r.probs for r in results]) if results else np.zeros((0, len(counts)))
 
+    def figures(true: np.ndarray, pred: np.ndarray) -> dict:
+        return {"accuracy": accuracy(true, pred), "rmse": rmse(true, pred),
+                "accuracy_ci": bootstrap_interval(true, pred, accuracy), "rmse_ci": bootstrap_interval(true, pred, rmse)}
+
     true = np.array([c for _, c in within])
     probs = probabilities(within)
     report: dict = {"n": len(true), "true_histogram": np.bincount(true, minlength=len(counts)).tolist()}
-    for name in ("argmax", "expected"):
-        pred = decode(probs, counts, name)
-        report[name] = {
-            "accuracy": accuracy(true, pred), "rmse": rmse(true, pred),
-            "accuracy_ci": bootstrap_interval(true, pred, accuracy), "rmse_ci": bootstrap_interval(true, pred, rmse),
-            "confusion": confusion_matrix(true, pred, len(counts)).tolist(),
-        }
+    preds = {name: decode(probs, counts, name) for name in ("argmax", "expected")}
+    for name, pred in preds.items():
+        report[name] = {**figures(true, pred), "confusion": confusion_matrix(true, pred, len(counts)).tolist()}
     three = np.full_like(true, 3)
     report["always_3"] = {"accuracy": accuracy(true, three), "rmse": rmse(true, three)}
     if over:
         over_true = np.array([c for _, c in over])
         over_probs = probabilities(over)
-        pred = decode(over_probs, counts, "argmax")
+        over_pred = decode(over_probs, counts, "argmax")
         report["over"] = {"n": len(over), "true_counts": sorted(over_true.tolist()),
-                          "predicted_histogram": np.bincount(pred, minlength=len(counts)).tolist(),
-                          "share_predicted_top": float(np.mean(pred == counts[-1])),
+                          "predicted_histogram": np.bincount(over_pred, minlength=len(counts)).tolist(),
+                          "share_predicted_top": float(np.mean(over_pred == counts[-1])),
                           "mean_p_top": float(over_probs[:, -1].mean()),
                           "mean_p_top_within": float(probs[:, -1].mean()),
                           "mean_expected": float((over_probs @ np.asarray(counts)).mean())}
         if predictor.spec.classes.open_top:  # every bin, counts truncated at the open class's 6
             all_true = np.concatenate([true, np.minimum(over_true, counts[-1])])
-            all_pred = np.concatenate([decode(probs, counts, "argmax"), pred])
-            report["all"] = {"n": len(all_true), "accuracy": accuracy(all_true, all_pred),
-                             "rmse": rmse(all_true, all_pred),
-                             "accuracy_ci": bootstrap_interval(all_true, all_pred, accuracy),
-                             "rmse_ci": bootstrap_interval(all_true, all_pred, rmse)}
+            all_pred = np.concatenate([preds["argmax"], over_pred])
+            report["all"] = {"n": len(all_true), **figures(all_true, all_pred)}
     report["labels"] = list(predictor.spec.classes.labels)
     return report
 
