@@ -6,7 +6,6 @@ one interface (backend.py); docs/architecture.md maps the files.
     job = backend.refresh(job.id)              # status, per-epoch metrics; a finished run registers a version
     job = follow(backend, job, on_log=print)   # or wait for the end (the CLI and the demo seed do)
     refresh_active(engine)                     # the dashboard polls every active job like this
-    promote(engine, job.model_version_id, actor="ana")   # refuses a worse model unless force=True
 
 Importing this package is cheap: no torch, no boto3, no SageMaker SDK (the SageMaker backend brings boto3 when it is
 asked for, the SDK later still, on first use).
@@ -26,16 +25,15 @@ from jobs import store
 from jobs.backend import Backend
 from jobs.local.backend import LocalBackend
 from jobs.params import TrainingParams, TuningParams, trial_value
-from jobs.promotion import Comparison, Scores, compare_with_active, promote
 from jobs.records import BACKEND_NAMES, EndpointError, JobError, JobRecord
 from jobs.search_space import DEFAULT_SEARCH_SPACE, Categorical, Continuous, Integer, SearchSpaceError
 from jobs.store import get_job, list_jobs
 
 # what the dashboard, the audit core and the tests use; the constants (KINDS, STATUSES, ...) live in their modules
 __all__ = [
-    "DEFAULT_SEARCH_SPACE", "Backend", "Categorical", "Comparison", "Continuous", "EndpointError", "Integer",
-    "JobError", "JobRecord", "Scores", "SearchSpaceError", "TrainingParams", "TuningParams", "compare_with_active",
-    "follow", "get_backend", "get_job", "list_jobs", "promote", "refresh_active", "trial_value",
+    "DEFAULT_SEARCH_SPACE", "Backend", "Categorical", "Continuous", "EndpointError", "Integer", "JobError",
+    "JobRecord", "SearchSpaceError", "TrainingParams", "TuningParams", "follow", "get_backend", "get_job",
+    "list_jobs", "refresh_active", "trial_value",
 ]
 
 log = logging.getLogger(__name__)

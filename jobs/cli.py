@@ -31,13 +31,13 @@ from binaudit.workspace import Workspace
 from jobs import follow, get_backend, refresh_active
 from jobs.backend import Backend
 from jobs.params import OBJECTIVES, STRATEGIES, TrainingParams, TuningParams
-from jobs.promotion import compare_with_active, promote
 from jobs.records import KINDS, JobError, JobRecord
 from jobs.sagemaker.prices import paid_work_summary
 from jobs.search_space import DEFAULT_SEARCH_SPACE, SearchSpaceError, space_from_json
 from jobs.store import get_job, list_jobs
 from modeling import registry
 from modeling.cli import EXIT_INTERRUPTED, EXIT_OK, CliError, add_path_arguments, run_reporting_errors
+from modeling.promotion import compare_with_active, promote
 from modeling.settings import JOB_SETTINGS, add_setting_arguments
 
 EXIT_FAILED = 1  # the job ended Failed or Stopped

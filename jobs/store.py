@@ -93,8 +93,10 @@ def list_jobs(engine: Engine, kind: str | None = None, limit: int | None = 50, p
     query = sa.select(db.jobs).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
     if kind is not None:
         query = query.where(c.kind == check_choice("job kind", kind, KINDS))
-    if parent_id is not None or top_level:
-        query = query.where(c.parent_id == parent_id if parent_id is not None else c.parent_id.is_(None))
+    if parent_id is not None:
+        query = query.where(c.parent_id == parent_id)
+    elif top_level:
+        query = query.where(c.parent_id.is_(None))
     if backend is not None:
         query = query.where(c.backend == backend)
     if active_only:
@@ -150,9 +152,9 @@ def finish_job(engine: Engine, job_id: str, status: str, *, actor: str = "system
             values: dict[str, Any] = {"status": status, "ended_at": db.utcnow(), "failure_reason": failure_reason}
             if metrics is not None:
                 values["metrics"] = _jsonable(metrics)
-            current = row.output or {}
-            if output or CLAIM_KEY in current:  # an ended job has nothing left to register: its claim goes
-                values["output"] = _jsonable({k: v for k, v in {**current, **(output or {})}.items() if k != CLAIM_KEY})
+            merged = {**(row.output or {}), **(output or {})}
+            merged.pop(CLAIM_KEY, None)  # an ended job has nothing left to register: its claim goes
+            values["output"] = _jsonable(merged)
             _write(conn, job_id, **values)
             db.log_change(conn, actor=actor, action="finish_job", entity="job", entity_id=job_id,
                           details={"status": status, "failure_reason": failure_reason})

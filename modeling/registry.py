@@ -4,7 +4,7 @@ Every completed training job registers a version: its model folder is copied (ha
 the filesystem allows) into the workspace's model store, so a version stays loadable when the job's
 folder is cleaned up, and its config and metrics are recorded. The active version is the one the
 dashboard and `audit score` use. Promotion with a comparison on shared validation data lives
-in `jobs.promotion`; this module only records facts.
+in `modeling.promotion`; this module only records facts.
 
 Not container code: it uses SQLAlchemy and is never imported by train.py or inference.py.
 """
@@ -202,7 +202,7 @@ _ANY = object()
 
 def activate(engine: Engine, ref: int | str, *, actor: str = "system", reason: str = "",
              expected_active: int | None | object = _ANY) -> ModelVersion:
-    """Make a version the one that scores bins (no comparison: see jobs.promotion for that).
+    """Make a version the one that scores bins (no comparison: see modeling.promotion for that).
 
     expected_active: activate only if this version id (None: no version) is still the active one, checked in the
     same write transaction, so a promotion decided against it cannot overwrite a version activated meanwhile.

@@ -377,8 +377,9 @@ def _better_twin_and_folder(engine, ws: Workspace, candidate, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path):
+def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path, monkeypatch):
     from jobs import list_jobs
+    from modeling import registry
     from modeling.registry import get_version
 
     ws = sqlite_ws
@@ -427,6 +428,16 @@ def test_retrain_starts_a_local_job_and_promotion_is_guarded(sqlite_ws, tmp_path
     assert [e.value for e in at.error if "Refused:" in e.value] == refusals
     assert active_version(engine).id == twin.id
     at.checkbox(key=f"force-{candidate.id}").check()
+    with monkeypatch.context() as m:  # every activation loses its race: promote gives up, the page says so
+        def lose_race(*args, **kwargs):
+            raise registry.ActiveVersionChanged("another version was activated meanwhile")
+
+        m.setattr(registry, "activate", lose_race)
+        at.button(key=f"promote-{candidate.id}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Not promoted: the active model version kept changing" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert active_version(engine).id == twin.id
     at.button(key=f"promote-{candidate.id}").click().run()  # forced: promoted
     assert any("Promoted:" in s.value for s in at.success), [s.value for s in at.success]
     assert active_version(engine).id == candidate.id

@@ -16,24 +16,13 @@ import sqlalchemy as sa
 from audit.export import build_recount_dataset
 from binaudit import db
 from binaudit.workspace import Workspace
-from jobs import (
-    Comparison,
-    Integer,
-    JobError,
-    Scores,
-    TuningParams,
-    compare_with_active,
-    get_backend,
-    list_jobs,
-    promote,
-    refresh_active,
-    store,
-)
+from jobs import Integer, JobError, TuningParams, get_backend, list_jobs, refresh_active, store
 from jobs.jobdirs import checkpoint_dir, checkpoint_info, job_dir
 from jobs.local.backend import ENDPOINT_MODULE, RUNNER_MODULE, TRAIN_MODULE
 from jobs.local.processes import process_alive
 from modeling import registry
 from modeling.metric_log import parse_metric_log
+from modeling.promotion import Comparison, Scores, compare_with_active, promote
 from tests.test_jobs_support import (
     JOB_TIMEOUT_SECONDS,
     add_recount,
@@ -134,7 +123,7 @@ def test_promotion_refuses_a_worse_candidate_unless_forced(local, tiny_dataset, 
 
     tie = promote(local.engine, active.id, actor="ana", val_dir=tiny_dataset / "val")  # equal: the candidate wins
     assert tie.promoted and registry.active_version(local.engine).id == active.id
-    with pytest.raises(JobError, match="val_accuracy, val_rmse"):
+    with pytest.raises(registry.RegistryError, match="val_accuracy, val_rmse"):
         promote(local.engine, candidate.id, actor="ana", metric="loss")
 
 

@@ -31,15 +31,14 @@ from jobs import (
     JobError,
     TrainingParams,
     TuningParams,
-    compare_with_active,
     get_backend,
     get_job,
     list_jobs,
-    promote,
     refresh_active,
 )
 from jobs.sagemaker.prices import paid_work_summary
-from modeling.registry import get_version
+from modeling.promotion import compare_with_active, promote
+from modeling.registry import RegistryError, get_version
 from modeling.settings import ARCHS, BY_NAME, GROUPS, JOB_SETTINGS, LOSSES, Setting
 
 SELECTED, COMPARISON = "retrain_job", "retrain_comparison"
@@ -308,7 +307,7 @@ def promotion_ui(version_id: int) -> None:
         with st.spinner("Scoring both models ..."):
             try:
                 st.session_state[COMPARISON] = (version_id, compare_with_active(ctx.engine, version_id, val_dir or None))
-            except (JobError, ValueError, OSError) as exc:  # a folder that is not a count dataset: say why
+            except (RegistryError, ValueError, OSError) as exc:  # a folder that is not a count dataset: say why
                 st.error(f"Not compared: {plain(exc)}")
     stored = st.session_state.get(COMPARISON)
     comparison = stored[1] if stored and stored[0] == version_id else None
@@ -323,12 +322,15 @@ def promotion_ui(version_id: int) -> None:
         (st.info if better else st.warning)(comparison.describe(metric))
     force = cols[1].checkbox("Force", key=f"force-{version_id}", help="promote even if worse")
     if st.button("Promote", type="primary", key=f"promote-{version_id}", disabled=comparison is None and active is not None):
-        result = promote(ctx.engine, version_id, metric=metric, force=force, actor=current_reviewer() or "dashboard",
-                         comparison=comparison)
         # kept in the session: the job list refreshes every few seconds, and a refusal must stay readable
-        notice("success" if result.promoted else "error",
-               f"{candidate.name}: " + ("Promoted: " if result.promoted else "Refused: ")
-               + plain(result.reason.removeprefix("refused: ")))
+        try:
+            result = promote(ctx.engine, version_id, metric=metric, force=force,
+                             actor=current_reviewer() or "dashboard", comparison=comparison)
+            notice("success" if result.promoted else "error",
+                   f"{candidate.name}: " + ("Promoted: " if result.promoted else "Refused: ")
+                   + plain(result.reason.removeprefix("refused: ")))
+        except (RegistryError, ValueError, OSError) as exc:  # not scorable, or the active version kept changing
+            notice("error", f"{candidate.name}: Not promoted: {plain(exc)}")
         st.rerun()  # the whole page: a fragment-scoped rerun is refused when the click came in a full run
 
 

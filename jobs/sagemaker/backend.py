@@ -250,10 +250,11 @@ class SageMakerBackend(Backend):
         try:
             with aws_errors(f"starting the {what}"):
                 external_id, output = submit()
-        except (JobError, ValueError) as exc:  # ValueError: a ConfigError, or the SDK's own validation
+        except (JobError, ConfigError) as exc:
             store.finish_job(self.engine, job.id, "Failed", failure_reason=str(exc))
-            if isinstance(exc, (JobError, ConfigError)):
-                raise
+            raise
+        except ValueError as exc:  # the SDK's own validation
+            store.finish_job(self.engine, job.id, "Failed", failure_reason=f"starting the {what}: {exc}")
             raise JobError(f"starting the {what}: {exc}") from None
         store.merge_output(self.engine, job.id, **output)
         job = store.mark_started(self.engine, job.id, external_id=external_id)

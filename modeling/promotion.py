@@ -15,9 +15,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from binaudit import db
-from jobs.params import OBJECTIVES
-from jobs.records import JobError, check_choice
 from modeling import registry
+from modeling.settings import BEST_METRICS
 
 METRICS = {"val_accuracy": "accuracy", "val_rmse": "rmse"}
 ACTIVATION_ATTEMPTS = 3  # decisions re-made when another activation comes first
@@ -60,7 +59,7 @@ class Comparison:
             return False
         if math.isnan(act):
             return True
-        return cand >= act if OBJECTIVES[metric] == "Maximize" else cand <= act
+        return cand >= act if BEST_METRICS[metric] == "max" else cand <= act
 
     def describe(self, metric: str) -> str:
         text = f"{self.candidate.name} {METRICS[metric]} {self.candidate.value(metric):.4f}"
@@ -96,8 +95,8 @@ def default_val_dir(version: registry.ModelVersion) -> Path:
     val = (version.config.get("resolved_args") or {}).get("val")
     if val and not str(val).startswith("s3://") and Path(val).is_dir():
         return Path(val)
-    raise JobError(f"{version.name} was validated on {val or 'an unknown folder'}, which is not a local folder here; "
-                   f"pass the validation folder to compare on (--val DIR)")
+    raise registry.RegistryError(f"{version.name} was validated on {val or 'an unknown folder'}, which is not a local "
+                                 f"folder here; pass the validation folder to compare on (--val DIR)")
 
 
 def _files_missing(version: registry.ModelVersion) -> str | None:
@@ -123,7 +122,7 @@ def _compare(candidate: registry.ModelVersion, active: registry.ModelVersion | N
     folder = Path(val_dir) if val_dir is not None else default_val_dir(candidate)
     scores = _try_score(candidate, folder, batch_size, workers)
     if scores.error:  # nothing to promote; an unscorable ACTIVE one only needs --force to replace
-        raise JobError(f"{candidate.name} cannot be scored or activated: {scores.error}")
+        raise registry.RegistryError(f"{candidate.name} cannot be scored or activated: {scores.error}")
     other = None if active is None or active.id == candidate.id else _try_score(active, folder, batch_size, workers)
     return Comparison(str(folder), scores, other)
 
@@ -181,7 +180,8 @@ def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "v
     """Activate the candidate unless it is worse than the active version by `metric` (force overrides); a candidate
     whose model files are gone is refused. comparison: a ready one (from compare_with_active) to decide on while it
     is about this candidate and the version active now, else both are evaluated again."""
-    check_choice("promotion metric", metric, METRICS)
+    if metric not in METRICS:
+        raise registry.RegistryError(f"Invalid promotion metric {metric!r}. Only {', '.join(METRICS)} are supported.")
     candidate = registry.get_version(engine, candidate_version_id)
     gone = _files_missing(candidate)
     if gone:
@@ -198,4 +198,4 @@ def promote(engine: Engine, candidate_version_id: int | str, *, metric: str = "v
             return _decide(engine, candidate, previous, comparison, metric, force, actor)
         except registry.ActiveVersionChanged:
             continue  # another version was activated while deciding: decide against that one
-    raise JobError("the active model version kept changing during the promotion; try again")
+    raise registry.RegistryError("the active model version kept changing during the promotion; try again")

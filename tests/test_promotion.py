@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from binaudit import db
-from jobs import Comparison, Scores, compare_with_active, promote, promotion
 from jobs.cli import main
-from modeling import registry
+from modeling import promotion, registry
+from modeling.promotion import Comparison, Scores, compare_with_active, promote
 from tests.modeling_fixtures import tiny_model
 from tests.test_jobs_support import make_local
 
