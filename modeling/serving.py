@@ -60,7 +60,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class RequestError(ValueError):
-    """A request the model cannot answer; the message says what was wrong and what is accepted."""
+    """A request the model cannot answer; the message says what was wrong and what is accepted, `status` the HTTP
+    status an endpoint answers with (415: a content type it does not read, 406: one it cannot answer in)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # ---------------------------------------------------------------- requests
@@ -92,8 +97,7 @@ def parse_request(body: bytes | bytearray | memoryview | str, content_type: str 
         request = _parse_json(_as_bytes(body))
     else:
         raise RequestError(
-            f"unsupported content type {content_type!r}; send one of: {', '.join(REQUEST_CONTENT_TYPES)}"
-        )
+            f"unsupported content type {content_type!r}; send one of: {', '.join(REQUEST_CONTENT_TYPES)}", 415)
     for i, image in enumerate(request.images):
         try:
             probe_image(image)
@@ -192,7 +196,7 @@ def encode_response(prediction: dict[str, Any] | list[dict[str, Any]], accept: s
     """(JSON body, content type); a list becomes {"predictions": [...]}."""
     kind = media_type(accept)
     if kind not in ("", "*/*", JSON_CONTENT_TYPE):
-        raise RequestError(f"cannot answer in {accept!r}; accepted: {', '.join(RESPONSE_CONTENT_TYPES)}")
+        raise RequestError(f"cannot answer in {accept!r}; accepted: {', '.join(RESPONSE_CONTENT_TYPES)}", 406)
     body = {"predictions": prediction} if isinstance(prediction, list) else prediction
     return json.dumps(body), JSON_CONTENT_TYPE
 

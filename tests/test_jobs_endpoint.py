@@ -38,9 +38,9 @@ def local(tmp_path, monkeypatch, tiny_model_dir):
     stop_leftovers(ctx)
 
 
-def _post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+def _post(url: str, body: bytes, content_type: str, accept: str = "application/json") -> tuple[int, dict]:
     request = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
-                                     headers={"Content-Type": content_type})
+                                     headers={"Content-Type": content_type, "Accept": accept})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -88,6 +88,8 @@ def test_local_endpoint_speaks_the_container_protocol_with_the_serving_json(loca
     status, answer = _post(url, b"hello", "text/plain")
     assert status == 415
     assert "unsupported content type 'text/plain'" in answer["error"] and "image/jpeg" in answer["error"]
+    status, answer = _post(url, photo, "image/jpeg", accept="text/csv")
+    assert status == 406 and "cannot answer in 'text/csv'" in answer["error"]
     status, answer = _post(url, b"{not json", "application/json")
     assert status == 400 and "not valid JSON" in answer["error"]
     status, answer = _post(url, b"\xff\xd8 not really a jpeg", "image/jpeg")

@@ -36,14 +36,6 @@ READ_TIMEOUT_S = 30.0  # per socket read: far above a 20 MB body on a local link
 MAX_CONNECTIONS = 32  # forward passes run one at a time anyway (InvocationHandler.lock)
 
 
-def _error_status(message: str) -> HTTPStatus:
-    if message.startswith("unsupported content type"):
-        return HTTPStatus.UNSUPPORTED_MEDIA_TYPE
-    if message.startswith("cannot answer in"):
-        return HTTPStatus.NOT_ACCEPTABLE
-    return HTTPStatus.BAD_REQUEST
-
-
 class InvocationHandler(BaseHTTPRequestHandler):
     server_version = "BinAuditLocalEndpoint/1"
     model: Any = None  # set by serve(): the loaded ScoringModel
@@ -114,7 +106,7 @@ class InvocationHandler(BaseHTTPRequestHandler):
                 prediction = predict_fn(request, self.model)
             text, content_type = output_fn(prediction, self.headers.get("Accept") or "application/json")
         except RequestError as exc:
-            self._error(_error_status(str(exc)), str(exc))
+            self._error(HTTPStatus(exc.status), str(exc))
             return
         self._send(HTTPStatus.OK, text, content_type)
 
