@@ -5,10 +5,11 @@ types a reviewer name and reloads (the name stays: it is in the address), upload
 ../shared/abid-sample is present) and reads the predicted count and the batch summary; in the queue two analysts
 (two browsers) work on one bin: the second decides while the first has typed a recount and a note, and the first is
 told who decided what and keeps her input; decides bins by keyboard (the time per decision goes to
-test-artifacts/decision-timing.json); pages to the last queued bin; browses (a bin decided by a reviewer whose name is
-Markdown: shown as text, nothing fetched; the activation overlay on the real ABID photo); opens the evaluation page;
-and on Retrain a refused promotion is still on screen after 10 s. Also: an error in a page shows the analyst no
-details, while the server log keeps them. Screenshots go to test-artifacts/screenshots/ (git-ignored).
+test-artifacts/decision-timing.json) and types a recount with no click into its box; pages to the last queued bin;
+browses (a bin decided by a reviewer whose name is Markdown: shown as text, nothing fetched; the activation overlay
+on the real ABID photo); opens the evaluation page; and on Retrain a refused promotion is still on screen after 10 s.
+Also: an error in a page shows the analyst no details, while the server log keeps them. Screenshots go to
+test-artifacts/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -239,6 +240,19 @@ def _decide_by_keyboard(page, n: int) -> list[float]:
     return seconds
 
 
+def _recount_by_keyboard(page) -> None:
+    """Digits typed with no field focused land in the recount box; Enter confirms the mismatch with that recount."""
+    from playwright.sync_api import expect
+
+    current = page.locator("[data-testid='stRadio'] label:has(input:checked)").inner_text().split(" · ")[0]
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("1")
+    page.keyboard.press("2")
+    expect(page.get_by_label("Recounted quantity")).to_have_value("12")
+    _rerun(page, lambda: page.keyboard.press("Enter"))
+    expect(page.get_by_text(f"Bin {current}: Confirmed mismatch recorded (recount 12).")).to_be_visible()
+
+
 def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -283,6 +297,7 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         expect(options.first).to_be_visible()
         _two_analysts_on_one_bin(browser, page, url, ws)
         timings = _decide_by_keyboard(page, 3)
+        _recount_by_keyboard(page)
         (ROOT / "test-artifacts").mkdir(exist_ok=True)
         (ROOT / "test-artifacts" / "decision-timing.json").write_text(json.dumps(
             {"seconds_per_decision": timings, "how": "D key pressed to the next bin on screen, local Chromium"}))

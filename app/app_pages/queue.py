@@ -16,6 +16,7 @@ import streamlit as st
 from app.ui.bin_view import bin_detail_ui
 from app.ui.context import allowed_roots, app_context, require_model
 from app.ui.identity import current_reviewer
+from app.ui.keys import digits_go_to
 from app.ui.text import plain
 from audit.browse import bin_detail
 from audit.export import csv_text
@@ -37,6 +38,7 @@ from audit.reviews import (
 from audit.vocabulary import count_text, decision_label, legend_frame, probability_text
 
 PAGE_SIZES = (10, 20, 50)
+RECOUNT_LABEL = "Recounted quantity"
 # CURRENT: the bin she works on (pinned: it stays until she acts); PICK: the list widget, which shows it only while
 # it is on the page (a list whose options change under a selected value would lose the selection)
 CURRENT, PICK, SEEN, FLASH, NOTE = "queue_pinned", "queue_current", "queue_seen", "queue_flash", "queue_note"
@@ -239,10 +241,11 @@ with right:
              icon=":material/check:", width="stretch", key="btn-dismiss", shortcut="D")
     predicted = count_text(prediction["predicted_count"], classes) if prediction else "–"
     with b.form("confirm", border=False, enter_to_submit=True):
-        st.number_input("Recounted quantity", min_value=0, max_value=MAX_RECOUNT, step=1, value=None,
+        st.number_input(RECOUNT_LABEL, min_value=0, max_value=MAX_RECOUNT, step=1, value=None,
                         key=f"recount-{pinned}", placeholder=f"count the items (model says {predicted})")
         st.form_submit_button("Confirm mismatch", type="primary", disabled=blocked, icon=":material/close:",
                               on_click=lambda: record(CONFIRM, typed_recount()), width="stretch")
+    digits_go_to(RECOUNT_LABEL)  # type a count, Enter: no click into the box first
     c.button("Unsure", on_click=record, args=(UNSURE,), disabled=blocked, icon=":material/help:",
              width="stretch", key="btn-unsure", shortcut="U")
     d.button("Next", on_click=skip, icon=":material/skip_next:", width="stretch", key="btn-next", shortcut="N",
