@@ -7,13 +7,15 @@ types a reviewer name and reloads (the name stays: it is in the address), upload
 told who decided what and keeps her input; decides bins by keyboard (the time per decision goes to
 test-artifacts/decision-timing.json) and types a recount with no click into its box; pages to the last queued bin;
 browses (a bin decided by a reviewer whose name is Markdown: shown as text, nothing fetched; the activation overlay
-on the real ABID photo); opens the evaluation page; and on Retrain a refused promotion is still on screen after 10 s.
+on the real ABID photo, else on the uploaded demo photo); opens the evaluation page; and on Retrain a refused promotion is still on screen after 10 s.
 Also: an error in a page shows the analyst no details, while the server log keeps them. Screenshots go to
-test-artifacts/screenshots/ (git-ignored).
+test-artifacts/screenshots/ (git-ignored); docs/screenshots/ come from a run with BINAUDIT_BROWSER_WORKSPACE set to
+`make run`'s workspace and BINAUDIT_ABID_SAMPLE to a missing folder (no ABID photo in the project).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,9 +32,9 @@ import pytest
 
 from app.ui.run_counter import ATTRIBUTE as RUN_ATTRIBUTE
 from app.ui.run_counter import ENV as RUN_COUNTER_ENV
+from tests.conftest import ABID_SAMPLE  # optional here: without it the upload and the overlay use a demo photo
 
 ROOT = Path(__file__).resolve().parent.parent
-ABID_SAMPLE = ROOT.parent / "shared" / "abid-sample"  # the conftest fixture's place; optional here
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 IDLE = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-script-state='notRunning']"
@@ -110,7 +112,13 @@ def _rerun(page, action) -> None:
 
 
 def _shot(page, name: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     SHOTS.mkdir(parents=True, exist_ok=True)
+    # elements still loading show grey placeholders: wait for the page as the analyst sees it once drawn (a picture,
+    # not a check: after 10 s it is taken as it is)
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_selector("[data-testid='stSkeleton']", state="detached", timeout=10_000)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -319,16 +327,17 @@ def test_dashboard_end_to_end_in_chromium(app_url, tmp_path):
         assert page.locator("a[href*='hostile'], img[src*='hostile']").count() == 0
         assert not [r for r in requests if "hostile" in r], requests
         _shot(page, "browse")
-        if abid_bin:  # where the model looked, on a real ABID photo
-            search = page.get_by_label("Search bin id, item names, ASINs")
-            _rerun(page, lambda: (search.fill(abid_bin), search.press("Enter")))
-            _rerun(page, page.get_by_role("button", name="Details").first.click)
-            expect(page.get_by_role("heading", name=f"Bin {abid_bin}")).to_be_visible()
-            _rerun(page, page.get_by_text("Show where the model looked (Grad-CAM)").click)
-            expect(page.get_by_text(re.compile(r"items, for the predicted count")).first).to_be_visible()
-            expect(page.get_by_text(re.compile(r"^Grad-CAM \(layer\d of resnet"))).to_be_visible()
-            assert page.locator("[data-testid='stImage'] img").count() >= 2  # the photo and at least one overlay
-            _shot(page, "evidence")
+        # where the model looked: on a real ABID photo when the sample is here, else on the uploaded demo photo
+        evidence_bin = abid_bin or "88001"
+        search = page.get_by_label("Search bin id, item names, ASINs")
+        _rerun(page, lambda: (search.fill(evidence_bin), search.press("Enter")))
+        _rerun(page, page.get_by_role("button", name="Details").first.click)
+        expect(page.get_by_role("heading", name=f"Bin {evidence_bin}")).to_be_visible()
+        _rerun(page, page.get_by_text("Show where the model looked (Grad-CAM)").click)
+        expect(page.get_by_text(re.compile(r"items?, for the predicted count")).first).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^Grad-CAM \(layer\d of resnet"))).to_be_visible()
+        assert page.locator("[data-testid='stImage'] img").count() >= 2  # the photo and at least one overlay
+        _shot(page, "evidence")
 
         _go(page, "Evaluation")
         expect(page.locator(".js-plotly-plot").first).to_be_visible()

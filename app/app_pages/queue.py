@@ -236,7 +236,7 @@ with right:
                   on_click=undo_last, shortcut="Z", help="within a few minutes of deciding, while nobody changed it")
     blocked = not reviewer or changed
     st.text_input("Note (optional)", key=NOTE, placeholder="what you saw")
-    a, b, c, d = st.columns([2, 3, 2, 1])
+    a, b, c, d = st.columns([4, 3, 2, 2])  # wide enough for "Dismiss: record is right D" and "Next N"
     a.button("Dismiss: record is right", on_click=record, args=(DISMISS,), disabled=blocked,
              icon=":material/check:", width="stretch", key="btn-dismiss", shortcut="D")
     predicted = count_text(prediction["predicted_count"], classes) if prediction else "–"

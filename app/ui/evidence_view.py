@@ -52,6 +52,7 @@ def evidence_ui(ctx: AppContext, model_dir: str, image_uri: str, *, predicted_cl
         why[0] += (" (also the record's)" if record_class == predicted_class else
                    " (the record is beyond the model's range: no map for it)" if expected is not None else "")
     for column, (label, probability, data), what in zip(st.columns(2), maps, why, strict=False):
-        column.image(data, width="stretch", caption=f"{label} items, {what}: p = {probability:.0%}")
+        noun = "item" if label == "1" else "items"
+        column.image(data, width="stretch", caption=f"{label} {noun}, {what}: p = {probability:.0%}")
     st.caption(f"Grad-CAM ({explainer.block} of {explainer.spec.arch}, a {explainer.map_side}×{explainer.map_side} "
                f"map at the model's {explainer.spec.preprocess.image_size} px input), from the grad-cam package.")
