@@ -9,8 +9,8 @@
 
 Bad input raises RequestError whose message says what was wrong and what is accepted. In the container, AWS's
 inference toolkit answers an exception with 500 unless it is one of its own errors, which carry a status: there a
-RequestError is raised as the toolkit's error with 400 (the toolkit is imported only when present; it is never
-needed elsewhere). The toolkit counts each handler's parameters, so none of them may take optional extras.
+RequestError is raised as the toolkit's error with its status, 400, 406 or 415 (the toolkit is imported only when
+present; it is never needed elsewhere). The toolkit counts each handler's parameters, so none of them may take optional extras.
 Precision: fp32 unless the model's environment sets BINAUDIT_PRECISION (auto, fp32, bf16, fp16).
 """
 
@@ -29,12 +29,12 @@ except ImportError:
     GenericInferenceToolkitError = None
 
 __all__ = ["RequestError", "input_fn", "model_fn", "output_fn", "predict_fn"]
-BAD_REQUEST = 400
 
 
 def _client_error(exc: RequestError) -> Exception:
-    """The request's fault: a 400 with the message in the container, the RequestError itself elsewhere."""
-    return exc if GenericInferenceToolkitError is None else GenericInferenceToolkitError(BAD_REQUEST, str(exc))
+    """The request's fault: its 4xx (400, 406, 415) with the message in the container, the RequestError itself
+    elsewhere."""
+    return exc if GenericInferenceToolkitError is None else GenericInferenceToolkitError(exc.status, str(exc))
 
 
 def model_fn(model_dir: str) -> ScoringModel:
