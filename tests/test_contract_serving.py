@@ -155,6 +155,12 @@ def test_a_bad_request_is_a_4xx_that_says_what_was_wrong(endpoint, body, content
     assert said in answer.decode("utf-8", "replace")
 
 
+def test_an_answer_in_a_format_the_handler_cannot_write_is_a_406(endpoint):
+    status, answer = endpoint.request("POST", "/invocations", jpeg_bytes(), "image/jpeg", accept="text/csv")
+    assert status == 406, (status, answer[:1000])
+    assert "cannot answer in 'text/csv'" in answer.decode("utf-8", "replace")
+
+
 def test_what_batch_transform_sends_a_large_photo_whole(endpoint, tmp_path):
     """Batch transform POSTs each object as it is (SplitType None) with the job's content type; a 7 MB photo must
     pass TorchServe's request limit (SageMaker's endpoint caps invocations at 6 MB, a transform at max_payload)."""
