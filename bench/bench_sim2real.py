@@ -134,12 +134,14 @@ def score(model_dir: Path, within: list[tuple[str, int]], over: list[tuple[str, 
         results = list(predictor.predict_paths([p for p, _ in samples], batch_size=32, workers=0, progress=False))
         failed = [r for r in results if r.probs is None]
         if failed:
-            raise SystemExit(f"error: {len(failed)} photo(s) could not be scored, e.g. {failed[0].path}: {failed[0].error}")
+            raise SystemExit(f"error: {len(failed)} photo(s) could not be scored, e.g. {failed[0].path}: "
+                             f"{failed[0].error}")
         return np.stack([r.probs for r in results]) if results else np.zeros((0, len(counts)))
 
     def figures(true: np.ndarray, pred: np.ndarray) -> dict:
         return {"accuracy": accuracy(true, pred), "rmse": rmse(true, pred),
-                "accuracy_ci": bootstrap_interval(true, pred, accuracy), "rmse_ci": bootstrap_interval(true, pred, rmse)}
+                "accuracy_ci": bootstrap_interval(true, pred, accuracy),
+                "rmse_ci": bootstrap_interval(true, pred, rmse)}
 
     true = np.array([c for _, c in within])
     probs = probabilities(within)

@@ -10,7 +10,8 @@
 Bad input raises RequestError whose message says what was wrong and what is accepted. In the container, AWS's
 inference toolkit answers an exception with 500 unless it is one of its own errors, which carry a status: there a
 RequestError is raised as the toolkit's error with its status, 400, 406 or 415 (the toolkit is imported only when
-present; it is never needed elsewhere). The toolkit counts each handler's parameters, so none of them may take optional extras.
+present; it is never needed elsewhere). The toolkit counts each handler's parameters, so none of them may take
+optional extras.
 Precision: fp32 unless the model's environment sets BINAUDIT_PRECISION (auto, fp32, bf16, fp16).
 """
 

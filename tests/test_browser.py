@@ -7,10 +7,11 @@ types a reviewer name and reloads (the name stays: it is in the address), upload
 told who decided what and keeps her input; decides bins by keyboard (the time per decision goes to
 test-artifacts/decision-timing.json) and types a recount with no click into its box; pages to the last queued bin;
 browses (a bin decided by a reviewer whose name is Markdown: shown as text, nothing fetched; the activation overlay
-on the real ABID photo, else on the uploaded demo photo); opens the evaluation page; and on Retrain a refused promotion is still on screen after 10 s.
-Also: an error in a page shows the analyst no details, while the server log keeps them. Screenshots go to
-test-artifacts/screenshots/ (git-ignored); docs/screenshots/ come from a run with BINAUDIT_BROWSER_WORKSPACE set to
-`make run`'s workspace and BINAUDIT_ABID_SAMPLE to a missing folder (no ABID photo in the project).
+on the real ABID photo, else on the uploaded demo photo); opens the evaluation page; and on Retrain a refused
+promotion is still on screen after 10 s. Also: an error in a page shows the analyst no details, while the server log
+keeps them. Screenshots go to test-artifacts/screenshots/ (git-ignored); docs/screenshots/ come from a run with
+BINAUDIT_BROWSER_WORKSPACE set to `make run`'s workspace and BINAUDIT_ABID_SAMPLE to a missing folder (no ABID photo
+in the project).
 """
 
 from __future__ import annotations

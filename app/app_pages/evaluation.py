@@ -33,7 +33,6 @@ normalise = options[1].toggle("Row-normalised matrix", value=True, key="eval_nor
 decoding = decoding or "argmax"
 
 
-
 def version_ui(version: ModelVersion, key: str) -> None:
     metrics = version_metrics(version)
     final = metrics.get("final") or {}

@@ -194,7 +194,6 @@ def jobs_ui() -> None:
     job_detail_ui(get_job(ctx.engine, st.session_state[SELECTED]))
 
 
-
 def job_row(j) -> dict:
     """One line of the job list, every cell text: "–" where there is nothing yet, never None."""
     last = j.last_epoch or {}
