@@ -411,9 +411,9 @@ def _transform(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _scored(job: JobRecord) -> str | None:
-    out = job.output
     if job.status != "Completed":
         return None
+    out = job.output
     return f"{out.get('n_scored', '?')} photos scored, {out.get('n_failed', 0)} failed -> {out.get('output_path')}"
 
 

@@ -27,7 +27,7 @@ from jobs import store
 from jobs.backend import Backend
 from jobs.jobdirs import job_dir
 from jobs.params import TrainingParams, TuningParams, flag_name
-from jobs.records import EndpointError, JobError, JobRecord
+from jobs.records import FINAL_STATUSES, EndpointError, JobError, JobRecord
 from jobs.sagemaker.aws import (
     AwsContext,
     aws_errors,
@@ -53,7 +53,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAG_VALUE_UNSAFE = re.compile(r"[^\w .:/=+\-@]")  # what a tag value may not hold
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random"}
-STATUS = {"Completed": "Completed", "Failed": "Failed", "Stopped": "Stopped"}  # any other AWS status: InProgress
 # boto3 names each kind's calls describe_<snake>/stop_<snake>, with <Camel>Name and <Camel>Status
 AWS_JOBS = {"training": ("training_job", "TrainingJob"), "transform": ("transform_job", "TransformJob"),
             "tuning": ("hyper_parameter_tuning_job", "HyperParameterTuningJob")}
@@ -580,7 +579,7 @@ class SageMakerBackend(Backend):
                 return self._refresh_endpoint(job)
             d = self._aws_job_call(job, "describe")
             aws_status = d[f"{AWS_JOBS[job.kind][1]}Status"]
-            status = STATUS.get(aws_status, "InProgress")
+            status = aws_status if aws_status in FINAL_STATUSES else "InProgress"  # AWS spells the ends as we do
             info: dict[str, Any] = {"sagemaker_status": aws_status}
             if job.kind == "training":
                 info.update(secondary_status=d.get("SecondaryStatus"), billable_seconds=d.get("BillableTimeInSeconds"))
