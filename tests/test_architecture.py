@@ -7,6 +7,7 @@ hidden in a function is still a dependency a reader has to follow.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.modeling_fixtures import REPO
@@ -112,3 +113,15 @@ def test_every_import_points_down_the_layers():
             if top != name.split(".")[0] and LAYERS[top] >= layer:
                 upward.append(f"{name} imports {target}")
     assert upward == []
+
+
+DOCS = ("README.md", "docs/architecture.md", "docs/aws.md", "docs/security.md", "docs/benchmarks.md")
+PROJECT_PATH = re.compile(r"`((?:app|audit|jobs|modeling|data_tools|binaudit|bench|tests|docs)/[\w./-]+\.(?:py|md))`")
+
+
+def test_every_project_file_the_docs_name_exists():
+    """Where the docs say a job of the system lives (`modeling/promotion.py`), that file is there: a move that
+    forgets a doc fails here."""
+    named = {(doc, m.group(1)) for doc in DOCS for m in PROJECT_PATH.finditer((REPO / doc).read_text("utf-8"))}
+    assert len(named) > 40  # the docs were read
+    assert [f"{doc}: {path}" for doc, path in sorted(named) if not (REPO / path).is_file()] == []
